@@ -1,0 +1,62 @@
+# order-pipeline developer entry points. `make run` and `make test` do all set-up themselves.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+# Downloads and builds live outside the repo, keyed by version, and are reused.
+export ORDER_PIPELINE_CACHE ?= $(HOME)/.cache/order-pipeline
+UV_VERSION := 0.13.8
+UV_HOME := $(ORDER_PIPELINE_CACHE)/uv-$(UV_VERSION)
+UV := $(UV_HOME)/bin/uv
+VENV := .venv
+PY := $(VENV)/bin/python
+API_PORT ?= 8000
+
+.PHONY: help venv java run engines test lint bench operator cluster-up cluster-down clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
+
+$(UV):
+	python3 -m venv $(UV_HOME)
+	$(UV_HOME)/bin/pip install --quiet uv==$(UV_VERSION)
+
+$(VENV)/.synced: $(UV) pyproject.toml uv.lock
+	UV_PROJECT_ENVIRONMENT=$(VENV) $(UV) sync --locked --quiet
+	touch $@
+
+venv: $(VENV)/.synced  ## create the virtualenv from the lock file
+
+java:  ## install a JRE and Maven from Debian if they are missing
+	@command -v java >/dev/null && command -v mvn >/dev/null || { \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openjdk-17-jre-headless maven; }
+
+run: venv java  ## start engines, API and processor locally (Ctrl-C stops everything)
+	API_PORT=$(API_PORT) $(PY) -m order_devtools.run
+
+engines: venv java  ## only the local SQS + DynamoDB engines, in the foreground
+	$(PY) -m order_devtools.engines
+
+test: venv java  ## install what is missing and run the whole suite
+	$(MAKE) --no-print-directory lint
+	$(PY) -m pytest
+
+lint:  venv ## ruff, mypy strict, import-linter
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
+
+bench: venv java  ## open-loop benchmark; writes bench-results/ JSON + PNG
+	$(PY) -m tests.bench.run
+
+operator: venv  ## run the OrderPipeline operator against $$KUBECONFIG
+	$(PY) -m order_operator
+
+cluster-up: venv  ## build (or reuse) and start the local Kubernetes control plane
+	$(PY) -m order_devtools.cluster up
+
+cluster-down: venv  ## stop the control plane cluster-up started and remove its state
+	$(PY) -m order_devtools.cluster down
+
+clean:  ## remove the virtualenv and local state (caches outside the repo stay)
+	rm -rf $(VENV) .cluster .run bench-results .pytest_cache .mypy_cache .ruff_cache

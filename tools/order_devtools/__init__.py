@@ -1,0 +1,1 @@
+"""Developer tooling: local engines, local run, test control plane."""
