@@ -1,0 +1,77 @@
+"""The FastAPI application: wiring of settings, AWS clients, middleware and routers."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+import fastapi
+
+from order_api import middleware, problems, ratelimit, security, stores
+from order_api import services as services_module
+from order_api import settings as settings_module
+from order_api.routes import auth, health, orders
+from order_common import aws
+
+log = logging.getLogger(__name__)
+
+
+@contextlib.asynccontextmanager
+async def _lifespan(app: fastapi.FastAPI) -> AsyncIterator[None]:
+    settings: settings_module.ApiSettings = app.state.settings
+    async with (
+        aws.sqs_client(settings, read_timeout=settings.send_timeout_seconds) as sqs,
+        aws.dynamodb_client(settings, read_timeout=settings.send_timeout_seconds) as dynamodb,
+    ):
+        services = services_module.ApiServices(
+            settings=settings,
+            sqs=sqs,
+            queue=services_module.QueueLocator(client=sqs, queue_name=settings.queue_name),
+            batcher=None,
+            orders=stores.OrderReader(client=dynamodb, table=settings.orders_table),
+            idempotency=stores.IdempotencyStore(
+                client=dynamodb,
+                table=settings.idempotency_table,
+                ttl_seconds=settings.idempotency_ttl_seconds,
+                in_progress_seconds=settings.idempotency_in_progress_seconds,
+            ),
+            tokens=security.TokenService(settings),
+            signer=security.Signer(settings.signing_secret.get_secret_value().encode()),
+            rate_limiter=ratelimit.RateLimiter(per_minute=settings.rate_limit_per_minute),
+        )
+        app.state.services = services
+        try:
+            await services.send_batcher()
+        except Exception as exc:  # start anyway: /readyz says why, sends retry the lookup
+            log.warning("queue %s not reachable at start-up: %s", settings.queue_name, exc)
+        yield
+        if services.batcher is not None:
+            await services.batcher.close()
+
+
+async def _on_store_unavailable(request: fastapi.Request, exc: Exception) -> fastapi.Response:
+    settings: settings_module.ApiSettings = request.app.state.settings
+    return problems.problem_response(
+        503,
+        "the order store is unavailable; retry later",
+        headers={"Retry-After": str(settings.retry_after_seconds)},
+    )
+
+
+def create_app(settings: settings_module.ApiSettings | None = None) -> fastapi.FastAPI:
+    settings = settings or settings_module.get_settings()
+    app = fastapi.FastAPI(
+        title="order-pipeline API",
+        version="1",
+        summary="Accepts orders for asynchronous processing and reports their status.",
+        lifespan=_lifespan,
+    )
+    app.state.settings = settings
+    problems.install(app)
+    app.add_exception_handler(stores.StoreUnavailableError, _on_store_unavailable)
+    app.add_middleware(middleware.RequestContextMiddleware, max_body_bytes=settings.max_body_bytes)
+    app.include_router(auth.router)
+    app.include_router(orders.router)
+    app.include_router(health.router)
+    return app

@@ -1,0 +1,116 @@
+"""Micro-batching of SendMessage into SendMessageBatch.
+
+Each accepted order waits for its own entry's acknowledgement, but entries from concurrent
+requests share one SendMessageBatch call (up to 10), cutting the client cost per message about
+tenfold. When no batch is in flight an entry is sent at once, so a lone request pays no wait;
+under load entries gather while earlier batches are in flight, or until `max_wait` passes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from types_aiobotocore_sqs import SQSClient
+    from types_aiobotocore_sqs.type_defs import SendMessageBatchRequestEntryTypeDef
+
+log = logging.getLogger(__name__)
+
+MAX_BATCH_ENTRIES = 10  # SQS limit
+_ENTRY_ATTEMPTS = 3
+
+
+class QueueUnavailableError(Exception):
+    """The queue did not acknowledge the message; nothing was accepted."""
+
+
+@dataclass
+class _Pending:
+    entry: SendMessageBatchRequestEntryTypeDef
+    future: asyncio.Future[str]
+    attempts: int = 0
+
+
+@dataclass
+class SendBatcher:
+    client: SQSClient
+    queue_url: str
+    max_wait: float = 0.005
+    on_batch_sent: Callable[[int], None] = lambda size: None
+    _pending: list[_Pending] = field(default_factory=list)
+    _in_flight: int = 0
+    _timer: asyncio.TimerHandle | None = None
+    _tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    _next_id: int = 0
+
+    async def send(self, body: str, attributes: dict[str, Any] | None = None) -> str:
+        """Queue one message; return its MessageId once SQS has acknowledged it."""
+        self._next_id += 1
+        entry: SendMessageBatchRequestEntryTypeDef = {"Id": str(self._next_id), "MessageBody": body}
+        if attributes:
+            entry["MessageAttributes"] = attributes
+        future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        self._pending.append(_Pending(entry=entry, future=future))
+        self._schedule()
+        return await future
+
+    def _schedule(self) -> None:
+        if len(self._pending) >= MAX_BATCH_ENTRIES or self._in_flight == 0:
+            self._flush()
+        elif self._timer is None:
+            self._timer = asyncio.get_running_loop().call_later(self.max_wait, self._flush)
+
+    def _flush(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        while self._pending:
+            batch = self._pending[:MAX_BATCH_ENTRIES]
+            del self._pending[:MAX_BATCH_ENTRIES]
+            self._in_flight += 1
+            task = asyncio.get_running_loop().create_task(self._send_batch(batch))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _send_batch(self, batch: list[_Pending]) -> None:
+        started = time.perf_counter()
+        try:
+            response = await self.client.send_message_batch(
+                QueueUrl=self.queue_url, Entries=[p.entry for p in batch]
+            )
+        except Exception as exc:  # any transport or service error: none of these were accepted
+            log.warning("SendMessageBatch of %s failed: %s", len(batch), exc)
+            for pending in batch:
+                if not pending.future.done():
+                    pending.future.set_exception(QueueUnavailableError(str(exc)))
+            return
+        finally:
+            self._in_flight -= 1
+            if self._pending and self._timer is None:
+                self._flush()
+        self.on_batch_sent(len(batch))
+        by_id = {p.entry["Id"]: p for p in batch}
+        for ok in response.get("Successful", []):
+            pending = by_id.pop(ok["Id"])
+            if not pending.future.done():
+                pending.future.set_result(ok["MessageId"])
+        for failed in response.get("Failed", []):
+            pending = by_id.pop(failed["Id"])
+            pending.attempts += 1
+            if failed.get("SenderFault") or pending.attempts >= _ENTRY_ATTEMPTS:
+                pending.future.set_exception(QueueUnavailableError(failed.get("Message", "")))
+            else:  # only the failed entries go round again
+                self._pending.append(pending)
+        if self._pending:
+            self._schedule()
+        log.debug("sent batch of %s in %.1f ms", len(batch), (time.perf_counter() - started) * 1e3)
+
+    async def close(self) -> None:
+        self._flush()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)

@@ -1,0 +1,227 @@
+"""/v1/orders: accept, follow and cancel orders."""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import logging
+import time
+import urllib.parse
+from typing import Annotated, Any
+
+import fastapi
+
+from order_api import batcher, deps, metrics, problems, schemas
+from order_api import services as services_module
+from order_common import contract, logs
+
+log = logging.getLogger(__name__)
+
+router = fastapi.APIRouter(prefix="/v1/orders", tags=["orders"])
+
+IdempotencyKey = Annotated[
+    str | None,
+    fastapi.Header(
+        alias="Idempotency-Key",
+        min_length=1,
+        max_length=255,
+        description="Repeat a POST safely: the same key and body replay the first response.",
+    ),
+]
+
+
+def _utc(timestamp: float | None) -> datetime.datetime | None:
+    if timestamp is None:
+        return None
+    return datetime.datetime.fromtimestamp(timestamp, tz=datetime.UTC)
+
+
+def _status_url(
+    services: services_module.ApiServices, request: fastapi.Request, order_id: str
+) -> str:
+    expires = int(time.time()) + services.settings.status_url_ttl_seconds
+    signature = services.signer.sign_status(order_id, expires)
+    base = services.settings.public_base_url or str(request.base_url)
+    query = urllib.parse.urlencode({"expires": expires, "sig": signature})
+    return f"{base.rstrip('/')}/v1/orders/{order_id}?{query}"
+
+
+def _accepted_response(body: dict[str, Any], retry_after: int) -> fastapi.responses.JSONResponse:
+    return fastapi.responses.JSONResponse(
+        body,
+        status_code=202,
+        headers={"Location": body["status_url"], "Retry-After": str(retry_after)},
+    )
+
+
+@router.post(
+    "",
+    status_code=202,
+    response_model=schemas.OrderAccepted,
+    responses={
+        409: {"description": "A request with this Idempotency-Key is still in flight"},
+        422: {"description": "Invalid body, or Idempotency-Key reused with another body"},
+        429: {"description": "Rate limit exceeded"},
+        503: {"description": "The queue is unreachable; nothing was accepted"},
+    },
+)
+async def create_order(
+    order: schemas.OrderCreate,
+    request: fastapi.Request,
+    client_id: deps.Client,
+    services: deps.Services,
+    idempotency_key: IdempotencyKey = None,
+) -> fastapi.Response:
+    """Accept an order for asynchronous processing (202 once the queue has it)."""
+    now = time.time()
+    retry_after = services.settings.retry_after_seconds
+    record_key: str | None = None
+    if idempotency_key is not None:
+        record_key = f"{client_id}#{idempotency_key}"
+        payload_hash = hashlib.sha256(order.model_dump_json().encode()).hexdigest()
+        outcome = await services.idempotency.begin(record_key, payload_hash, now=now)
+        if outcome.outcome.value == "replay":
+            assert outcome.response is not None
+            return _accepted_response(outcome.response, retry_after)
+        if outcome.outcome.value == "mismatch":
+            raise problems.ProblemError(
+                422, "this Idempotency-Key was already used with a different request body"
+            )
+        if outcome.outcome.value == "in_flight":
+            raise problems.ProblemError(
+                409,
+                "a request with this Idempotency-Key is still being processed; retry shortly",
+                headers={"Retry-After": str(retry_after)},
+            )
+
+    order_id = services.signer.new_order_id(client_id)
+    logs.order_id_var.set(order_id)
+    message = contract.OrderMessage(
+        order_id=order_id,
+        client_id=client_id,
+        customer_id=order.customer_id,
+        items=tuple(order.items),
+        currency=order.currency,
+        payment_token=order.payment_token,
+        accepted_at=now,
+    )
+    attributes = {
+        "request_id": {"DataType": "String", "StringValue": logs.request_id_var.get() or ""}
+    }
+    try:
+        send_batcher = await services.send_batcher()
+        await send_batcher.send(contract.encode_message(message), attributes)
+    except batcher.QueueUnavailableError as exc:
+        log.warning("order not accepted, queue unavailable: %s", exc)
+        metrics.ORDERS_REFUSED.labels("queue_unavailable").inc()
+        if record_key is not None:
+            await _abandon_quietly(services, record_key)
+        raise problems.ProblemError(
+            503,
+            "the order queue is unavailable; nothing was accepted, retry later",
+            headers={"Retry-After": str(retry_after)},
+        ) from exc
+
+    body = schemas.OrderAccepted(
+        order_id=order_id,
+        status=contract.OrderStatus.QUEUED,
+        status_url=_status_url(services, request, order_id),
+        accepted_at=datetime.datetime.fromtimestamp(now, tz=datetime.UTC),
+    ).model_dump(mode="json")
+    if record_key is not None:
+        await services.idempotency.complete(record_key, body)
+    metrics.ORDERS_ACCEPTED.inc()
+    log.info("order accepted")
+    return _accepted_response(body, retry_after)
+
+
+async def _abandon_quietly(services: services_module.ApiServices, record_key: str) -> None:
+    try:
+        await services.idempotency.abandon(record_key)
+    except Exception as exc:  # the key then frees itself after the in-progress deadline
+        log.warning("could not free idempotency key: %s", exc)
+
+
+def _view(order_id: str, record: dict[str, Any] | None) -> schemas.OrderView:
+    if record is None:
+        return schemas.OrderView(order_id=order_id, status=contract.OrderStatus.QUEUED)
+    return schemas.OrderView(
+        order_id=order_id,
+        status=contract.OrderStatus(record["status"]),
+        customer_id=record.get("customer_id"),
+        currency=record.get("currency"),
+        items=[schemas.PricedItem(**item) for item in record["items"]]
+        if "items" in record
+        else None,
+        total_cents=record.get("total_cents"),
+        reason=record.get("reason"),
+        accepted_at=_utc(record.get("accepted_at")),
+        updated_at=_utc(record.get("updated_at")),
+        finished_at=_utc(record.get("finished_at")),
+    )
+
+
+def _not_found(order_id: str) -> problems.ProblemError:
+    return problems.ProblemError(404, f"order {order_id} not found")
+
+
+@router.get("/{order_id}", response_model=schemas.OrderView)
+async def get_order(
+    order_id: str,
+    services: deps.Services,
+    client_id: deps.OptionalClient,
+    expires: Annotated[int | None, fastapi.Query(description="from the signed status URL")] = None,
+    sig: Annotated[str | None, fastapi.Query(description="from the signed status URL")] = None,
+) -> schemas.OrderView:
+    """The order's current state, by signed status URL or by the owner's bearer token."""
+    logs.order_id_var.set(order_id)
+    if expires is not None or sig is not None:
+        valid = (
+            expires is not None
+            and sig is not None
+            and services.signer.verify_status(order_id, expires, sig, now=time.time())
+        )
+        if not valid:
+            raise problems.ProblemError(403, "the status URL signature is invalid or has expired")
+        owner = None
+    elif client_id is not None:
+        if not services.signer.order_belongs_to(order_id, client_id):
+            raise _not_found(order_id)
+        owner = client_id
+    else:
+        raise problems.ProblemError(
+            401,
+            "use the signed status_url, or send the owner's bearer token",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    record = await services.orders.get(order_id)
+    if record is not None and owner is not None and record.get("client_id") != owner:
+        raise _not_found(order_id)
+    return _view(order_id, record)
+
+
+@router.delete(
+    "/{order_id}",
+    response_model=schemas.OrderView,
+    responses={409: {"description": "Processing has already started"}},
+)
+async def cancel_order(
+    order_id: str, services: deps.Services, client_id: deps.Client
+) -> schemas.OrderView:
+    """Cancel an order that has not started processing."""
+    logs.order_id_var.set(order_id)
+    if not services.signer.order_belongs_to(order_id, client_id):
+        raise _not_found(order_id)
+    existing = await services.orders.cancel(order_id, client_id=client_id, now=time.time())
+    if existing is None:
+        log.info("order cancelled")
+        return _view(order_id, await services.orders.get(order_id))
+    if existing.get("client_id") != client_id:
+        raise _not_found(order_id)
+    if existing["status"] == contract.OrderStatus.CANCELLED:
+        return _view(order_id, existing)
+    raise problems.ProblemError(
+        409,
+        f"order {order_id} is {existing['status']};"
+        " only orders that have not started processing can be cancelled",
+    )

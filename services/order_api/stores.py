@@ -1,0 +1,163 @@
+"""The API's DynamoDB adapter: order reads, cancellation, idempotency records."""
+
+from __future__ import annotations
+
+import enum
+import functools
+import json
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
+
+from order_common import contract, items
+
+if TYPE_CHECKING:
+    from types_aiobotocore_dynamodb import DynamoDBClient
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+class StoreUnavailableError(Exception):
+    """DynamoDB could not be reached or failed; the API answers 503."""
+
+
+def _unavailable_on_error(method: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
+    @functools.wraps(method)
+    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return await method(*args, **kwargs)
+        except StoreUnavailableError:
+            raise
+        except Exception as exc:
+            raise StoreUnavailableError(f"{type(exc).__name__}: {exc}") from exc
+
+    return wrapper
+
+
+@dataclass(frozen=True)
+class OrderReader:
+    client: DynamoDBClient
+    table: str
+
+    @_unavailable_on_error
+    async def get(self, order_id: str) -> dict[str, Any] | None:
+        response = await self.client.get_item(
+            TableName=self.table, Key={"order_id": {"S": order_id}}, ConsistentRead=True
+        )
+        item = response.get("Item")
+        return items.from_item(item) if item else None
+
+    @_unavailable_on_error
+    async def cancel(self, order_id: str, *, client_id: str, now: float) -> dict[str, Any] | None:
+        """Record CANCELLED if processing has not started; else return the order as it stands.
+
+        Processing starts with the processor's own conditional create of the record, so
+        "no record yet" is exactly "not started": DynamoDB decides the race.
+        """
+        record = {
+            "order_id": order_id,
+            "status": contract.OrderStatus.CANCELLED.value,
+            "client_id": client_id,
+            "reason": "cancelled by the client before processing started",
+            "updated_at": now,
+            "finished_at": now,
+        }
+        try:
+            await self.client.put_item(
+                TableName=self.table,
+                Item=items.to_item(record),
+                ConditionExpression="attribute_not_exists(order_id)",
+            )
+        except self.client.exceptions.ConditionalCheckFailedException:
+            return await self.get(order_id)
+        return None
+
+    @_unavailable_on_error
+    async def ping(self) -> None:
+        await self.client.describe_table(TableName=self.table)
+
+
+class IdempotencyOutcome(enum.Enum):
+    STARTED = "started"
+    REPLAY = "replay"
+    MISMATCH = "mismatch"
+    IN_FLIGHT = "in_flight"
+
+
+@dataclass(frozen=True)
+class IdempotencyResult:
+    outcome: IdempotencyOutcome
+    response: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class IdempotencyStore:
+    """Conditional records keyed by (client, Idempotency-Key), as in the IETF draft."""
+
+    client: DynamoDBClient
+    table: str
+    ttl_seconds: int
+    in_progress_seconds: int
+
+    @_unavailable_on_error
+    async def begin(self, key: str, payload_hash: str, *, now: float) -> IdempotencyResult:
+        record = {
+            "key": key,
+            "status": "IN_PROGRESS",
+            "payload_hash": payload_hash,
+            "in_progress_until": int(now) + self.in_progress_seconds,
+            "expires_at": int(now) + self.ttl_seconds,
+        }
+        try:
+            await self.client.put_item(
+                TableName=self.table,
+                Item=items.to_item(record),
+                # A key is free when new, expired (TTL deletion is lazy), or abandoned mid-flight.
+                ConditionExpression=(
+                    "attribute_not_exists(#k) OR expires_at < :now"
+                    " OR (#s = :in_progress AND in_progress_until < :now)"
+                ),
+                ExpressionAttributeNames={"#k": "key", "#s": "status"},
+                ExpressionAttributeValues={
+                    ":now": items.to_value(int(now)),
+                    ":in_progress": {"S": "IN_PROGRESS"},
+                },
+            )
+        except self.client.exceptions.ConditionalCheckFailedException:
+            existing = await self._get(key)
+            if existing is None:  # freed between our write and read: try once more
+                return await self.begin(key, payload_hash, now=now)
+            if existing["payload_hash"] != payload_hash:
+                return IdempotencyResult(IdempotencyOutcome.MISMATCH)
+            if existing["status"] == "COMPLETED":
+                return IdempotencyResult(
+                    IdempotencyOutcome.REPLAY, response=json.loads(existing["response"])
+                )
+            return IdempotencyResult(IdempotencyOutcome.IN_FLIGHT)
+        return IdempotencyResult(IdempotencyOutcome.STARTED)
+
+    @_unavailable_on_error
+    async def complete(self, key: str, response: dict[str, Any]) -> None:
+        await self.client.update_item(
+            TableName=self.table,
+            Key={"key": {"S": key}},
+            UpdateExpression="SET #s = :completed, #r = :response",
+            ExpressionAttributeNames={"#s": "status", "#r": "response"},
+            ExpressionAttributeValues={
+                ":completed": {"S": "COMPLETED"},
+                ":response": {"S": json.dumps(response)},
+            },
+        )
+
+    @_unavailable_on_error
+    async def abandon(self, key: str) -> None:
+        """Free the key after a failure, so the client's retry is not refused."""
+        await self.client.delete_item(TableName=self.table, Key={"key": {"S": key}})
+
+    async def _get(self, key: str) -> dict[str, Any] | None:
+        response = await self.client.get_item(
+            TableName=self.table, Key={"key": {"S": key}}, ConsistentRead=True
+        )
+        item = response.get("Item")
+        return items.from_item(item) if item else None
