@@ -1,0 +1,34 @@
+"""Prometheus metrics of the processor."""
+
+from __future__ import annotations
+
+import prometheus_client
+
+ORDERS_PROCESSED = prometheus_client.Counter(
+    "orders_processed_total", "Orders that reached a final status, by status", ["status"]
+)
+PROCESSING_DURATION = prometheus_client.Histogram(
+    "order_processing_duration_seconds",
+    "Time from receiving a message to its outcome",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+END_TO_END_DURATION = prometheus_client.Histogram(
+    "order_end_to_end_duration_seconds",
+    "Time from the API accepting an order to its final status",
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
+)
+RECEIVE_BATCH_SIZE = prometheus_client.Histogram(
+    "queue_receive_batch_size",
+    "Messages per ReceiveMessage call",
+    buckets=(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10),
+)
+MESSAGES_RETRIED = prometheus_client.Counter(
+    "messages_retried_total", "Messages left for redelivery, by cause", ["cause"]
+)
+MESSAGES_DEAD_LETTERED = prometheus_client.Counter(
+    "messages_dead_lettered_total", "Unparseable messages moved to the DLQ at once"
+)
+IN_FLIGHT = prometheus_client.Gauge("messages_in_flight", "Messages being processed now")
+LAST_POLL = prometheus_client.Gauge(
+    "processor_last_poll_timestamp_seconds", "When a receive loop last completed a poll"
+)

@@ -1,0 +1,121 @@
+"""Wires the processor together and runs it until SIGTERM/SIGINT."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+from typing import TYPE_CHECKING
+
+import prometheus_client
+from aiohttp import web
+
+from order_common import aws
+from order_processor import consumer, payments, stores, workflow
+from order_processor import settings as settings_module
+
+if TYPE_CHECKING:
+    from types_aiobotocore_sqs import SQSClient
+
+log = logging.getLogger(__name__)
+
+_LIVENESS_SLACK_SECONDS = 60
+
+
+async def _wait_for_queue(
+    client: SQSClient, queue_name: str, stopping: asyncio.Event
+) -> consumer.QueueInfo | None:
+    delay = 0.5
+    while not stopping.is_set():
+        try:
+            return await consumer.describe_queue(client, queue_name)
+        except Exception as exc:  # engine not up yet: wait, as a Kubernetes pod would
+            log.warning("queue %s not reachable yet: %s", queue_name, exc)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 10)
+    return None
+
+
+async def _serve_health(
+    settings: settings_module.ProcessorSettings, active: list[consumer.Consumer]
+) -> web.AppRunner:
+    """`/metrics` and a `/healthz` that fails when the poll loop has stalled."""
+
+    async def healthz(_: web.Request) -> web.Response:
+        limit = settings.wait_time_seconds + _LIVENESS_SLACK_SECONDS
+        for worker in active:
+            stalled = time.monotonic() - worker.last_poll
+            if stalled > limit:
+                return web.json_response({"status": "stalled", "seconds": stalled}, status=503)
+        return web.json_response({"status": "ok"})
+
+    async def metrics_endpoint(_: web.Request) -> web.Response:
+        return web.Response(
+            body=prometheus_client.generate_latest(),
+            headers={"Content-Type": prometheus_client.CONTENT_TYPE_LATEST},
+        )
+
+    app = web.Application()
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/metrics", metrics_endpoint)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, settings.metrics_host, settings.metrics_port).start()
+    return runner
+
+
+async def run(settings: settings_module.ProcessorSettings) -> None:
+    stopping = asyncio.Event()
+    active: list[consumer.Consumer] = []
+
+    def on_signal() -> None:
+        stopping.set()
+        for c in active:
+            c.stop()
+
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, on_signal)
+
+    health = await _serve_health(settings, active) if settings.metrics_port else None
+    try:
+        async with (
+            aws.sqs_client(settings, read_timeout=settings.wait_time_seconds + 10) as sqs,
+            aws.dynamodb_client(settings) as dynamodb,
+        ):
+            queue = await _wait_for_queue(sqs, settings.queue_name, stopping)
+            if queue is None:
+                return
+            log.info(
+                "consuming %s (maxReceiveCount %s, visibility %s s, DLQ %s)",
+                queue.url,
+                queue.max_receive_count,
+                queue.visibility_timeout,
+                queue.dlq_url,
+            )
+            store = stores.ProcessorStore(
+                client=dynamodb,
+                settings=settings,
+                catalog_cache_seconds=settings.catalog_cache_seconds,
+            )
+            gateway = payments.SimulatedPaymentGateway(
+                client=dynamodb, ledger_table=settings.payments_table
+            )
+            worker = consumer.Consumer(
+                client=sqs,
+                queue=queue,
+                order_workflow=workflow.OrderWorkflow(
+                    store=store, gateway=gateway, settings=settings
+                ),
+                concurrency=settings.concurrency,
+                batch_size=settings.batch_size,
+                wait_time_seconds=settings.wait_time_seconds,
+            )
+            active.append(worker)
+            if stopping.is_set():
+                worker.stop()
+            await worker.run(shutdown_grace=settings.shutdown_grace_seconds)
+    finally:
+        if health is not None:
+            await health.cleanup()

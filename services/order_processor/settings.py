@@ -1,0 +1,44 @@
+"""Processor configuration, from the environment (pydantic-settings)."""
+
+from __future__ import annotations
+
+import functools
+
+import pydantic
+
+from order_common import settings as common_settings
+
+
+class ProcessorSettings(common_settings.AwsSettings):
+    concurrency: int = pydantic.Field(default=40, ge=1, le=1000)
+    """Messages processed at once by this process (in receive batches of `batch_size`)."""
+
+    batch_size: int = pydantic.Field(default=10, ge=1, le=10)
+    """Messages per ReceiveMessage call (SQS allows at most 10)."""
+
+    wait_time_seconds: int = pydantic.Field(default=20, ge=0, le=20)
+    """Long-poll wait of each ReceiveMessage."""
+
+    shutdown_grace_seconds: float = pydantic.Field(default=20.0, ge=0)
+    """On SIGTERM, how long in-flight messages may finish before they are released."""
+
+    fraud_threshold: int = pydantic.Field(default=70, ge=1, le=100)
+    """Orders scoring at or above this are REJECTED."""
+
+    velocity_window_seconds: int = pydantic.Field(default=60, ge=1)
+    velocity_limit: int = pydantic.Field(default=5, ge=1)
+    """More orders than this by one customer within the window add to the fraud score."""
+
+    payment_attempts: int = pydantic.Field(default=3, ge=1, le=10)
+    """In-process attempts at a payment that fails transiently, before the message is retried."""
+
+    catalog_cache_seconds: float = pydantic.Field(default=5.0, ge=0)
+    """How long catalog prices are reused; stock is always checked by the reservation itself."""
+
+    metrics_port: int = pydantic.Field(default=9100, ge=0, le=65535)
+    metrics_host: str = "127.0.0.1"
+
+
+@functools.cache
+def get_settings() -> ProcessorSettings:
+    return ProcessorSettings()
