@@ -1,0 +1,131 @@
+"""Fixtures for tests against the real local engines (ElasticMQ, DynamoDB Local).
+
+One pair of engines per test session; every test gets its own queue and tables (unique names),
+and real API/processor processes started the way `make run` starts them.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from order_common import settings as common_settings
+from order_devtools import engines, local, provision
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="session")
+def local_engines(tmp_path_factory: pytest.TempPathFactory) -> Iterator[engines.Engines]:
+    engines.ensure_installed()
+    with engines.running_engines(tmp_path_factory.mktemp("engines"), persistent=True) as running:
+        yield running
+
+
+PipelineFactory = Callable[..., local.LocalPipeline]
+
+
+@pytest.fixture
+def make_pipeline(local_engines: engines.Engines) -> PipelineFactory:
+    """Provision a fresh queue + DLQ + tables (unique names) and seed its catalog."""
+
+    def make(
+        *,
+        catalog: dict[str, tuple[str, int, int]] | None = None,
+        visibility_timeout: int = 30,
+        max_receive_count: int = 3,
+    ) -> local.LocalPipeline:
+        suffix = uuid.uuid4().hex[:10]
+        pipeline = local.LocalPipeline(
+            sqs_endpoint=local_engines.sqs_endpoint,
+            dynamodb_endpoint=local_engines.dynamodb_endpoint,
+            queue_name=f"orders-{suffix}",
+            table_prefix=f"t{suffix}-",
+        )
+        provision.provision(
+            aws_settings(pipeline),
+            queue=provision.QueueSettings(
+                visibility_timeout=visibility_timeout, max_receive_count=max_receive_count
+            ),
+            catalog=catalog if catalog is not None else provision.DEMO_CATALOG,
+        )
+        return pipeline
+
+    return make
+
+
+def aws_settings(pipeline: local.LocalPipeline) -> common_settings.AwsSettings:
+    return common_settings.AwsSettings(
+        sqs_endpoint_url=pipeline.sqs_endpoint,
+        dynamodb_endpoint_url=pipeline.dynamodb_endpoint,
+        queue_name=pipeline.queue_name,
+        table_prefix=pipeline.table_prefix,
+    )
+
+
+@pytest.fixture
+def pipeline(make_pipeline: PipelineFactory) -> local.LocalPipeline:
+    return make_pipeline()
+
+
+@pytest.fixture(autouse=True)
+def _local_aws_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The engines accept any credentials; boto3 in the test process still needs some.
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "local")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "local")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+
+
+ServiceFactory = Callable[..., local.ServiceProcess]
+
+
+@pytest.fixture
+def start_api(tmp_path: Path) -> Iterator[ServiceFactory]:
+    started: list[local.ServiceProcess] = []
+
+    def start(pipeline: local.LocalPipeline, **env: str) -> local.ServiceProcess:
+        service = local.api_process(pipeline, local.free_port(), tmp_path, **env)
+        service.start()
+        started.append(service)
+        return service
+
+    yield start
+    for service in started:
+        service.stop()
+
+
+@pytest.fixture
+def start_processor(tmp_path: Path) -> Iterator[ServiceFactory]:
+    started: list[local.ServiceProcess] = []
+
+    def start(pipeline: local.LocalPipeline, **env: str) -> local.ServiceProcess:
+        service = local.processor_process(pipeline, local.free_port(), tmp_path, **env)
+        service.start()
+        started.append(service)
+        return service
+
+    yield start
+    for service in started:
+        service.stop()
+
+
+def base_url(service: local.ServiceProcess) -> str:
+    return service.health_url.removesuffix("/healthz")
+
+
+@pytest.fixture
+def api_client() -> Iterator[Callable[[local.ServiceProcess], httpx.Client]]:
+    clients: list[httpx.Client] = []
+
+    def make(service: local.ServiceProcess) -> httpx.Client:
+        client = httpx.Client(base_url=base_url(service), timeout=10)
+        clients.append(client)
+        return client
+
+    yield make
+    for client in clients:
+        client.close()
