@@ -6,16 +6,17 @@ import os
 
 import uvicorn
 
-from order_api import app as app_module
 from order_api import settings as settings_module
-from order_common import logs
 
 
 def main() -> None:
-    settings = settings_module.get_settings()
-    logs.configure_logging(component="order-api", level=os.environ.get("LOG_LEVEL", "INFO"))
+    settings_module.get_settings()  # fail fast, before binding, on bad configuration
+    workers = int(os.environ.get("API_WORKERS", "1"))
     uvicorn.run(
-        app_module.create_app(settings),
+        # One process per container is the norm; API_WORKERS > 1 shares the port on one host.
+        "order_api.app:create_served_app",
+        factory=True,
+        workers=workers,
         host=os.environ.get("API_HOST", "127.0.0.1"),
         port=int(os.environ.get("API_PORT", "8000")),
         loop="uvloop",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 from collections.abc import AsyncIterator
 
 import fastapi
@@ -12,7 +13,7 @@ from order_api import middleware, problems, ratelimit, security, stores
 from order_api import services as services_module
 from order_api import settings as settings_module
 from order_api.routes import auth, health, orders
-from order_common import aws
+from order_common import aws, logs
 
 log = logging.getLogger(__name__)
 
@@ -75,3 +76,9 @@ def create_app(settings: settings_module.ApiSettings | None = None) -> fastapi.F
     app.include_router(orders.router)
     app.include_router(health.router)
     return app
+
+
+def create_served_app() -> fastapi.FastAPI:
+    """Factory uvicorn calls in each worker process: logging is set up per process."""
+    logs.configure_logging(component="order-api", level=os.environ.get("LOG_LEVEL", "INFO"))
+    return create_app()
