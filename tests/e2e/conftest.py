@@ -1,0 +1,184 @@
+"""Fixtures for tests against a real Kubernetes control plane (order_devtools.cluster).
+
+One cluster per test session (etcd, kube-apiserver, kube-controller-manager, kube-scheduler and
+kwok's fake nodes on 127.0.0.1), torn down at the end; a fresh namespace per test. A cold machine
+builds the binaries first (see docs/cluster.md); that happens once, before the first test runs,
+so it does not count against any single test's timeout.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubernetes import client, config
+
+from order_devtools import cluster as local_cluster
+
+from .k8s_helpers import wait_for
+
+# Set by pytest_collection_finish: the built toolchain or why it could not be had.
+_toolchain: local_cluster.Toolchain | None = None
+_toolchain_error: str | None = None
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Build (or find cached) binaries once, before any test runs: a cold build takes many
+    minutes and must not be cut off by the per-test timeout. A failure is remembered and turned
+    into a test failure by the fixtures, never a skip."""
+    global _toolchain, _toolchain_error
+    if _toolchain is not None or _toolchain_error is not None:
+        return
+    if not any("k8s_toolchain" in getattr(item, "fixturenames", ()) for item in session.items):
+        return
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+
+    def progress(line: str) -> None:
+        if reporter is not None:
+            reporter.write_line(line)
+
+    started = time.monotonic()
+    try:
+        _toolchain = local_cluster.ensure_toolchain(progress=progress)
+    except local_cluster.ClusterError as error:
+        _toolchain_error = str(error)
+        progress(f"[k8s-build] FAILED: {error}")
+    else:
+        elapsed = time.monotonic() - started
+        if elapsed > 5:
+            progress(f"[k8s-build] control plane binaries ready after {elapsed:.0f} s")
+
+
+def _require_toolchain() -> local_cluster.Toolchain:
+    if _toolchain is None:
+        try:
+            return local_cluster.ensure_toolchain()
+        except local_cluster.ClusterError as error:
+            pytest.fail(f"the Kubernetes control plane binaries are missing: {error}")
+    return _toolchain
+
+
+@pytest.fixture(scope="session")
+def k8s_toolchain() -> local_cluster.Toolchain:
+    if _toolchain_error is not None:
+        pytest.fail(f"the Kubernetes control plane binaries are missing: {_toolchain_error}")
+    return _require_toolchain()
+
+
+@pytest.fixture(scope="session")
+def kube_cluster(
+    tmp_path_factory: pytest.TempPathFactory, k8s_toolchain: local_cluster.Toolchain
+) -> Iterator[local_cluster.Cluster]:
+    """A fresh control plane for this test session; stopped (exactly its own pids) at the end."""
+    state_dir = tmp_path_factory.mktemp("kube-cluster")
+    try:
+        running = local_cluster.start_cluster(state_dir, toolchain=k8s_toolchain)
+    except local_cluster.ClusterError as error:
+        pytest.fail(f"the local Kubernetes control plane did not start: {error}")
+    try:
+        yield running
+    finally:
+        running.stop(remove_state=True)
+
+
+@pytest.fixture(scope="session")
+def kubectl_path(k8s_toolchain: local_cluster.Toolchain) -> Path:
+    try:
+        return k8s_toolchain.kubectl
+    except local_cluster.ClusterError as error:
+        pytest.fail(f"kubectl is missing: {error}")
+
+
+@pytest.fixture(scope="session")
+def helm_path(k8s_toolchain: local_cluster.Toolchain) -> Path:
+    try:
+        return k8s_toolchain.helm
+    except local_cluster.ClusterError as error:
+        pytest.fail(f"helm is missing: {error}")
+
+
+@pytest.fixture(scope="session")
+def k8s_api(kube_cluster: local_cluster.Cluster) -> client.ApiClient:
+    """An admin `kubernetes` client for the session cluster."""
+    return config.new_client_from_config(config_file=str(kube_cluster.kubeconfig))
+
+
+NamespaceFactory = Callable[..., str]
+
+
+@pytest.fixture
+def make_namespace(
+    kube_cluster: local_cluster.Cluster, k8s_api: client.ApiClient, request: pytest.FixtureRequest
+) -> Iterator[NamespaceFactory]:
+    """Create fresh, uniquely named namespaces (optionally labelled); deleted after the test.
+
+    Returns once the namespace's `default` ServiceAccount exists, since pods cannot be created
+    before the controller-manager has made it.
+    """
+    core = client.CoreV1Api(k8s_api)
+    created: list[str] = []
+    test_name = re.sub(r"[^a-z0-9]+", "-", request.node.name.lower()).strip("-")[:30]
+
+    def make(labels: dict[str, str] | None = None) -> str:
+        name = f"{test_name}-{uuid.uuid4().hex[:6]}".strip("-")
+        core.create_namespace(
+            client.V1Namespace(metadata=client.V1ObjectMeta(name=name, labels=labels or {}))
+        )
+        created.append(name)
+        wait_for(
+            lambda: bool(core.list_namespaced_service_account(name).items),
+            f"the default ServiceAccount in {name}",
+        )
+        return name
+
+    yield make
+    for name in created:
+        try:
+            core.delete_namespace(name)
+        except client.ApiException as error:
+            if error.status != 404:
+                raise
+
+
+@pytest.fixture
+def namespace(make_namespace: NamespaceFactory) -> str:
+    """One fresh namespace for this test."""
+    return make_namespace()
+
+
+ServiceAccountRunner = Callable[..., subprocess.CompletedProcess[str]]
+
+
+@pytest.fixture
+def run_as_service_account(kube_cluster: local_cluster.Cluster) -> ServiceAccountRunner:
+    """`run_as_service_account(namespace, name, argv)` runs argv with a KUBECONFIG holding a
+    TokenRequest token of that ServiceAccount (and kubectl/helm first on PATH)."""
+
+    def run(
+        namespace: str, name: str, argv: list[str], **kwargs: Any
+    ) -> subprocess.CompletedProcess[str]:
+        return kube_cluster.run_as_service_account(namespace, name, argv, **kwargs)
+
+    return run
+
+
+@pytest.fixture
+def service_account_api(
+    kube_cluster: local_cluster.Cluster, tmp_path: Path
+) -> Callable[[str, str], client.ApiClient]:
+    """`service_account_api(namespace, name)`: a `kubernetes` client authenticated as that
+    ServiceAccount."""
+
+    def make(namespace: str, name: str) -> client.ApiClient:
+        kubeconfig = kube_cluster.service_account_kubeconfig(
+            namespace, name, tmp_path / f"{namespace}.{name}.kubeconfig"
+        )
+        return config.new_client_from_config(config_file=str(kubeconfig))
+
+    return make
