@@ -1,0 +1,806 @@
+"""Local SQS (ElasticMQ) and DynamoDB (DynamoDB Local) engines, run on the JVM without Docker.
+
+Maven Central carries these engines as libraries, not as runnable bundles, so `ensure_installed`
+resolves each one with a generated pom into a versioned cache directory outside the repo, and
+`running_engines` starts them as child processes bound to 127.0.0.1 only.
+
+DynamoDB Local has no option for its bind address (its Jetty listens on every interface), so a
+ten-line launcher, compiled once into the cache with the JDK compiler module that ships in the
+Debian JRE, sets the connector host before the server starts.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import contextlib
+import ctypes
+import dataclasses
+import http.client
+import json
+import logging
+import os
+import platform
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import zipfile
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import IO
+
+logger = logging.getLogger(__name__)
+
+ELASTICMQ_VERSION = "1.7.1"
+DYNAMODB_LOCAL_VERSION = "3.3.1"
+ELASTICMQ_MAIN_CLASS = "org.elasticmq.server.Main"
+DYNAMODB_LAUNCHER_CLASS = "LoopbackDynamoDBLocal"
+LOOPBACK_HOST = "127.0.0.1"
+# ElasticMQ builds queue ARNs from these; any region works for clients on a custom endpoint.
+SQS_REGION = "us-east-1"
+SQS_ACCOUNT_ID = "000000000000"
+
+# Measured on the 2-core box: SerialGC avoids parallel GC threads competing with the client
+# for the two cores; a fixed heap cap keeps several JVMs on one machine predictable.
+COMMON_JVM_OPTIONS: tuple[str, ...] = ("-XX:+UseSerialGC", "-XX:+ExitOnOutOfMemoryError")
+ELASTICMQ_JVM_OPTIONS: tuple[str, ...] = ("-Xmx1g",)
+DYNAMODB_JVM_OPTIONS: tuple[str, ...] = ("-Xmx1g",)
+
+STARTUP_TIMEOUT_SECONDS = 90.0
+STOP_TIMEOUT_SECONDS = 15.0
+READINESS_POLL_SECONDS = 0.05
+INSTALLED_MARKER = ".installed"
+# Bump when the cache layout changes, so older caches are resolved again.
+INSTALL_LAYOUT_VERSION = 2
+CLASS_ARCHIVE_NAME = "app-cds.jsa"
+LAUNCHER_JAR_NAME = "order-pipeline-dynamodb-launcher.jar"
+
+_LOOPBACK_LAUNCHER_SOURCE = """\
+import java.lang.reflect.Field;
+import org.eclipse.jetty.server.Connector;
+import org.eclipse.jetty.server.Server;
+import org.eclipse.jetty.server.ServerConnector;
+import software.amazon.dynamodb.services.local.main.ServerRunner;
+import software.amazon.dynamodb.services.local.server.DynamoDBProxyServer;
+
+/** Runs DynamoDB Local like its ServerRunner does, but bound to one host instead of all. */
+public final class LoopbackDynamoDBLocal {
+    public static void main(String[] args) throws Exception {
+        String host = System.getProperty("dynamodb.local.host", "127.0.0.1");
+        DynamoDBProxyServer proxy = ServerRunner.createServerFromCommandLineArgs(args);
+        Field field = DynamoDBProxyServer.class.getDeclaredField("server");
+        field.setAccessible(true);
+        Server jetty = (Server) field.get(proxy);
+        for (Connector connector : jetty.getConnectors()) {
+            ((ServerConnector) connector).setHost(host);
+        }
+        proxy.start();
+        proxy.join();
+    }
+}
+"""
+
+
+@dataclasses.dataclass(frozen=True)
+class MavenArtifact:
+    group_id: str
+    artifact_id: str
+    version: str
+
+
+@dataclasses.dataclass(frozen=True)
+class EngineDistribution:
+    """One engine as Maven coordinates plus where its resolved jars live in the cache."""
+
+    name: str
+    artifact: MavenArtifact
+
+    @property
+    def install_dir(self) -> Path:
+        return cache_root() / f"{self.name}-{self.artifact.version}"
+
+    @property
+    def lib_dir(self) -> Path:
+        return self.install_dir / "lib"
+
+
+ELASTICMQ = EngineDistribution(
+    name="elasticmq",
+    artifact=MavenArtifact("org.elasticmq", "elasticmq-server_2.13", ELASTICMQ_VERSION),
+)
+DYNAMODB_LOCAL = EngineDistribution(
+    name="dynamodb-local",
+    artifact=MavenArtifact("software.amazon.dynamodb", "DynamoDBLocal", DYNAMODB_LOCAL_VERSION),
+)
+
+
+def cache_root() -> Path:
+    base = os.environ.get("ORDER_PIPELINE_CACHE") or str(Path.home() / ".cache" / "order-pipeline")
+    return Path(base) / "engines"
+
+
+def _progress(message: str) -> None:
+    print(f"[engines] {message}", file=sys.stderr, flush=True)
+
+
+def _require_tool(tool: str) -> str:
+    if tool == "java" and os.environ.get("JAVA_HOME"):
+        candidate = Path(os.environ["JAVA_HOME"]) / "bin" / "java"
+        if candidate.exists():
+            return str(candidate)
+    found = shutil.which(tool)
+    if found is None:
+        raise RuntimeError(f"{tool!r} is not on PATH; `make java` installs a JRE and Maven")
+    return found
+
+
+def _pom_for(artifact: MavenArtifact) -> str:
+    return f"""<project xmlns="http://maven.apache.org/POM/4.0.0">
+  <modelVersion>4.0.0</modelVersion>
+  <groupId>order-pipeline.local</groupId>
+  <artifactId>resolve-{artifact.artifact_id.lower()}</artifactId>
+  <version>0</version>
+  <packaging>pom</packaging>
+  <dependencies>
+    <dependency>
+      <groupId>{artifact.group_id}</groupId>
+      <artifactId>{artifact.artifact_id}</artifactId>
+      <version>{artifact.version}</version>
+    </dependency>
+  </dependencies>
+</project>
+"""
+
+
+def _run_checked(command: Sequence[str], *, cwd: Path, what: str) -> None:
+    completed = subprocess.run(
+        command, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, check=False
+    )
+    if completed.returncode != 0:
+        tail = "\n".join(completed.stdout.splitlines()[-40:])
+        raise RuntimeError(f"{what} failed (exit {completed.returncode}):\n{tail}")
+
+
+def _jar_classpath(lib_dir: Path) -> str:
+    return os.pathsep.join(str(jar) for jar in sorted(lib_dir.glob("*.jar")))
+
+
+def _sqlite4java_platform() -> str:
+    machine = platform.machine().lower()
+    names = {"x86_64": "linux-amd64", "amd64": "linux-amd64", "aarch64": "linux-aarch64"}
+    if sys.platform != "linux" or machine not in names:
+        raise RuntimeError(f"no sqlite4java native library known for {sys.platform}/{machine}")
+    return names[machine]
+
+
+def _prepare_dynamodb_local(staging_dir: Path) -> None:
+    """Put the sqlite4java native library where sqlite4java looks, and compile the launcher."""
+    lib_dir = staging_dir / "lib"
+    native_name = f"libsqlite4java-{_sqlite4java_platform()}"
+    candidates = sorted(lib_dir.glob(f"{native_name}-*.so"))
+    if not candidates:
+        raise RuntimeError(f"{native_name}-*.so missing from the resolved DynamoDB Local jars")
+    native_dir = staging_dir / "native"
+    native_dir.mkdir()
+    # sqlite4java loads the library by its unversioned name.
+    shutil.copy2(candidates[-1], native_dir / f"{native_name}.so")
+
+    _strip_manifest_class_path(lib_dir / f"DynamoDBLocal-{DYNAMODB_LOCAL_VERSION}.jar")
+
+    classes_dir = staging_dir / "launcher-classes"
+    classes_dir.mkdir()
+    source = classes_dir / f"{DYNAMODB_LAUNCHER_CLASS}.java"
+    source.write_text(_LOOPBACK_LAUNCHER_SOURCE)
+    # `java -m jdk.compiler/...` needs only the JRE's module image, not a `javac` binary.
+    compile_command = [
+        _require_tool("java"),
+        "-m",
+        "jdk.compiler/com.sun.tools.javac.Main",
+        "--release",
+        "17",
+        "-proc:none",
+        "-nowarn",
+        "-cp",
+        _jar_classpath(lib_dir),
+        "-d",
+        str(classes_dir),
+        str(source),
+    ]
+    _run_checked(compile_command, cwd=staging_dir, what="compiling the DynamoDB Local launcher")
+    # A jar, not a class directory: class-data archives refuse directories on the classpath.
+    class_file = f"{DYNAMODB_LAUNCHER_CLASS}.class"
+    with zipfile.ZipFile(lib_dir / LAUNCHER_JAR_NAME, "w") as launcher_jar:
+        launcher_jar.write(classes_dir / class_file, class_file)
+    shutil.rmtree(classes_dir)
+
+
+def _strip_manifest_class_path(jar: Path) -> None:
+    """Drop the jar's manifest Class-Path in place.
+
+    DynamoDBLocal's manifest lists "." (the lib dir itself) and a DynamoDBLocal_lib/ layout that
+    does not exist here; every dependency is on -cp already, and a directory on the classpath
+    stops the JVM from using a class-data archive.
+    """
+    rewritten = jar.with_name(jar.name + ".tmp")
+    with zipfile.ZipFile(jar) as source, zipfile.ZipFile(rewritten, "w") as target:
+        for entry in source.infolist():
+            data = source.read(entry)
+            if entry.filename == "META-INF/MANIFEST.MF":
+                manifest = data.decode("utf-8").replace("\r\n", "\n")
+                manifest = re.sub(r"^Class-Path:.*\n(?: .*\n)*", "", manifest, flags=re.MULTILINE)
+                data = manifest.encode("utf-8")
+            target.writestr(entry, data)
+    rewritten.replace(jar)
+
+
+def _installed_marker_text(distribution: EngineDistribution) -> str:
+    return f"{distribution.artifact} layout={INSTALL_LAYOUT_VERSION}\n"
+
+
+def _is_installed(distribution: EngineDistribution) -> bool:
+    marker = distribution.install_dir / INSTALLED_MARKER
+    try:
+        return marker.read_text() == _installed_marker_text(distribution)
+    except FileNotFoundError:
+        return False
+
+
+def _install(distribution: EngineDistribution) -> Path:
+    """Resolve one engine into its cache dir unless a complete earlier resolve is there."""
+    install_dir = distribution.install_dir
+    if _is_installed(distribution):
+        return install_dir
+    install_dir.parent.mkdir(parents=True, exist_ok=True)
+    artifact = distribution.artifact
+    _progress(
+        f"resolving {artifact.group_id}:{artifact.artifact_id}:{artifact.version} into "
+        f"{install_dir} (first run only)"
+    )
+    started = time.monotonic()
+    # Resolve into a private staging dir and rename it into place, so an interrupted or
+    # concurrent resolve never leaves a half-filled directory that looks installed.
+    staging_dir = Path(tempfile.mkdtemp(prefix=f".{install_dir.name}.", dir=install_dir.parent))
+    staging_dir.chmod(0o755)
+    try:
+        (staging_dir / "pom.xml").write_text(_pom_for(artifact))
+        resolve_command = [
+            _require_tool("mvn"),
+            "-q",
+            "-B",
+            "-f",
+            str(staging_dir / "pom.xml"),
+            "dependency:copy-dependencies",
+            "-DincludeScope=runtime",
+            f"-DoutputDirectory={staging_dir / 'lib'}",
+        ]
+        _run_checked(resolve_command, cwd=staging_dir, what=f"resolving {distribution.name}")
+        if not any((staging_dir / "lib").glob("*.jar")):
+            raise RuntimeError(f"resolving {distribution.name} produced no jars")
+        if distribution is DYNAMODB_LOCAL:
+            _prepare_dynamodb_local(staging_dir)
+        (staging_dir / INSTALLED_MARKER).write_text(_installed_marker_text(distribution))
+        shutil.rmtree(install_dir, ignore_errors=True)
+        try:
+            staging_dir.rename(install_dir)
+        except OSError:
+            # Another process finished first; its copy is as good as ours.
+            if not _is_installed(distribution):
+                raise
+    finally:
+        shutil.rmtree(staging_dir, ignore_errors=True)
+    _progress(f"{distribution.name} ready in {time.monotonic() - started:.1f}s")
+    return install_dir
+
+
+def ensure_installed() -> None:
+    """Resolve both engines into the cache; cheap when they are already there."""
+    _require_tool("java")
+    for distribution in (ELASTICMQ, DYNAMODB_LOCAL):
+        _install(distribution)
+    if not all(_class_archive(d).exists() for d in (ELASTICMQ, DYNAMODB_LOCAL)):
+        _train_class_archives()
+
+
+def _class_archive(distribution: EngineDistribution) -> Path:
+    return distribution.install_dir / CLASS_ARCHIVE_NAME
+
+
+def _class_archive_options(distribution: EngineDistribution) -> list[str]:
+    archive = _class_archive(distribution)
+    return [f"-XX:SharedArchiveFile={archive}"] if archive.exists() else []
+
+
+def _train_class_archives() -> None:
+    """Boot each engine once with -XX:ArchiveClassesAtExit to record an AppCDS archive.
+
+    Loading the engine classes from that archive instead of ~100 jars cuts JVM start-up by
+    roughly 40% on the 2-core box. The archive embeds the classpath, so it is recorded from the
+    final install dir; a JVM that finds it stale ignores it with a warning and starts normally.
+    """
+    _progress("recording class-data archives for faster engine start-up (first run only)")
+    started = time.monotonic()
+    partials = {
+        distribution: _class_archive(distribution).with_name(
+            f"{CLASS_ARCHIVE_NAME}.{os.getpid()}.partial"
+        )
+        for distribution in (ELASTICMQ, DYNAMODB_LOCAL)
+    }
+
+    def recording(distribution: EngineDistribution) -> list[str]:
+        return [f"-XX:ArchiveClassesAtExit={partials[distribution]}", "-Xlog:cds=off"]
+
+    with tempfile.TemporaryDirectory(prefix="engines-cds-") as scratch:
+        engines = Engines(
+            sqs=elasticmq_process(
+                Path(scratch),
+                port=0,
+                persistent=True,
+                extra_jvm_options=recording(ELASTICMQ),
+            ),
+            dynamodb=dynamodb_local_process(
+                Path(scratch),
+                port=0,
+                persistent=True,
+                extra_jvm_options=recording(DYNAMODB_LOCAL),
+            ),
+        )
+        try:
+            engines.start()
+        except RuntimeError as error:
+            logger.warning("recording class-data archives failed; starting without: %s", error)
+        finally:
+            engines.stop()
+    for distribution, partial in partials.items():
+        if partial.exists():
+            partial.replace(_class_archive(distribution))
+    _progress(f"class-data archives recorded in {time.monotonic() - started:.1f}s")
+
+
+# --- processes ---------------------------------------------------------------------------------
+
+_PR_SET_PDEATHSIG = 1
+_libc = ctypes.CDLL(None, use_errno=True) if sys.platform == "linux" else None
+
+# PR_SET_PDEATHSIG fires when the *thread* that forked the child exits, so every engine is
+# forked from this one worker thread, which lives as long as the interpreter does.
+_spawner = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="engine-spawn")
+
+
+def _die_with_parent(parent_pid: int) -> Callable[[], None]:
+    def preexec() -> None:
+        if _libc is not None:
+            _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+        # The parent may have died between fork and prctl; then nobody would signal us.
+        if os.getppid() != parent_pid:
+            os._exit(1)
+
+    return preexec
+
+
+def pick_free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind((LOOPBACK_HOST, 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def _port_is_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        # Like the JVM's server sockets: connections in TIME_WAIT from the last run don't count.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((LOOPBACK_HOST, port))
+        except OSError:
+            return False
+        return True
+
+
+def _log_tail(log_path: Path, lines: int = 40) -> str:
+    try:
+        text = log_path.read_text(errors="replace")
+    except FileNotFoundError:
+        return "(no log written)"
+    return "\n".join(text.splitlines()[-lines:])
+
+
+def _answers(
+    port: int,
+    method: str,
+    path: str,
+    *,
+    body: bytes | None = None,
+    headers: dict[str, str] | None = None,
+) -> bool:
+    connection = http.client.HTTPConnection(LOOPBACK_HOST, port, timeout=2.0)
+    try:
+        connection.request(method, path, body=body, headers=headers or {})
+        return connection.getresponse().status == 200
+    except (OSError, http.client.HTTPException):
+        return False
+    finally:
+        connection.close()
+
+
+def _sqs_answers(port: int) -> bool:
+    return _answers(port, "GET", "/?Action=ListQueues")
+
+
+def _dynamodb_answers(port: int) -> bool:
+    headers = {
+        "X-Amz-Target": "DynamoDB_20120810.ListTables",
+        "Content-Type": "application/x-amz-json-1.0",
+        # DynamoDB Local checks only that a credential is present, never the signature.
+        "Authorization": (
+            "AWS4-HMAC-SHA256 Credential=local/20240101/us-east-1/dynamodb/aws4_request, "
+            "SignedHeaders=host, Signature=0"
+        ),
+    }
+    return _answers(port, "POST", "/", body=b"{}", headers=headers)
+
+
+class EngineProcess:
+    """One engine JVM on a fixed loopback port; restarts reuse the port and the data dir."""
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        port: int,
+        build_command: Callable[[int], list[str]],
+        answers: Callable[[int], bool],
+        log_path: Path,
+        work_dir: Path,
+        env: dict[str, str] | None = None,
+    ) -> None:
+        self.name = name
+        self.port = port if port else pick_free_port()
+        self._build_command = build_command
+        self._answers = answers
+        self._log_path = log_path
+        self._work_dir = work_dir
+        self._env = env or {}
+        self._process: subprocess.Popen[bytes] | None = None
+        self.last_startup_seconds: float | None = None
+
+    def __repr__(self) -> str:
+        return f"EngineProcess(name={self.name!r}, endpoint={self.endpoint!r}, pid={self.pid})"
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://{LOOPBACK_HOST}:{self.port}"
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process is not None else None
+
+    @property
+    def log_path(self) -> Path:
+        return self._log_path
+
+    def is_running(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
+    def start(self) -> None:
+        """Start the engine (no-op if it runs) and wait until it answers its API."""
+        self.spawn()
+        self.wait_until_ready()
+
+    def spawn(self) -> None:
+        """Launch the JVM without waiting, so several engines can boot at the same time."""
+        if self.is_running():
+            return
+        if not _port_is_free(self.port):
+            raise RuntimeError(f"{self.name}: port {LOOPBACK_HOST}:{self.port} is already in use")
+        self._work_dir.mkdir(parents=True, exist_ok=True)
+        command = self._build_command(self.port)
+        env = {**os.environ, **self._env}
+        with self._log_path.open("ab") as log_file:
+            log_file.write(f"--- starting {self.name}: {' '.join(command)}\n".encode())
+            log_file.flush()
+            self._started_at = time.monotonic()
+            self._process = _spawner.submit(self._popen, command, env, log_file).result()
+        logger.info("%s started as pid %s on %s", self.name, self.pid, self.endpoint)
+
+    def _popen(
+        self, command: list[str], env: dict[str, str], log_file: IO[bytes]
+    ) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
+            command,
+            cwd=self._work_dir,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            # Own session: a Ctrl-C meant for the runner must not kill the engines before the
+            # runner has stopped what uses them.
+            start_new_session=True,
+            preexec_fn=_die_with_parent(os.getpid()),
+        )
+
+    def wait_until_ready(self, timeout: float = STARTUP_TIMEOUT_SECONDS) -> None:
+        process = self._process
+        if process is None:
+            raise RuntimeError(f"{self.name} was never started")
+        deadline = time.monotonic() + timeout
+        while not self._answers(self.port):
+            if process.poll() is not None:
+                self._process = None
+                raise RuntimeError(
+                    f"{self.name} exited with {process.returncode} while starting; "
+                    f"log {self._log_path}:\n{_log_tail(self._log_path)}"
+                )
+            if time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(
+                    f"{self.name} did not answer on {self.endpoint} within {timeout:.0f}s; "
+                    f"log {self._log_path}:\n{_log_tail(self._log_path)}"
+                )
+            time.sleep(READINESS_POLL_SECONDS)
+        self.last_startup_seconds = time.monotonic() - self._started_at
+        logger.info(
+            "%s answers on %s after %.2fs", self.name, self.endpoint, self.last_startup_seconds
+        )
+
+    def request_stop(self) -> None:
+        """Send SIGTERM without waiting (lets several engines shut down at the same time)."""
+        if self.is_running() and self._process is not None:
+            self._process.send_signal(signal.SIGTERM)
+
+    def stop(self, timeout: float = STOP_TIMEOUT_SECONDS) -> None:
+        """SIGTERM (the engines flush their stores on it), wait, then SIGKILL; always reaps."""
+        process = self._process
+        if process is None:
+            return
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                logger.warning("%s ignored SIGTERM for %.0fs; killing it", self.name, timeout)
+                process.kill()
+                process.wait()
+        self._process = None
+        logger.info("%s stopped (exit %s)", self.name, process.returncode)
+
+
+@dataclasses.dataclass
+class Engines:
+    sqs: EngineProcess
+    dynamodb: EngineProcess
+
+    @property
+    def sqs_endpoint(self) -> str:
+        return self.sqs.endpoint
+
+    @property
+    def dynamodb_endpoint(self) -> str:
+        return self.dynamodb.endpoint
+
+    def all(self) -> tuple[EngineProcess, EngineProcess]:
+        return (self.sqs, self.dynamodb)
+
+    def start(self) -> None:
+        """Start both, booting the JVMs in parallel."""
+        try:
+            for engine in self.all():
+                engine.spawn()
+            for engine in self.all():
+                engine.wait_until_ready()
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop(self) -> None:
+        for engine in self.all():
+            engine.request_stop()
+        for engine in self.all():
+            engine.stop()
+
+
+def _hocon_string(value: str) -> str:
+    return json.dumps(value)
+
+
+def elasticmq_config(*, port: int, data_dir: Path | None) -> str:
+    """HOCON for ElasticMQ; queues come from CreateQueue calls, not from this file."""
+    if data_dir is None:
+        storage = "messages-storage { enabled = false }"
+    else:
+        database = f"jdbc:h2:file:{data_dir.resolve() / 'elasticmq'}"
+        # The SQL store keeps queue metadata (attributes, redrive policy) as well as messages;
+        # ElasticMQ uses the file-based queues-storage only when the SQL store is off.
+        storage = (
+            "messages-storage {\n"
+            "  enabled = true\n"
+            '  driver-class = "org.h2.Driver"\n'
+            f"  uri = {_hocon_string(database)}\n"
+            "  prune-data-on-init = false\n"
+            "}"
+        )
+    return f"""include classpath("application.conf")
+
+node-address {{
+  protocol = "http"
+  host = {_hocon_string(LOOPBACK_HOST)}
+  port = {port}
+  context-path = ""
+}}
+rest-sqs {{
+  enabled = true
+  bind-port = {port}
+  bind-hostname = {_hocon_string(LOOPBACK_HOST)}
+  sqs-limits = strict
+}}
+generate-node-address = false
+queues-storage {{ enabled = false }}
+{storage}
+aws {{
+  region = {_hocon_string(SQS_REGION)}
+  accountId = {_hocon_string(SQS_ACCOUNT_ID)}
+}}
+"""
+
+
+def elasticmq_process(
+    state_dir: Path,
+    *,
+    port: int,
+    persistent: bool,
+    extra_jvm_options: Sequence[str] = (),
+) -> EngineProcess:
+    work_dir = state_dir / "elasticmq"
+    config_path = work_dir / "elasticmq.conf"
+
+    def build_command(bound_port: int) -> list[str]:
+        data_dir = work_dir if persistent else None
+        config_path.write_text(elasticmq_config(port=bound_port, data_dir=data_dir))
+        return [
+            _require_tool("java"),
+            *COMMON_JVM_OPTIONS,
+            *ELASTICMQ_JVM_OPTIONS,
+            *(extra_jvm_options or _class_archive_options(ELASTICMQ)),
+            f"-Dconfig.file={config_path}",
+            "-cp",
+            f"{ELASTICMQ.lib_dir}/*",
+            ELASTICMQ_MAIN_CLASS,
+        ]
+
+    return EngineProcess(
+        name="elasticmq",
+        port=port,
+        build_command=build_command,
+        answers=_sqs_answers,
+        log_path=state_dir / "elasticmq.log",
+        work_dir=work_dir,
+    )
+
+
+def dynamodb_local_process(
+    state_dir: Path,
+    *,
+    port: int,
+    persistent: bool,
+    extra_jvm_options: Sequence[str] = (),
+) -> EngineProcess:
+    work_dir = state_dir / "dynamodb-local"
+    install_dir = DYNAMODB_LOCAL.install_dir
+
+    def build_command(bound_port: int) -> list[str]:
+        # -sharedDb: one database whatever credentials/region a client uses, as in one account.
+        storage = ["-dbPath", str(work_dir.resolve())] if persistent else ["-inMemory"]
+        return [
+            _require_tool("java"),
+            *COMMON_JVM_OPTIONS,
+            *DYNAMODB_JVM_OPTIONS,
+            *(extra_jvm_options or _class_archive_options(DYNAMODB_LOCAL)),
+            f"-Dsqlite4java.library.path={install_dir / 'native'}",
+            f"-Ddynamodb.local.host={LOOPBACK_HOST}",
+            "-cp",
+            f"{DYNAMODB_LOCAL.lib_dir}/*",
+            DYNAMODB_LAUNCHER_CLASS,
+            "-port",
+            str(bound_port),
+            *storage,
+            "-sharedDb",
+            "-disableTelemetry",
+        ]
+
+    return EngineProcess(
+        name="dynamodb-local",
+        port=port,
+        build_command=build_command,
+        answers=_dynamodb_answers,
+        log_path=state_dir / "dynamodb-local.log",
+        work_dir=work_dir,
+        env={"DDB_LOCAL_TELEMETRY": "0"},
+    )
+
+
+@contextlib.contextmanager
+def running_engines(
+    state_dir: Path,
+    *,
+    sqs_port: int = 0,
+    dynamodb_port: int = 0,
+    persistent: bool = True,
+) -> Iterator[Engines]:
+    """Both engines on loopback for the duration of the block; port 0 picks a free port.
+
+    persistent=True keeps queues, messages and tables under `state_dir` across stop()/start()
+    (and across runs with the same dir); persistent=False keeps everything in memory.
+    """
+    ensure_installed()
+    state_dir.mkdir(parents=True, exist_ok=True)
+    engines = Engines(
+        sqs=elasticmq_process(state_dir, port=sqs_port, persistent=persistent),
+        dynamodb=dynamodb_local_process(state_dir, port=dynamodb_port, persistent=persistent),
+    )
+    engines.start()
+    try:
+        yield engines
+    finally:
+        engines.stop()
+
+
+# --- `python -m order_devtools.engines` -------------------------------------------------------
+
+
+def _repo_state_dir() -> Path:
+    repo_root = Path(__file__).resolve().parents[2]
+    if not (repo_root / "pyproject.toml").exists():
+        repo_root = Path.cwd()
+    return repo_root / ".run" / "engines"
+
+
+def _port_from_env(variable: str, default: int) -> int:
+    raw = os.environ.get(variable, "").strip()
+    return int(raw) if raw else default
+
+
+class _StopRequested(Exception):
+    pass
+
+
+def main() -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+
+    def on_sigterm(signum: int, frame: object) -> None:
+        raise _StopRequested
+
+    signal.signal(signal.SIGTERM, on_sigterm)
+    ensure_installed()
+    state_dir = _repo_state_dir()
+    try:
+        with running_engines(
+            state_dir,
+            sqs_port=_port_from_env("SQS_PORT", 9324),
+            dynamodb_port=_port_from_env("DYNAMODB_PORT", 8001),
+            persistent=True,
+        ) as engines:
+            print(
+                f"SQS (ElasticMQ {ELASTICMQ_VERSION}):            {engines.sqs_endpoint}\n"
+                f"DynamoDB (DynamoDB Local {DYNAMODB_LOCAL_VERSION}): {engines.dynamodb_endpoint}\n"
+                f"data and logs: {state_dir}\n\n"
+                f"export AWS_ENDPOINT_URL_SQS={engines.sqs_endpoint}\n"
+                f"export AWS_ENDPOINT_URL_DYNAMODB={engines.dynamodb_endpoint}\n\n"
+                "Ctrl-C stops both.",
+                flush=True,
+            )
+            stop_event = threading.Event()
+            while not stop_event.wait(1.0):
+                for engine in engines.all():
+                    if not engine.is_running():
+                        logger.error("%s exited on its own; see %s", engine.name, engine.log_path)
+                        return 1
+    except (KeyboardInterrupt, _StopRequested):
+        pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
