@@ -31,7 +31,7 @@ import urllib.error
 import urllib.request
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -283,6 +283,17 @@ def _write_credentials(pki_dir: Path) -> str:
         "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost,DNS:kubernetes,"
         "DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local",
     )  # fmt: skip
+    # The aggregation layer's client identity; also lets the controller-manager and scheduler
+    # find a complete extension-apiserver-authentication ConfigMap.
+    _openssl(
+        "req", "-x509", *ec_key, "-days", "365", "-subj", "/CN=front-proxy-client",
+        "-CA", str(pki_dir / "ca.crt"), "-CAkey", str(pki_dir / "ca.key"),
+        "-keyout", str(pki_dir / "front-proxy-client.key"),
+        "-out", str(pki_dir / "front-proxy-client.crt"),
+        "-addext", "basicConstraints=critical,CA:FALSE",
+        "-addext", "keyUsage=critical,digitalSignature,keyEncipherment",
+        "-addext", "extendedKeyUsage=clientAuth",
+    )  # fmt: skip
     _openssl(
         "genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:prime256v1",
         "-out", str(pki_dir / "sa.key"),
@@ -292,8 +303,9 @@ def _write_credentials(pki_dir: Path) -> str:
     # token,user,uid,"group1,group2"
     tokens_csv = pki_dir / "tokens.csv"
     tokens_csv.write_text(f'{admin_token},{ADMIN_USER},{ADMIN_USER},"system:masters"\n')
-    for secret in (tokens_csv, pki_dir / "ca.key", pki_dir / "apiserver.key", pki_dir / "sa.key"):
+    for secret in pki_dir.glob("*.key"):
         secret.chmod(0o600)
+    tokens_csv.chmod(0o600)
     return admin_token
 
 
@@ -546,7 +558,12 @@ class Cluster:
             "started_at": self.started_at,
             "ready_seconds": self.ready_seconds,
             "processes": [
-                {key: value for key, value in asdict(component).items() if key != "popen"}
+                {
+                    "name": component.name,
+                    "pid": component.pid,
+                    "start_ticks": component.start_ticks,
+                    "log_path": component.log_path,
+                }
                 for component in self.processes
             ],
         }
@@ -615,7 +632,9 @@ def _component_argv(
             str(toolchain.binary("kube-apiserver")),
             f"--etcd-servers={etcd_url}",
             f"--bind-address={LOOPBACK}",
-            f"--advertise-address={LOOPBACK}",
+            # The `kubernetes` Service gets no endpoints: a loopback address is invalid there and
+            # nothing in this cluster dials it (no kube-proxy, no real pods).
+            "--endpoint-reconciler-type=none",
             f"--secure-port={ports['apiserver']}",
             f"--tls-cert-file={pki / 'apiserver.crt'}",
             f"--tls-private-key-file={pki / 'apiserver.key'}",
@@ -626,6 +645,13 @@ def _component_argv(
             f"--service-account-signing-key-file={pki / 'sa.key'}",
             f"--service-cluster-ip-range={SERVICE_CLUSTER_IP_RANGE}",
             "--authorization-mode=RBAC",
+            f"--requestheader-client-ca-file={pki / 'ca.crt'}",
+            "--requestheader-allowed-names=front-proxy-client",
+            "--requestheader-username-headers=X-Remote-User",
+            "--requestheader-group-headers=X-Remote-Group",
+            "--requestheader-extra-headers-prefix=X-Remote-Extra-",
+            f"--proxy-client-cert-file={pki / 'front-proxy-client.crt'}",
+            f"--proxy-client-key-file={pki / 'front-proxy-client.key'}",
             # On top of the default set (which already has PodSecurity, ServiceAccount, ...).
             "--enable-admission-plugins=NamespaceLifecycle,LimitRanger,ServiceAccount,"
             "DefaultStorageClass,DefaultTolerationSeconds,PodSecurity,Priority,ResourceQuota,"
