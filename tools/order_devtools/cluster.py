@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import base64
 import contextlib
+import ctypes
 import json
 import os
 import re
@@ -215,8 +216,22 @@ class ComponentProcess:
             self.popen.poll()
 
 
+def _exit_with_parent() -> None:
+    """Runs in the child before exec: SIGTERM it when the process that started it dies, so a
+    killed test run leaves no control plane behind (Linux prctl PR_SET_PDEATHSIG). The kernel
+    ties this to the starting *thread*: start clusters from a thread that outlives them."""
+    pr_set_pdeathsig = 1
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(pr_set_pdeathsig, signal.SIGTERM, 0, 0, 0)
+
+
 def _spawn(
-    name: str, argv: Sequence[str], log_dir: Path, env: Mapping[str, str]
+    name: str,
+    argv: Sequence[str],
+    log_dir: Path,
+    env: Mapping[str, str],
+    *,
+    exit_with_parent: bool,
 ) -> ComponentProcess:
     log_path = log_dir / f"{name}.log"
     with log_path.open("ab") as log_file:
@@ -228,6 +243,7 @@ def _spawn(
             stderr=subprocess.STDOUT,
             env=dict(env),
             start_new_session=True,
+            preexec_fn=_exit_with_parent if exit_with_parent else None,
         )
     start_ticks = _process_start_ticks(popen.pid)
     if start_ticks is None:
@@ -763,9 +779,13 @@ def start_cluster(
     toolchain: Toolchain | None = None,
     node_count: int = FAKE_NODE_COUNT,
     timeout_seconds: float = 90,
+    exit_with_parent: bool = True,
 ) -> Cluster:
     """Start a fresh control plane whose state lives in `state_dir` (emptied first) and return
-    once the API is ready, the controllers and scheduler are healthy and the nodes are Ready."""
+    once the API is ready, the controllers and scheduler are healthy and the nodes are Ready.
+
+    With `exit_with_parent` (the default, for test fixtures) the components die with this
+    process; `cluster up` turns it off so the cluster outlives the command."""
     toolchain = toolchain or ensure_toolchain()
     started_at = time.time()
     started = time.monotonic()
@@ -790,7 +810,8 @@ def start_cluster(
     api = cluster.api
 
     def spawn(name: str) -> None:
-        cluster.processes.append(_spawn(name, argv[name], log_dir, env))
+        component = _spawn(name, argv[name], log_dir, env, exit_with_parent=exit_with_parent)
+        cluster.processes.append(component)
         cluster.save()  # after every start, so `down` can stop a half-started cluster
 
     try:
@@ -865,7 +886,7 @@ def command_up(state_dir: Path) -> int:
         print(f"Cleaning up a stopped or half-started cluster in {state_dir}.", file=sys.stderr)
         _stop_stale(state_dir)
     toolchain = ensure_toolchain()
-    cluster = start_cluster(state_dir, toolchain=toolchain)
+    cluster = start_cluster(state_dir, toolchain=toolchain, exit_with_parent=False)
     print(cluster.describe())
     print(f"Ready in {cluster.ready_seconds:.1f} s. Stop it with `make cluster-down`.")
     return 0
