@@ -19,10 +19,6 @@ REQUEST_ID_HEADER = b"x-request-id"
 _MAX_REQUEST_ID = 128
 
 
-class _BodyTooLargeError(Exception):
-    pass
-
-
 class RequestContextMiddleware:
     def __init__(self, app: ASGIApp, *, max_body_bytes: int) -> None:
         self.app = app
@@ -39,8 +35,11 @@ class RequestContextMiddleware:
         token = logs.request_id_var.set(request_id)
         status_holder = [500]
         response_started = [False]
+        refused = [False]
 
         async def send_with_id(message: Message) -> None:
+            if refused[0]:
+                return  # we already answered 413; drop whatever the app says after
             if message["type"] == "http.response.start":
                 response_started[0] = True
                 status_holder[0] = message["status"]
@@ -55,10 +54,7 @@ class RequestContextMiddleware:
             if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
                 await self._too_large(send_with_id)
                 return
-            await self.app(scope, self._limited(receive), send_with_id)
-        except _BodyTooLargeError:
-            if not response_started[0]:
-                await self._too_large(send_with_id)
+            await self.app(scope, self._limited(receive, send_with_id, refused), send_with_id)
         finally:
             logs.request_id_var.reset(token)
             route = scope.get("route")
@@ -68,16 +64,21 @@ class RequestContextMiddleware:
                 time.perf_counter() - started
             )
 
-    def _limited(self, receive: Receive) -> Receive:
+    def _limited(self, receive: Receive, send: Send, refused: list[bool]) -> Receive:
+        """Count streamed body bytes; past the limit answer 413 and tell the app we left."""
         seen = 0
 
         async def limited_receive() -> Message:
             nonlocal seen
+            if refused[0]:
+                return {"type": "http.disconnect"}
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > self.max_body_bytes:
-                    raise _BodyTooLargeError
+                    await self._too_large(send)
+                    refused[0] = True
+                    return {"type": "http.disconnect"}
             return message
 
         return limited_receive

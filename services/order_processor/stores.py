@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import math
 import random
 import time
 from collections.abc import Iterable, Sequence
@@ -219,19 +220,31 @@ class ProcessorStore:
     async def record_velocity(
         self, customer_id: str, order_id: str, *, window_seconds: int, now: float
     ) -> int:
-        """Count this customer's orders in the current window (a set: redelivery adds nothing)."""
-        window_start = int(now) // window_seconds * window_seconds
+        """This customer's orders in the last `window_seconds`, this one included.
+
+        One item per customer holds a set of order ids per fixed window; the count weighs the
+        previous window by how much of it still overlaps (a sliding-window estimate), so a burst
+        straddling a window boundary is still seen. Sets make a redelivery add nothing.
+        """
+        current = int(now) // window_seconds * window_seconds
+        stale = [f"w{current - k * window_seconds}" for k in range(2, 6)]
         response = await self.client.update_item(
             TableName=self.settings.velocity_table,
-            Key={"customer_window": {"S": f"{customer_id}#{window_start}"}},
-            UpdateExpression="ADD order_ids :order SET expires_at = :expires",
+            Key={"customer_id": {"S": customer_id}},
+            UpdateExpression=f"ADD w{current} :order SET expires_at = :expires REMOVE "
+            + ", ".join(stale),
             ExpressionAttributeValues={
                 ":order": {"SS": [order_id]},
-                ":expires": {"N": str(window_start + 2 * window_seconds)},
+                ":expires": {"N": str(current + 2 * window_seconds)},
             },
-            ReturnValues="UPDATED_NEW",
+            ReturnValues="ALL_NEW",
         )
-        return len(response["Attributes"]["order_ids"]["SS"])
+        attributes = response["Attributes"]
+        in_current = len(attributes[f"w{current}"]["SS"])
+        previous = attributes.get(f"w{current - window_seconds}")
+        in_previous = len(previous["SS"]) if previous and "SS" in previous else 0
+        overlap = 1 - (now - current) / window_seconds
+        return in_current + math.ceil(in_previous * overlap)
 
     def _stock_updates(
         self, lines: Sequence[PricedLine], *, sign: int

@@ -38,7 +38,7 @@ _TABLES: Mapping[str, tuple[str, str | None]] = {
     "orders": ("order_id", None),
     "catalog": ("sku", None),
     "idempotency": ("key", "expires_at"),
-    "velocity": ("customer_window", "expires_at"),
+    "velocity": ("customer_id", "expires_at"),
     "payments": ("order_id", None),
 }
 
