@@ -611,7 +611,7 @@ def elasticmq_config(*, port: int, data_dir: Path | None) -> str:
     if data_dir is None:
         storage = "messages-storage { enabled = false }"
     else:
-        database = f"jdbc:h2:file:{data_dir.resolve() / 'elasticmq'}"
+        database = f"jdbc:h2:file:{data_dir.resolve() / 'elasticmq'};WRITE_DELAY=0"
         # The SQL store keeps queue metadata (attributes, redrive policy) as well as messages;
         # ElasticMQ uses the file-based queues-storage only when the SQL store is off.
         storage = (
