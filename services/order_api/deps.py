@@ -11,7 +11,7 @@ from order_api import problems, ratelimit, security
 from order_api import services as services_module
 
 
-def get_services(request: fastapi.Request) -> services_module.ApiServices:
+async def get_services(request: fastapi.Request) -> services_module.ApiServices:
     services: services_module.ApiServices = request.app.state.services
     return services
 
@@ -19,7 +19,7 @@ def get_services(request: fastapi.Request) -> services_module.ApiServices:
 Services = Annotated[services_module.ApiServices, fastapi.Depends(get_services)]
 
 
-def bearer_token(request: fastapi.Request) -> str | None:
+async def bearer_token(request: fastapi.Request) -> str | None:
     header = request.headers.get("authorization")
     if header is None:
         return None
@@ -33,7 +33,7 @@ def bearer_token(request: fastapi.Request) -> str | None:
     return token.strip()
 
 
-def optional_client(
+async def optional_client(
     services: Services, token: Annotated[str | None, fastapi.Depends(bearer_token)]
 ) -> str | None:
     """The authenticated client id, or None when no token was sent."""
@@ -58,7 +58,7 @@ def optional_client(
 OptionalClient = Annotated[str | None, fastapi.Depends(optional_client)]
 
 
-def required_client(client_id: OptionalClient) -> str:
+async def required_client(client_id: OptionalClient) -> str:
     if client_id is None:
         raise problems.ProblemError(
             401,

@@ -1,0 +1,389 @@
+"""`make bench`: how fast the pipeline accepts and processes orders on this machine.
+
+Phases, all in one run on the same engines:
+1. the local engines' own ceiling (tight batch clients, no pipeline);
+2. accept path alone (no processor): open-loop load at fixed rates, then a search for the
+   highest rate that holds (all requests succeed, throughput keeps up, p99 within budget);
+3. end to end (API + processor): the highest arrival rate whose backlog does not grow, and the
+   accept->final latency at half that rate.
+Writes bench-results/latest.json and bench-results/latest.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import platform
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import boto3
+import httpx
+import psutil
+
+from order_common import settings as common_settings
+from order_devtools import bench_engines, engines, local, provision
+from tests.bench import loadgen
+
+RESULTS = Path("bench-results")
+ACCEPT_P99_BUDGET_MS = 25.0
+E2E_P99_BUDGET_MS = 500.0
+CATALOG = {f"SKU-{i:04d}": (f"item {i}", 100 + i, 10**9) for i in range(200)}
+
+
+def _bodies(count: int) -> list[dict[str, Any]]:
+    skus = list(CATALOG)
+    return [
+        {
+            "customer_id": f"bench-{i}",
+            "items": [
+                {"sku": skus[(i * 7 + k) % len(skus)], "quantity": 1 + (i + k) % 3}
+                for k in range(1 + i % 3)
+            ],
+            "currency": "USD",
+            "payment_token": "tok_bench",
+        }
+        for i in range(count)
+    ]
+
+
+class CpuMeter:
+    """CPU seconds used by a set of processes (and their children) between start and stop."""
+
+    def __init__(self, pids: dict[str, int]) -> None:
+        self.processes = {name: psutil.Process(pid) for name, pid in pids.items()}
+
+    def _times(self) -> dict[str, float]:
+        totals: dict[str, float] = {}
+        for name, process in self.processes.items():
+            total = 0.0
+            for p in (process, *process.children(recursive=True)):
+                try:
+                    t = p.cpu_times()
+                    total += t.user + t.system
+                except psutil.NoSuchProcess:
+                    continue
+            totals[name] = total
+        return totals
+
+    @contextmanager
+    def measure(self, into: dict[str, float]) -> Iterator[None]:
+        before, started = self._times(), time.monotonic()
+        yield
+        after, elapsed = self._times(), time.monotonic() - started
+        for name in self.processes:
+            into[name] = round((after[name] - before.get(name, 0.0)) / elapsed, 2)
+
+
+def _pipeline(running: engines.Engines, name: str) -> local.LocalPipeline:
+    pipeline = local.LocalPipeline(
+        sqs_endpoint=running.sqs_endpoint,
+        dynamodb_endpoint=running.dynamodb_endpoint,
+        queue_name=name,
+        table_prefix=f"{name}-",
+    )
+    provision.provision(_aws(pipeline), catalog=CATALOG)
+    return pipeline
+
+
+def _aws(pipeline: local.LocalPipeline) -> common_settings.AwsSettings:
+    return common_settings.AwsSettings(
+        sqs_endpoint_url=pipeline.sqs_endpoint,
+        dynamodb_endpoint_url=pipeline.dynamodb_endpoint,
+        queue_name=pipeline.queue_name,
+        table_prefix=pipeline.table_prefix,
+    )
+
+
+def _purge(pipeline: local.LocalPipeline) -> None:
+    sqs = boto3.client("sqs", endpoint_url=pipeline.sqs_endpoint)
+    sqs.purge_queue(QueueUrl=sqs.get_queue_url(QueueName=pipeline.queue_name)["QueueUrl"])
+
+
+def _backlog(pipeline: local.LocalPipeline) -> int:
+    sqs = boto3.client("sqs", endpoint_url=pipeline.sqs_endpoint)
+    url = sqs.get_queue_url(QueueName=pipeline.queue_name)["QueueUrl"]
+    attributes = sqs.get_queue_attributes(
+        QueueUrl=url,
+        AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+    )["Attributes"]
+    return int(attributes["ApproximateNumberOfMessages"]) + int(
+        attributes["ApproximateNumberOfMessagesNotVisible"]
+    )
+
+
+def _final_latencies(pipeline: local.LocalPipeline) -> list[tuple[float, float]]:
+    """(accepted_at, finished_at) of every finished order."""
+    dynamodb = boto3.client("dynamodb", endpoint_url=pipeline.dynamodb_endpoint)
+    rows: list[tuple[float, float]] = []
+    for page in dynamodb.get_paginator("scan").paginate(
+        TableName=f"{pipeline.table_prefix}orders",
+        ProjectionExpression="accepted_at, finished_at",
+    ):
+        for item in page["Items"]:
+            if "finished_at" in item:
+                rows.append((float(item["accepted_at"]["N"]), float(item["finished_at"]["N"])))
+    return rows
+
+
+def _percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def _search(holds: Callable[[int], bool], *, start: int, ceiling: int, steps: int) -> int:
+    """Highest rate that holds: double from `start`, then bisect."""
+    good, bad = 0, ceiling
+    rate = start
+    while rate < bad:
+        if holds(rate):
+            good = rate
+            rate *= 2
+        else:
+            bad = rate
+            break
+    for _ in range(steps):
+        if bad - good <= max(50, good // 20):
+            break
+        middle = (good + bad) // 2
+        if holds(middle):
+            good = middle
+        else:
+            bad = middle
+    return good
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--seconds", type=float, default=10.0, help="length of each load step")
+    parser.add_argument("--api-workers", type=int, default=2)
+    parser.add_argument("--processors", type=int, default=1)
+    parser.add_argument("--fixed-rate", type=int, default=3000, help="accept rate to report")
+    args = parser.parse_args()
+
+    os.environ.setdefault("AWS_ACCESS_KEY_ID", "local")
+    os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "local")
+    os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
+    RESULTS.mkdir(exist_ok=True)
+    vegeta = loadgen.ensure_vegeta()
+    engines.ensure_installed()
+    result: dict[str, Any] = {
+        "command": "make bench",
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "settings": vars(args),
+    }
+    with (
+        tempfile.TemporaryDirectory() as scratch,
+        engines.running_engines(Path(scratch) / "engines", persistent=False) as running,
+    ):
+        work = Path(scratch)
+        print("engine ceilings...", flush=True)
+        result["engine_ceiling"] = {
+            "sqs": bench_engines.measure_engine_ceiling(running.sqs_endpoint, seconds=5.0),
+            "dynamodb": bench_engines.measure_dynamodb_ceiling(
+                running.dynamodb_endpoint, seconds=5.0
+            ),
+        }
+        engine_pids = {
+            "elasticmq": running.sqs.pid or 0,
+            "dynamodb_local": running.dynamodb.pid or 0,
+        }
+        result["accept"] = _accept_phase(args, running, vegeta, work, engine_pids)
+        result["end_to_end"] = _end_to_end_phase(args, running, vegeta, work, engine_pids)
+    (RESULTS / "latest.json").write_text(json.dumps(result, indent=2) + "\n")
+    _plot(result, RESULTS / "latest.png")
+    print(json.dumps({k: result[k] for k in ("accept", "end_to_end")}, indent=2))
+
+
+def _service_env(args: argparse.Namespace) -> dict[str, str]:
+    return {"RATE_LIMIT_PER_MINUTE": "1000000000", "LOG_LEVEL": "WARNING"}
+
+
+def _accept_phase(
+    args: argparse.Namespace,
+    running: engines.Engines,
+    vegeta: Path,
+    work: Path,
+    engine_pids: dict[str, int],
+) -> dict[str, Any]:
+    pipeline = _pipeline(running, "bench-accept")
+    port = local.free_port()
+    api = local.api_process(
+        pipeline, port, work / "logs", API_WORKERS=str(args.api_workers), **_service_env(args)
+    )
+    api.start()
+    try:
+        base = f"http://127.0.0.1:{port}"
+        token = httpx.post(
+            f"{base}/v1/auth/token", json={"client_id": "demo", "client_secret": "demo-secret"}
+        ).json()["access_token"]
+        targets = work / "targets.json"
+        loadgen.write_targets(targets, f"{base}/v1/orders", token, _bodies(5000))
+        meter = CpuMeter({"api": api.process.pid if api.process else 0, **engine_pids})
+        steps: list[dict[str, Any]] = []
+
+        def run(rate: int) -> dict[str, Any]:
+            _purge(pipeline)
+            cpu: dict[str, float] = {}
+            with meter.measure(cpu):
+                attack = loadgen.attack(
+                    vegeta, targets, rate=rate, seconds=args.seconds, workdir=work
+                )
+            step = {**dataclasses.asdict(attack), "cpu_cores": cpu}
+            steps.append(step)
+            print(f"accept {rate}/s -> {json.dumps(step)}", flush=True)
+            return step
+
+        def holds(rate: int) -> bool:
+            step = run(rate)
+            return (
+                step["success"] >= 0.999
+                and step["throughput"] >= 0.98 * rate
+                and step["p99_ms"] <= ACCEPT_P99_BUDGET_MS
+            )
+
+        run(200)  # warm-up: JIT in the engines, connection pools in the API
+        fixed = run(args.fixed_rate)
+        best = _search(holds, start=1000, ceiling=20000, steps=4)
+        return {"fixed_rate": fixed, "max_rate_that_holds": best, "steps": steps[1:]}
+    finally:
+        api.stop()
+
+
+def _end_to_end_phase(
+    args: argparse.Namespace,
+    running: engines.Engines,
+    vegeta: Path,
+    work: Path,
+    engine_pids: dict[str, int],
+) -> dict[str, Any]:
+    steps: list[dict[str, Any]] = []
+
+    def run(rate: int) -> dict[str, Any]:
+        pipeline = _pipeline(running, f"bench-e2e-{rate}-{len(steps)}")
+        port = local.free_port()
+        api = local.api_process(
+            pipeline, port, work / "logs", API_WORKERS=str(args.api_workers), **_service_env(args)
+        )
+        processors = [
+            local.processor_process(pipeline, local.free_port(), work / "logs", LOG_LEVEL="WARNING")
+            for _ in range(args.processors)
+        ]
+        api.start()
+        for p in processors:
+            p.start()
+        try:
+            base = f"http://127.0.0.1:{port}"
+            token = httpx.post(
+                f"{base}/v1/auth/token",
+                json={"client_id": "demo", "client_secret": "demo-secret"},
+            ).json()["access_token"]
+            targets = work / f"targets-e2e-{rate}.json"
+            loadgen.write_targets(targets, f"{base}/v1/orders", token, _bodies(5000))
+            pids = {"api": api.process.pid if api.process else 0, **engine_pids}
+            pids.update(
+                {f"processor{i}": p.process.pid for i, p in enumerate(processors) if p.process}
+            )
+            cpu: dict[str, float] = {}
+            with CpuMeter(pids).measure(cpu):
+                attack = loadgen.attack(
+                    vegeta, targets, rate=rate, seconds=args.seconds, workdir=work
+                )
+                backlog_at_end = _backlog(pipeline)
+            drained_after = _wait_drained(pipeline, timeout=60)
+            rows = _final_latencies(pipeline)
+        finally:
+            for p in processors:
+                p.stop()
+            api.stop()
+        latencies = [(finished - accepted) * 1000 for accepted, finished in rows]
+        span = max(f for _, f in rows) - min(a for a, _ in rows) if rows else float("nan")
+        step = {
+            "rate": rate,
+            "accepted": int(attack.throughput * args.seconds),
+            "accept_p99_ms": attack.p99_ms,
+            "finished": len(rows),
+            "processed_per_second": round(len(rows) / span, 1) if rows else 0.0,
+            "accept_to_final_p50_ms": round(_percentile(latencies, 0.50), 1),
+            "accept_to_final_p99_ms": round(_percentile(latencies, 0.99), 1),
+            "backlog_at_end": backlog_at_end,
+            "drained_seconds_after_load": drained_after,
+            "cpu_cores": cpu,
+        }
+        steps.append(step)
+        print(f"end-to-end {rate}/s -> {json.dumps(step)}", flush=True)
+        return step
+
+    def sustained(rate: int) -> bool:
+        step = run(rate)
+        # Sustained: everything accepted was processed and the backlog never piled up beyond
+        # about one second of arrivals.
+        return (
+            step["finished"] >= step["accepted"] * 0.999
+            and step["backlog_at_end"] <= rate
+            and step["drained_seconds_after_load"] is not None
+            and step["drained_seconds_after_load"] <= 5
+        )
+
+    best = _search(sustained, start=100, ceiling=5000, steps=3)
+    at_half = run(max(50, best // 2)) if best else None
+    return {"max_sustained_rate": best, "at_half_rate": at_half, "steps": steps}
+
+
+def _wait_drained(pipeline: local.LocalPipeline, *, timeout: float) -> float | None:
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        if _backlog(pipeline) == 0:
+            return round(time.monotonic() - started, 1)
+        time.sleep(0.5)
+    return None
+
+
+def _plot(result: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot
+
+    figure, (left, right) = pyplot.subplots(1, 2, figsize=(12, 4.5))
+    accept = sorted(result["accept"]["steps"], key=lambda s: s["rate"])
+    left.plot([s["rate"] for s in accept], [s["p50_ms"] for s in accept], "o-", label="p50")
+    left.plot([s["rate"] for s in accept], [s["p99_ms"] for s in accept], "o-", label="p99")
+    left.axhline(ACCEPT_P99_BUDGET_MS, color="grey", linestyle="--", label="p99 budget")
+    left.set(
+        xlabel="offered orders/s",
+        ylabel="accept latency (ms)",
+        yscale="log",
+        title=f"Accept path (max that holds: {result['accept']['max_rate_that_holds']}/s)",
+    )
+    left.legend()
+    e2e = sorted(result["end_to_end"]["steps"], key=lambda s: s["rate"])
+    right.plot(
+        [s["rate"] for s in e2e], [s["accept_to_final_p50_ms"] for s in e2e], "o-", label="p50"
+    )
+    right.plot(
+        [s["rate"] for s in e2e], [s["accept_to_final_p99_ms"] for s in e2e], "o-", label="p99"
+    )
+    right.axhline(E2E_P99_BUDGET_MS, color="grey", linestyle="--", label="p99 budget")
+    right.set(
+        xlabel="offered orders/s",
+        ylabel="accept → final (ms)",
+        yscale="log",
+        title=f"End to end (max sustained: {result['end_to_end']['max_sustained_rate']}/s)",
+    )
+    right.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+
+
+if __name__ == "__main__":
+    main()
