@@ -6,6 +6,7 @@ redelivered message can ask again and never be charged twice.
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import time
 import uuid
@@ -20,6 +21,8 @@ if TYPE_CHECKING:
 DECLINE_PREFIX = "tok_decline"
 TRANSIENT_PREFIX = "tok_transient"
 UNAVAILABLE_PREFIX = "tok_unavailable"
+SLOW_PREFIX = "tok_slow"
+SLOW_SECONDS = 4.0
 TRANSIENT_FAILURES_BEFORE_SUCCESS = 2
 
 
@@ -48,8 +51,9 @@ class SimulatedPaymentGateway:
     """Local stand-in for a card processor.
 
     Tokens starting `tok_decline` are declined, `tok_transient` fail transiently twice per
-    order (per process) and then succeed, `tok_unavailable` always fail transiently; any
-    other token is approved. Approvals are recorded once per order in the ledger table.
+    order (per process) and then succeed, `tok_unavailable` always fail transiently,
+    `tok_slow` take a few seconds (slow work outliving a short visibility timeout); any other
+    token is approved. Approvals are recorded once per order in the ledger table.
     """
 
     client: DynamoDBClient
@@ -63,6 +67,8 @@ class SimulatedPaymentGateway:
             return Declined("payment declined by the card issuer")
         if token.startswith(UNAVAILABLE_PREFIX):
             raise TransientPaymentError("payment gateway unavailable")
+        if token.startswith(SLOW_PREFIX):
+            await asyncio.sleep(SLOW_SECONDS)
         if token.startswith(TRANSIENT_PREFIX):
             self._transient_failures[order_id] += 1
             if self._transient_failures[order_id] <= TRANSIENT_FAILURES_BEFORE_SUCCESS:

@@ -253,3 +253,25 @@ def test_engines_down_under_the_api_give_503_then_recover_losing_nothing(
     start_processor(pipeline)
     finals = [helpers.wait_final(client, a["status_url"]) for a in accepted]
     assert [f["status"] for f in finals] == ["COMPLETED"] * 21
+
+
+def test_slow_work_keeps_its_message_by_extending_visibility(
+    make_pipeline: PipelineFactory,
+    start_api: ServiceFactory,
+    start_processor: ServiceFactory,
+    api_client: Clients,
+) -> None:
+    # The simulated gateway takes 4 s for tok_slow; the queue's visibility timeout is 2 s.
+    pipeline = make_pipeline(visibility_timeout=2, max_receive_count=2)
+    client = api_client(start_api(pipeline))
+    accepted = helpers.place(client, helpers.token(client), helpers.order_body(token="tok_slow"))
+    processor = start_processor(pipeline)
+    final = helpers.wait_final(client, accepted["status_url"])
+    assert final["status"] == "COMPLETED"
+    assert _metric(processor, "orders_processed_total") == 1
+    assert _metric(processor, "messages_retried_total") == 0
+    assert _metric(processor, "queue_receive_batch_size_sum") == 1  # received once, never again
+    assert helpers.queue_depths(pipeline) == {
+        pipeline.queue_name: 0,
+        f"{pipeline.queue_name}-dlq": 0,
+    }
