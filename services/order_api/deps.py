@@ -19,7 +19,7 @@ async def get_services(request: fastapi.Request) -> services_module.ApiServices:
 Services = Annotated[services_module.ApiServices, fastapi.Depends(get_services)]
 
 
-async def bearer_token(request: fastapi.Request) -> str | None:
+def _bearer_token(request: fastapi.Request) -> str | None:
     header = request.headers.get("authorization")
     if header is None:
         return None
@@ -33,12 +33,12 @@ async def bearer_token(request: fastapi.Request) -> str | None:
     return token.strip()
 
 
-async def optional_client(
-    services: Services, token: Annotated[str | None, fastapi.Depends(bearer_token)]
-) -> str | None:
-    """The authenticated client id, or None when no token was sent."""
+def _authenticate(request: fastapi.Request) -> str | None:
+    """The client id of a valid bearer token (rate-limited), or None when none was sent."""
+    token = _bearer_token(request)
     if token is None:
         return None
+    services: services_module.ApiServices = request.app.state.services
     try:
         client_id = services.tokens.verify(token)
     except security.InvalidTokenError as exc:
@@ -55,10 +55,13 @@ async def optional_client(
     return client_id
 
 
-OptionalClient = Annotated[str | None, fastapi.Depends(optional_client)]
+# Dependencies are `async def` so FastAPI runs them on the event loop, not in a thread pool.
+async def optional_client(request: fastapi.Request) -> str | None:
+    return _authenticate(request)
 
 
-async def required_client(client_id: OptionalClient) -> str:
+async def required_client(request: fastapi.Request) -> str:
+    client_id = _authenticate(request)
     if client_id is None:
         raise problems.ProblemError(
             401,
@@ -68,4 +71,5 @@ async def required_client(client_id: OptionalClient) -> str:
     return client_id
 
 
+OptionalClient = Annotated[str | None, fastapi.Depends(optional_client)]
 Client = Annotated[str, fastapi.Depends(required_client)]

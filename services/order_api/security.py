@@ -12,7 +12,7 @@ import hashlib
 import hmac
 import secrets
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import jwt
 
@@ -45,9 +45,15 @@ def verify_client_secret(secret: str, hashed: str) -> bool:
     return hmac.compare_digest(digest.hex(), expected)
 
 
-@dataclass(frozen=True)
+_VERIFIED_CACHE_SIZE = 10_000
+
+
+@dataclass
 class TokenService:
     settings: settings_module.ApiSettings
+    _verified: dict[str, tuple[str, float]] = field(default_factory=dict)
+    """token -> (client id, expiry): a client reuses one token for many requests, and
+    verifying its signature again each time is the largest cost of an accepted order."""
 
     def _signing_key(self) -> str:
         s = self.settings
@@ -75,8 +81,14 @@ class TokenService:
         }
         return jwt.encode(claims, self._signing_key(), algorithm=self.settings.jwt_algorithm)
 
-    def verify(self, token: str) -> str:
+    def verify(self, token: str, *, now: float | None = None) -> str:
         """Return the client id the token was issued to."""
+        cached = self._verified.get(token)
+        if cached is not None:
+            client_id, expires = cached
+            if (now if now is not None else time.time()) < expires:
+                return client_id
+            del self._verified[token]
         try:
             claims = jwt.decode(
                 token,
@@ -90,6 +102,9 @@ class TokenService:
             raise InvalidTokenError("the access token has expired") from exc
         except jwt.PyJWTError as exc:
             raise InvalidTokenError(f"the access token is not valid: {exc}") from exc
+        if len(self._verified) >= _VERIFIED_CACHE_SIZE:
+            self._verified.clear()  # crude but bounded; a miss only costs one verification
+        self._verified[token] = (str(claims["sub"]), float(claims["exp"]))
         return str(claims["sub"])
 
 

@@ -100,3 +100,12 @@ def test_settings_require_a_signing_secret() -> None:
 
 def test_no_client_can_log_in_by_default() -> None:
     assert _settings().api_clients == {}
+
+
+def test_a_cached_token_still_expires() -> None:
+    tokens = security.TokenService(_settings(token_ttl_seconds=60))
+    almost_stale = tokens.issue("demo", now=time.time() - 59)
+    assert tokens.verify(almost_stale) == "demo"  # verified once: now cached
+    time.sleep(1.2)
+    with pytest.raises(security.InvalidTokenError, match="expired"):
+        tokens.verify(almost_stale)
