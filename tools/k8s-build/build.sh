@@ -61,8 +61,10 @@ fi
 mkdir -p "$bin_dir"
 # Two builds at once (cluster-up while pytest starts one) would only slow each other down.
 exec 9>"$out_dir/.build.lock"
-log "waiting for the build lock $out_dir/.build.lock" 
-flock 9
+if ! flock --nonblock 9; then
+  log "another build of $version_key is running; waiting for it ($out_dir/.build.lock)"
+  flock 9
+fi
 if all_present; then
   echo "$out_dir"
   exit 0
