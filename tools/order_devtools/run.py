@@ -17,7 +17,7 @@ from types import FrameType
 from order_common import settings as common_settings
 from order_devtools import engines, local, provision
 
-STATE_DIR = Path(".run")
+STATE_DIR = Path(".run").resolve()
 
 
 def main() -> int:
