@@ -113,3 +113,14 @@ def test_a_failing_build_is_an_error_that_says_what_is_missing(
     with pytest.raises(local_cluster.ClusterError, match="'go' is not on PATH"):
         local_cluster.ensure_toolchain(progress=lines.append)
     assert lines == ["[k8s-build] ERROR: 'go' is not on PATH"]
+
+
+def test_a_mistyped_dir_is_never_deleted(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    precious = tmp_path / "notes.txt"
+    precious.write_text("keep me")
+    assert local_cluster.main(["up", "--dir", str(tmp_path)]) == 1
+    assert local_cluster.main(["down", "--dir", str(tmp_path)]) == 1
+    assert precious.read_text() == "keep me"
+    assert "holds no cluster state; not deleting it" in capsys.readouterr().err

@@ -50,7 +50,7 @@ SERVICE_ACCOUNT_ISSUER = "https://kubernetes.default.svc.cluster.local"
 ADMIN_USER = "order-pipeline-admin"
 LOOPBACK = "127.0.0.1"
 
-# Stop order: clients of the API first, etcd last, so nothing logs a storm of errors.
+# Start order; `stop` goes in reverse (API clients first, etcd last) so nothing logs error storms.
 COMPONENT_ORDER = (
     "etcd",
     "kube-apiserver",
@@ -549,7 +549,7 @@ class Cluster:
         for component in reversed(self.processes):
             component.stop()
         if remove_state:
-            shutil.rmtree(self.state_dir, ignore_errors=True)
+            _remove_state_dir(self.state_dir)
 
     def describe(self) -> str:
         lines = [
@@ -773,6 +773,17 @@ def _wait_for(
         time.sleep(0.1)
 
 
+def _remove_state_dir(state_dir: Path) -> None:
+    """Delete a cluster state directory, refusing anything that does not look like one, so a
+    mistyped `--dir` never deletes unrelated files."""
+    if not state_dir.exists():
+        return
+    is_ours = (state_dir / STATE_FILE_NAME).exists() or (state_dir / "pki" / "tokens.csv").exists()
+    if not is_ours and any(state_dir.iterdir()):
+        raise ClusterError(f"{state_dir} is not empty and holds no cluster state; not deleting it")
+    shutil.rmtree(state_dir)
+
+
 def start_cluster(
     state_dir: Path,
     *,
@@ -791,8 +802,7 @@ def start_cluster(
     started = time.monotonic()
     deadline = started + timeout_seconds
     state_dir = state_dir.resolve()
-    if state_dir.exists():
-        shutil.rmtree(state_dir)
+    _remove_state_dir(state_dir)
     for sub_dir in ("logs", "etcd", "kwok"):
         (state_dir / sub_dir).mkdir(parents=True, mode=0o700)
 
@@ -873,7 +883,7 @@ def _stop_stale(state_dir: Path) -> None:
     stale = Cluster.load(state_dir)
     if stale is not None:
         stale.stop(remove_state=False)
-    shutil.rmtree(state_dir, ignore_errors=True)
+    _remove_state_dir(state_dir)
 
 
 def command_up(state_dir: Path) -> int:
@@ -896,7 +906,7 @@ def command_down(state_dir: Path) -> int:
     cluster = Cluster.load(state_dir)
     if cluster is None:
         if state_dir.exists():
-            shutil.rmtree(state_dir, ignore_errors=True)
+            _remove_state_dir(state_dir)
             print(f"No cluster state found; removed {state_dir}.")
         else:
             print("No cluster is running.")
