@@ -291,6 +291,44 @@ def test_engines_accept_connections_on_loopback_only(engines: local_engines.Engi
             socket.create_connection((address, engine.port), timeout=2).close()
 
 
+def test_a_port_taken_before_the_engine_binds_is_replaced_when_we_picked_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        taken_port = squatter.getsockname()[1]
+        free_ports = iter([taken_port])
+        real_pick = local_engines.pick_free_port
+        monkeypatch.setattr(local_engines, "pick_free_port", lambda: next(free_ports, real_pick()))
+        # Let the pre-check pass once, as when another process binds in between.
+        pre_checks = iter([True])
+        monkeypatch.setattr(local_engines, "_port_is_free", lambda port: next(pre_checks, True))
+        engine = local_engines.elasticmq_process(tmp_path, port=0, persistent=False)
+
+        try:
+            engine.start()
+            assert engine.port != taken_port
+            assert "Address already in use" in engine.log_path.read_text()
+            with socket.create_connection(("127.0.0.1", engine.port), timeout=2):
+                pass
+        finally:
+            engine.stop()
+
+
+def test_an_explicit_port_that_is_taken_fails_fast(tmp_path: Path) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        engine = local_engines.elasticmq_process(
+            tmp_path, port=squatter.getsockname()[1], persistent=False
+        )
+
+        with pytest.raises(local_engines.PortTakenError):
+            engine.start()
+        assert engine.pid is None
+
+
 _ORPHANING_SCRIPT = textwrap.dedent(
     """
     import sys, time

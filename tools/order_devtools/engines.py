@@ -20,6 +20,7 @@ import json
 import logging
 import os
 import platform
+import random
 import re
 import shutil
 import signal
@@ -56,6 +57,8 @@ DYNAMODB_JVM_OPTIONS: tuple[str, ...] = ("-Xmx1g",)
 STARTUP_TIMEOUT_SECONDS = 90.0
 STOP_TIMEOUT_SECONDS = 15.0
 READINESS_POLL_SECONDS = 0.05
+PICKED_PORT_LOW = 20000
+PORT_ATTEMPTS = 3
 INSTALLED_MARKER = ".installed"
 # Bump when the cache layout changes, so older caches are resolved again.
 INSTALL_LAYOUT_VERSION = 2
@@ -384,11 +387,28 @@ def _die_with_parent(parent_pid: int) -> Callable[[], None]:
     return preexec
 
 
+def _ephemeral_port_floor() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def pick_free_port() -> int:
+    """A free loopback port below the ephemeral range.
+
+    Ports the kernel hands out with bind(0) are also used for outgoing connections, and one was
+    seen taken by a client socket in the moment between picking it and the JVM binding it.
+    """
+    floor = _ephemeral_port_floor()
+    candidates = list(range(PICKED_PORT_LOW, max(floor, PICKED_PORT_LOW + 1000)))
+    for port in random.sample(candidates, k=min(200, len(candidates))):
+        if _port_is_free(port):
+            return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         probe.bind((LOOPBACK_HOST, 0))
-        port: int = probe.getsockname()[1]
-        return port
+        picked: int = probe.getsockname()[1]
+        return picked
 
 
 def _port_is_free(port: int) -> bool:
@@ -400,6 +420,31 @@ def _port_is_free(port: int) -> bool:
         except OSError:
             return False
         return True
+
+
+def _listens_on(pid: int, port: int) -> bool:
+    """Whether `pid` owns the listening socket on `port` (true when /proc cannot tell)."""
+    listening_inodes: set[str] = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            rows = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            fields = row.split()
+            local_port = int(fields[1].rsplit(":", 1)[1], 16)
+            if local_port == port and fields[3] == "0A":  # 0A: LISTEN
+                listening_inodes.add(fields[9])
+    try:
+        descriptors = list(Path(f"/proc/{pid}/fd").iterdir())
+    except OSError:
+        return True
+    for descriptor in descriptors:
+        with contextlib.suppress(OSError):
+            target = os.readlink(descriptor)
+            if target.startswith("socket:[") and target[8:-1] in listening_inodes:
+                return True
+    return False
 
 
 def _log_tail(log_path: Path, lines: int = 40) -> str:
@@ -445,6 +490,10 @@ def _dynamodb_answers(port: int) -> bool:
     return _answers(port, "POST", "/", body=b"{}", headers=headers)
 
 
+class PortTakenError(RuntimeError):
+    """The engine's port was in use when it tried to bind."""
+
+
 class EngineProcess:
     """One engine JVM on a fixed loopback port; restarts reuse the port and the data dir."""
 
@@ -457,16 +506,23 @@ class EngineProcess:
         answers: Callable[[int], bool],
         log_path: Path,
         work_dir: Path,
+        port_taken_markers: Sequence[str] = ("Address already in use",),
         env: dict[str, str] | None = None,
     ) -> None:
         self.name = name
         self.port = port if port else pick_free_port()
+        # A port we picked may be re-picked until the first start succeeds; after that,
+        # restarts must keep it because clients hold the endpoint.
+        self.may_choose_port = not port
+        self._port_taken_markers = tuple(port_taken_markers)
+        self._log_offset = 0
         self._build_command = build_command
         self._answers = answers
         self._log_path = log_path
         self._work_dir = work_dir
         self._env = env or {}
         self._process: subprocess.Popen[bytes] | None = None
+        self._started_at = 0.0
         self.last_startup_seconds: float | None = None
 
     def __repr__(self) -> str:
@@ -489,16 +545,19 @@ class EngineProcess:
 
     def start(self) -> None:
         """Start the engine (no-op if it runs) and wait until it answers its API."""
-        self.spawn()
-        self.wait_until_ready()
+        start_together([self])
+
+    def choose_new_port(self) -> None:
+        self.port = pick_free_port()
 
     def spawn(self) -> None:
         """Launch the JVM without waiting, so several engines can boot at the same time."""
         if self.is_running():
             return
         if not _port_is_free(self.port):
-            raise RuntimeError(f"{self.name}: port {LOOPBACK_HOST}:{self.port} is already in use")
+            raise PortTakenError(f"{self.name}: port {LOOPBACK_HOST}:{self.port} is already in use")
         self._work_dir.mkdir(parents=True, exist_ok=True)
+        self._log_offset = self._log_path.stat().st_size if self._log_path.exists() else 0
         command = self._build_command(self.port)
         env = {**os.environ, **self._env}
         with self._log_path.open("ab") as log_file:
@@ -530,6 +589,13 @@ class EngineProcess:
             raise RuntimeError(f"{self.name} was never started")
         deadline = time.monotonic() + timeout
         while not self._answers(self.port):
+            if self._log_says_port_taken():
+                # ElasticMQ keeps running without a listener when its bind fails.
+                self.stop()
+                raise PortTakenError(
+                    f"{self.name}: port {LOOPBACK_HOST}:{self.port} was taken before it bound; "
+                    f"log {self._log_path}:\n{_log_tail(self._log_path, lines=5)}"
+                )
             if process.poll() is not None:
                 self._process = None
                 raise RuntimeError(
@@ -543,10 +609,24 @@ class EngineProcess:
                     f"log {self._log_path}:\n{_log_tail(self._log_path)}"
                 )
             time.sleep(READINESS_POLL_SECONDS)
+        if not _listens_on(process.pid, self.port):
+            self.stop()
+            raise PortTakenError(
+                f"{self.name}: another process answers on {LOOPBACK_HOST}:{self.port}"
+            )
         self.last_startup_seconds = time.monotonic() - self._started_at
         logger.info(
             "%s answers on %s after %.2fs", self.name, self.endpoint, self.last_startup_seconds
         )
+
+    def _log_says_port_taken(self) -> bool:
+        try:
+            with self._log_path.open("rb") as log_file:
+                log_file.seek(self._log_offset)
+                fresh = log_file.read().decode(errors="replace")
+        except FileNotFoundError:
+            return False
+        return any(marker in fresh for marker in self._port_taken_markers)
 
     def request_stop(self) -> None:
         """Send SIGTERM without waiting (lets several engines shut down at the same time)."""
@@ -588,20 +668,52 @@ class Engines:
 
     def start(self) -> None:
         """Start both, booting the JVMs in parallel."""
-        try:
-            for engine in self.all():
-                engine.spawn()
-            for engine in self.all():
-                engine.wait_until_ready()
-        except BaseException:
-            self.stop()
-            raise
+        start_together(self.all())
 
     def stop(self) -> None:
         for engine in self.all():
             engine.request_stop()
         for engine in self.all():
             engine.stop()
+
+
+def start_together(engines: Sequence[EngineProcess]) -> None:
+    """Boot the JVMs in parallel and wait for all; a port picked by us that turns out taken is
+    replaced and that engine retried. On failure every engine given is stopped."""
+    pending = list(engines)
+    try:
+        for attempt in range(1, PORT_ATTEMPTS + 1):
+            retry: list[EngineProcess] = []
+            spawned: list[EngineProcess] = []
+            for engine in pending:
+                try:
+                    engine.spawn()
+                    spawned.append(engine)
+                except PortTakenError:
+                    if not engine.may_choose_port or attempt == PORT_ATTEMPTS:
+                        raise
+                    retry.append(engine)
+            for engine in spawned:
+                try:
+                    engine.wait_until_ready()
+                except PortTakenError:
+                    if not engine.may_choose_port or attempt == PORT_ATTEMPTS:
+                        raise
+                    retry.append(engine)
+            for engine in retry:
+                logger.warning("%s: port %s was taken; trying another", engine.name, engine.port)
+                engine.choose_new_port()
+            pending = retry
+            if not pending:
+                break
+    except BaseException:
+        for engine in engines:
+            engine.request_stop()
+        for engine in engines:
+            engine.stop()
+        raise
+    for engine in engines:
+        engine.may_choose_port = False
 
 
 def _hocon_string(value: str) -> str:
@@ -719,6 +831,7 @@ def dynamodb_local_process(
         answers=_dynamodb_answers,
         log_path=state_dir / "dynamodb-local.log",
         work_dir=work_dir,
+        port_taken_markers=("Address already in use", "Could not start server on port"),
         env={"DDB_LOCAL_TELEMETRY": "0"},
     )
 
