@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
 import aiobotocore.config
@@ -29,27 +28,23 @@ def _config(
     )
 
 
-@contextlib.asynccontextmanager
-async def sqs_client(
+def sqs_client(
     settings: settings_module.AwsSettings, *, read_timeout: float = 10
-) -> AsyncIterator[SQSClient]:
+) -> contextlib.AbstractAsyncContextManager[SQSClient]:
     session = aiobotocore.session.get_session()
-    async with session.create_client(
+    return session.create_client(
         "sqs",
         endpoint_url=settings.sqs_endpoint_url,
         config=_config(settings, read_timeout=read_timeout),
-    ) as client:
-        yield client
+    )
 
 
-@contextlib.asynccontextmanager
-async def dynamodb_client(
+def dynamodb_client(
     settings: settings_module.AwsSettings, *, read_timeout: float = 10
-) -> AsyncIterator[DynamoDBClient]:
+) -> contextlib.AbstractAsyncContextManager[DynamoDBClient]:
     session = aiobotocore.session.get_session()
-    async with session.create_client(
+    return session.create_client(
         "dynamodb",
         endpoint_url=settings.dynamodb_endpoint_url,
         config=_config(settings, read_timeout=read_timeout),
-    ) as client:
-        yield client
+    )

@@ -27,7 +27,6 @@ import boto3
 import httpx
 import psutil
 
-from order_common import settings as common_settings
 from order_devtools import bench_engines, engines, local, provision
 from tests.bench import loadgen
 
@@ -88,17 +87,8 @@ def _pipeline(running: engines.Engines, name: str) -> local.LocalPipeline:
         queue_name=name,
         table_prefix=f"{name}-",
     )
-    provision.provision(_aws(pipeline), catalog=CATALOG)
+    provision.provision(pipeline.aws_settings(), catalog=CATALOG)
     return pipeline
-
-
-def _aws(pipeline: local.LocalPipeline) -> common_settings.AwsSettings:
-    return common_settings.AwsSettings(
-        sqs_endpoint_url=pipeline.sqs_endpoint,
-        dynamodb_endpoint_url=pipeline.dynamodb_endpoint,
-        queue_name=pipeline.queue_name,
-        table_prefix=pipeline.table_prefix,
-    )
 
 
 def _purge(pipeline: local.LocalPipeline) -> None:

@@ -13,7 +13,6 @@ from pathlib import Path
 import httpx
 import pytest
 
-from order_common import settings as common_settings
 from order_devtools import engines, local, provision
 
 pytestmark = pytest.mark.integration
@@ -47,7 +46,7 @@ def make_pipeline(local_engines: engines.Engines) -> PipelineFactory:
             table_prefix=f"t{suffix}-",
         )
         provision.provision(
-            aws_settings(pipeline),
+            pipeline.aws_settings(),
             queue=provision.QueueSettings(
                 visibility_timeout=visibility_timeout, max_receive_count=max_receive_count
             ),
@@ -56,15 +55,6 @@ def make_pipeline(local_engines: engines.Engines) -> PipelineFactory:
         return pipeline
 
     return make
-
-
-def aws_settings(pipeline: local.LocalPipeline) -> common_settings.AwsSettings:
-    return common_settings.AwsSettings(
-        sqs_endpoint_url=pipeline.sqs_endpoint,
-        dynamodb_endpoint_url=pipeline.dynamodb_endpoint,
-        queue_name=pipeline.queue_name,
-        table_prefix=pipeline.table_prefix,
-    )
 
 
 @pytest.fixture
@@ -83,12 +73,13 @@ def _local_aws_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
 ServiceFactory = Callable[..., local.ServiceProcess]
 
 
-@pytest.fixture
-def start_api(tmp_path: Path) -> Iterator[ServiceFactory]:
+def _service_starter(
+    make: Callable[..., local.ServiceProcess], log_dir: Path
+) -> Iterator[ServiceFactory]:
     started: list[local.ServiceProcess] = []
 
     def start(pipeline: local.LocalPipeline, **env: str) -> local.ServiceProcess:
-        service = local.api_process(pipeline, local.free_port(), tmp_path, **env)
+        service = make(pipeline, local.free_port(), log_dir, **env)
         service.start()
         started.append(service)
         return service
@@ -96,21 +87,18 @@ def start_api(tmp_path: Path) -> Iterator[ServiceFactory]:
     yield start
     for service in started:
         service.stop()
+
+
+@pytest.fixture
+def start_api(tmp_path: Path) -> Iterator[ServiceFactory]:
+    """Start real `python -m order_api` processes on free ports; stopped after the test."""
+    yield from _service_starter(local.api_process, tmp_path)
 
 
 @pytest.fixture
 def start_processor(tmp_path: Path) -> Iterator[ServiceFactory]:
-    started: list[local.ServiceProcess] = []
-
-    def start(pipeline: local.LocalPipeline, **env: str) -> local.ServiceProcess:
-        service = local.processor_process(pipeline, local.free_port(), tmp_path, **env)
-        service.start()
-        started.append(service)
-        return service
-
-    yield start
-    for service in started:
-        service.stop()
+    """Start real `python -m order_processor` processes; stopped after the test."""
+    yield from _service_starter(local.processor_process, tmp_path)
 
 
 def base_url(service: local.ServiceProcess) -> str:

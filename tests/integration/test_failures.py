@@ -14,7 +14,7 @@ import pytest
 
 from order_devtools import engines, local, provision
 from tests.integration import helpers
-from tests.integration.conftest import PipelineFactory, ServiceFactory, aws_settings
+from tests.integration.conftest import PipelineFactory, ServiceFactory
 
 pytestmark = pytest.mark.integration
 
@@ -222,7 +222,7 @@ def test_engines_down_under_the_api_give_503_then_recover_losing_nothing(
         queue_name="orders-outage",
         table_prefix="outage-",
     )
-    provision.provision(aws_settings(pipeline))
+    provision.provision(pipeline.aws_settings())
     client = api_client(start_api(pipeline, RATE_LIMIT_PER_MINUTE="100000"))
     access_token = helpers.token(client)
     accepted = [

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import IO
 
 from order_api import security
+from order_common import settings as common_settings
 
 _PR_SET_PDEATHSIG = 1
 
@@ -51,6 +52,15 @@ class LocalPipeline:
     jwt_secret: str = field(default_factory=lambda: secrets.token_urlsafe(32))
     clients: Mapping[str, str] = field(default_factory=lambda: {"demo": "demo-secret"})
     """Plain client secrets (local only); the API receives them hashed."""
+
+    def aws_settings(self) -> common_settings.AwsSettings:
+        """The same queue and tables, for code in this process (provisioning, checks)."""
+        return common_settings.AwsSettings(
+            sqs_endpoint_url=self.sqs_endpoint,
+            dynamodb_endpoint_url=self.dynamodb_endpoint,
+            queue_name=self.queue_name,
+            table_prefix=self.table_prefix,
+        )
 
     def common_env(self) -> dict[str, str]:
         return {

@@ -14,7 +14,6 @@ import threading
 from pathlib import Path
 from types import FrameType
 
-from order_common import settings as common_settings
 from order_devtools import engines, local, provision
 
 STATE_DIR = Path(".run").resolve()
@@ -40,13 +39,9 @@ def main() -> int:
         pipeline = local.LocalPipeline(
             sqs_endpoint=running.sqs_endpoint, dynamodb_endpoint=running.dynamodb_endpoint
         )
-        settings = common_settings.AwsSettings(
-            sqs_endpoint_url=pipeline.sqs_endpoint,
-            dynamodb_endpoint_url=pipeline.dynamodb_endpoint,
-        )
         os.environ.setdefault("AWS_ACCESS_KEY_ID", "local")
         os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "local")
-        provision.provision(settings)
+        provision.provision(pipeline.aws_settings())
         logs = STATE_DIR / "logs"
         api = local.api_process(pipeline, api_port, logs, API_HOST="127.0.0.1")
         processor = local.processor_process(pipeline, local.free_port(), logs)
