@@ -15,8 +15,6 @@ import pytest
 
 from order_devtools import engines, local, provision
 
-pytestmark = pytest.mark.integration
-
 
 @pytest.fixture(scope="session")
 def local_engines(tmp_path_factory: pytest.TempPathFactory) -> Iterator[engines.Engines]:
