@@ -230,8 +230,7 @@ def test_engines_down_under_the_api_give_503_then_recover_losing_nothing(
         for i in range(20)
     ]
 
-    own_engines.sqs.stop()
-    own_engines.dynamodb.stop()
+    own_engines.stop()
     refused = client.post(
         "/v1/orders", json=helpers.order_body(), headers=helpers.auth(access_token)
     )
@@ -246,8 +245,7 @@ def test_engines_down_under_the_api_give_503_then_recover_losing_nothing(
     status = client.get(accepted[0]["status_url"])
     assert status.status_code == 503
 
-    own_engines.sqs.start()
-    own_engines.dynamodb.start()
+    own_engines.start()
     helpers.eventually(lambda: client.get("/readyz").status_code, until=lambda c: c == 200)
     accepted.append(helpers.place(client, access_token, helpers.order_body(customer_id="after")))
     start_processor(pipeline)
