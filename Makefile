@@ -11,7 +11,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 API_PORT ?= 8000
 
-.PHONY: help venv java run engines test lint bench operator cluster-up cluster-down clean
+.PHONY: help venv lock java run engines test lint bench operator cluster-up cluster-down clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
@@ -20,11 +20,18 @@ $(UV):
 	python3 -m venv $(UV_HOME)
 	$(UV_HOME)/bin/pip install --quiet uv==$(UV_VERSION)
 
-$(VENV)/.synced: $(UV) pyproject.toml uv.lock
-	UV_PROJECT_ENVIRONMENT=$(VENV) $(UV) sync --locked --quiet
+# The lock is a hashed requirements file: exact versions, no index addresses.
+$(VENV)/.synced: $(UV) pyproject.toml requirements.lock
+	$(UV) venv --quiet --allow-existing --python python3 $(VENV)
+	VIRTUAL_ENV=$(VENV) $(UV) pip sync --quiet --require-hashes requirements.lock
+	VIRTUAL_ENV=$(VENV) $(UV) pip install --quiet --no-deps --editable .
 	touch $@
 
 venv: $(VENV)/.synced  ## create the virtualenv from the lock file
+
+lock: $(UV)  ## re-resolve requirements.lock from pyproject.toml (then commit both)
+	$(UV) pip compile --quiet pyproject.toml --group dev --generate-hashes --universal \
+	  --python-version 3.11 --no-header -o requirements.lock
 
 java:  ## install a JRE and Maven from Debian if they are missing
 	@command -v java >/dev/null && command -v mvn >/dev/null || { \
