@@ -141,7 +141,7 @@ def _search(holds: Callable[[int], bool], *, start: int, ceiling: int, steps: in
             bad = rate
             break
     for _ in range(steps):
-        if bad - good <= max(50, good // 20):
+        if bad - good <= max(10, good // 20):
             break
         middle = (good + bad) // 2
         if holds(middle):
@@ -154,7 +154,7 @@ def _search(holds: Callable[[int], bool], *, start: int, ceiling: int, steps: in
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seconds", type=float, default=10.0, help="length of each load step")
-    parser.add_argument("--api-workers", type=int, default=2)
+    parser.add_argument("--api-workers", type=int, default=1)
     parser.add_argument("--processors", type=int, default=1)
     parser.add_argument("--fixed-rate", type=int, default=3000, help="accept rate to report")
     args = parser.parse_args()
@@ -243,7 +243,7 @@ def _accept_phase(
 
         run(200)  # warm-up: JIT in the engines, connection pools in the API
         fixed = run(args.fixed_rate)
-        best = _search(holds, start=1000, ceiling=20000, steps=4)
+        best = _search(holds, start=500, ceiling=20000, steps=4)
         return {"fixed_rate": fixed, "max_rate_that_holds": best, "steps": steps[1:]}
     finally:
         api.stop()
@@ -324,8 +324,8 @@ def _end_to_end_phase(
             and step["drained_seconds_after_load"] <= 5
         )
 
-    best = _search(sustained, start=100, ceiling=5000, steps=3)
-    at_half = run(max(50, best // 2)) if best else None
+    best = _search(sustained, start=50, ceiling=5000, steps=4)
+    at_half = run(max(10, best // 2)) if best else None
     return {"max_sustained_rate": best, "at_half_rate": at_half, "steps": steps}
 
 
