@@ -11,7 +11,7 @@ from typing import Annotated, Any
 
 import fastapi
 
-from order_api import batcher, deps, metrics, problems, schemas
+from order_api import batcher, deps, metrics, problems, schemas, stores
 from order_api import services as services_module
 from order_common import contract, logs
 
@@ -80,14 +80,14 @@ async def create_order(
         record_key = f"{client_id}#{idempotency_key}"
         payload_hash = hashlib.sha256(order.model_dump_json().encode()).hexdigest()
         outcome = await services.idempotency.begin(record_key, payload_hash, now=now)
-        if outcome.outcome.value == "replay":
+        if outcome.outcome is stores.IdempotencyOutcome.REPLAY:
             assert outcome.response is not None
             return _accepted_response(outcome.response, retry_after)
-        if outcome.outcome.value == "mismatch":
+        if outcome.outcome is stores.IdempotencyOutcome.MISMATCH:
             raise problems.ProblemError(
                 422, "this Idempotency-Key was already used with a different request body"
             )
-        if outcome.outcome.value == "in_flight":
+        if outcome.outcome is stores.IdempotencyOutcome.IN_FLIGHT:
             raise problems.ProblemError(
                 409,
                 "a request with this Idempotency-Key is still being processed; retry shortly",
