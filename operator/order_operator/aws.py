@@ -1,0 +1,321 @@
+"""The only module that talks to AWS (SQS and DynamoDB, or the local engines), with boto3.
+
+Queues: the DLQ first, then the main queue with a redrive policy naming the DLQ's ARN.
+Attributes are compared canonically (SQS returns strings, policies are JSON with any key
+order), so a converged queue is never written again. Every queue carries an owner tag so that
+two OrderPipelines naming the same queue end in a clear condition instead of fighting.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, cast
+
+import boto3
+import botocore.config
+import botocore.exceptions
+
+from order_operator.scaling import QueueDepth
+from order_operator.v1alpha1 import spec as v1alpha1
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb import DynamoDBClient
+    from mypy_boto3_sqs import SQSClient
+
+logger = logging.getLogger(__name__)
+
+OWNER_TAG = "order-pipeline.dev/owner"
+
+# table name suffix -> (hash key attribute, TTL attribute or None); the services' shapes.
+TABLE_SHAPES: Mapping[str, tuple[str, str | None]] = {
+    "orders": ("order_id", None),
+    "catalog": ("sku", None),
+    "idempotency": ("key", "expires_at"),
+    "velocity": ("customer_id", "expires_at"),
+    "payments": ("order_id", None),
+}
+
+# Error codes that mean "this request will never succeed as it is": report, do not retry fast.
+_REJECTION_CODES = frozenset(
+    {
+        "InvalidAttributeName",
+        "InvalidAttributeValue",
+        "InvalidParameterValue",
+        "InvalidParameterCombination",
+        "ValidationException",
+        "AccessDenied",
+        "AccessDeniedException",
+        "UnrecognizedClientException",
+        "InvalidClientTokenId",
+        "QueueAlreadyExists",
+        "QueueNameExists",
+    }
+)
+
+
+class AwsRejected(Exception):
+    """AWS refused the spec (invalid attribute, access denied, ...): a spec or setup problem."""
+
+
+class NameConflict(Exception):
+    """The queue exists and belongs to another OrderPipeline."""
+
+
+class Transient(Exception):
+    """The engine could not be reached or answered with a retryable error."""
+
+
+@dataclass(frozen=True)
+class QueueInfo:
+    url: str
+    arn: str
+    dlq_url: str
+    dlq_arn: str
+
+
+@dataclass(frozen=True)
+class Credentials:
+    access_key_id: str
+    secret_access_key: str
+
+
+@dataclass(frozen=True)
+class Clients:
+    sqs: SQSClient
+    dynamodb: DynamoDBClient
+
+
+def make_clients(aws: v1alpha1.AwsSpec, credentials: Credentials | None) -> Clients:
+    config = botocore.config.Config(
+        region_name=aws.region,
+        retries={"mode": "standard", "max_attempts": 3},
+        connect_timeout=3,
+        read_timeout=10,
+    )
+    session = (
+        boto3.session.Session(
+            aws_access_key_id=credentials.access_key_id,
+            aws_secret_access_key=credentials.secret_access_key,
+            region_name=aws.region,
+        )
+        if credentials is not None
+        else boto3.session.Session(region_name=aws.region)
+    )
+    return Clients(
+        sqs=session.client("sqs", endpoint_url=aws.endpoints.sqs, config=config),
+        dynamodb=session.client("dynamodb", endpoint_url=aws.endpoints.dynamodb, config=config),
+    )
+
+
+def _translate(error: Exception, action: str) -> Exception:
+    if isinstance(error, botocore.exceptions.ClientError):
+        code = error.response.get("Error", {}).get("Code", "")
+        message = error.response.get("Error", {}).get("Message", str(error))
+        if code in _REJECTION_CODES:
+            return AwsRejected(f"{action}: {code}: {message}")
+        return Transient(f"{action}: {code or 'error'}: {message}")
+    return Transient(f"{action}: {error}")
+
+
+def canonical_attributes(attributes: Mapping[str, str]) -> dict[str, Any]:
+    """Attributes as comparable values: numbers as ints, JSON policies parsed (key order and
+    number-vs-string differences vanish)."""
+    canonical: dict[str, Any] = {}
+    for key, value in attributes.items():
+        if key in ("RedrivePolicy", "RedriveAllowPolicy", "Policy"):
+            parsed = json.loads(value) if value else {}
+            canonical[key] = {
+                name: int(item) if isinstance(item, str) and item.isdigit() else item
+                for name, item in parsed.items()
+            }
+        elif isinstance(value, str) and value.lstrip("-").isdigit():
+            canonical[key] = int(value)
+        else:
+            canonical[key] = value
+    return canonical
+
+
+def attributes_to_change(desired: Mapping[str, str], actual: Mapping[str, str]) -> dict[str, str]:
+    """The desired attributes whose canonical value differs from the queue's.
+
+    An attribute the queue does not report at all is left alone: some engines (ElasticMQ and
+    MessageRetentionPeriod) accept it on create but never return it, and re-sending it on every
+    pass would be exactly the endless update loop this comparison exists to prevent.
+    """
+    wanted = canonical_attributes(desired)
+    have = canonical_attributes({key: actual[key] for key in desired if key in actual})
+    return {key: desired[key] for key in desired if key in have and wanted[key] != have[key]}
+
+
+def dlq_attributes(queue: v1alpha1.QueueSpec) -> dict[str, str]:
+    return {"MessageRetentionPeriod": str(queue.dlq_retention_seconds)}
+
+
+def queue_attributes(queue: v1alpha1.QueueSpec, dlq_arn: str) -> dict[str, str]:
+    return {
+        "VisibilityTimeout": str(queue.visibility_timeout_seconds),
+        "MessageRetentionPeriod": str(queue.retention_seconds),
+        "DelaySeconds": str(queue.delay_seconds),
+        "RedrivePolicy": json.dumps(
+            {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": queue.max_receive_count},
+            sort_keys=True,
+        ),
+    }
+
+
+def _find_queue(sqs: SQSClient, name: str) -> str | None:
+    try:
+        return sqs.get_queue_url(QueueName=name)["QueueUrl"]
+    except botocore.exceptions.ClientError as error:
+        code = error.response.get("Error", {}).get("Code", "")
+        if code in ("AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist"):
+            return None
+        raise
+
+
+def _converge_queue(
+    sqs: SQSClient, name: str, attributes: dict[str, str], tags: dict[str, str], owner: str
+) -> tuple[str, str]:
+    url = _find_queue(sqs, name)
+    if url is None:
+        url = sqs.create_queue(QueueName=name, Attributes=cast(Any, attributes), tags=tags)[
+            "QueueUrl"
+        ]
+        logger.info("created queue %s", name)
+    else:
+        existing_tags = sqs.list_queue_tags(QueueUrl=url).get("Tags", {})
+        existing_owner = existing_tags.get(OWNER_TAG)
+        if existing_owner is not None and existing_owner != owner:
+            raise NameConflict(f"queue {name} belongs to OrderPipeline {existing_owner}")
+        actual = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"]).get(
+            "Attributes", {}
+        )
+        changes = attributes_to_change(attributes, cast(Mapping[str, str], actual))
+        if changes:
+            sqs.set_queue_attributes(QueueUrl=url, Attributes=cast(Any, changes))
+            logger.info("updated queue %s attributes %s", name, sorted(changes))
+        missing_tags = {
+            key: value for key, value in tags.items() if existing_tags.get(key) != value
+        }
+        if missing_tags:
+            sqs.tag_queue(QueueUrl=url, Tags=missing_tags)
+    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"][
+        "QueueArn"
+    ]
+    return url, arn
+
+
+def ensure_queues(sqs: SQSClient, queue: v1alpha1.QueueSpec, *, owner: str) -> QueueInfo:
+    """Create or converge the DLQ, then the queue redriving to it."""
+    tags = {**queue.tags, OWNER_TAG: owner}
+    try:
+        dlq_url, dlq_arn = _converge_queue(sqs, queue.dlq_name, dlq_attributes(queue), tags, owner)
+        url, arn = _converge_queue(sqs, queue.name, queue_attributes(queue, dlq_arn), tags, owner)
+    except NameConflict:
+        raise
+    except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as error:
+        raise _translate(error, f"converging queue {queue.name}") from error
+    return QueueInfo(url=url, arn=arn, dlq_url=dlq_url, dlq_arn=dlq_arn)
+
+
+_DEPTH_ATTRIBUTES = (
+    "ApproximateNumberOfMessages",
+    "ApproximateNumberOfMessagesNotVisible",
+    "ApproximateNumberOfMessagesDelayed",
+)
+
+
+def queue_depth(sqs: SQSClient, url: str) -> QueueDepth:
+    try:
+        attributes = sqs.get_queue_attributes(
+            QueueUrl=url,
+            AttributeNames=list(_DEPTH_ATTRIBUTES),  # type: ignore[arg-type]
+        ).get("Attributes", {})
+    except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as error:
+        raise _translate(error, "reading queue depth") from error
+    return QueueDepth(
+        visible=int(attributes.get("ApproximateNumberOfMessages", "0")),
+        in_flight=int(attributes.get("ApproximateNumberOfMessagesNotVisible", "0")),
+        delayed=int(attributes.get("ApproximateNumberOfMessagesDelayed", "0")),
+    )
+
+
+def messages_waiting(sqs: SQSClient, queue: v1alpha1.QueueSpec) -> int:
+    """Visible + in-flight + delayed messages in the queue and its DLQ (0 if they are gone)."""
+    total = 0
+    try:
+        for name in (queue.name, queue.dlq_name):
+            url = _find_queue(sqs, name)
+            if url is not None:
+                depth = queue_depth(sqs, url)
+                total += depth.visible + depth.in_flight + depth.delayed
+    except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as error:
+        raise _translate(error, "counting waiting messages") from error
+    return total
+
+
+def delete_queues(sqs: SQSClient, queue: v1alpha1.QueueSpec) -> None:
+    """Delete the queue, then its DLQ (so nothing redrives into a missing DLQ)."""
+    try:
+        for name in (queue.name, queue.dlq_name):
+            url = _find_queue(sqs, name)
+            if url is not None:
+                sqs.delete_queue(QueueUrl=url)
+                logger.info("deleted queue %s", name)
+    except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as error:
+        raise _translate(error, "deleting queues") from error
+
+
+def ensure_tables(dynamodb: DynamoDBClient, tables: v1alpha1.TablesSpec) -> list[str]:
+    """Create missing tables (on-demand billing) and enable TTL where the services use it;
+    return the names of tables not ACTIVE yet."""
+    pending: list[str] = []
+    try:
+        for suffix, (key, ttl_attribute) in TABLE_SHAPES.items():
+            name = f"{tables.prefix}{suffix}"
+            try:
+                status = dynamodb.describe_table(TableName=name)["Table"].get("TableStatus")
+            except dynamodb.exceptions.ResourceNotFoundException:
+                dynamodb.create_table(
+                    TableName=name,
+                    AttributeDefinitions=[{"AttributeName": key, "AttributeType": "S"}],
+                    KeySchema=[{"AttributeName": key, "KeyType": "HASH"}],
+                    BillingMode="PAY_PER_REQUEST",
+                )
+                logger.info("created table %s", name)
+                status = "CREATING"
+            if status != "ACTIVE":
+                pending.append(name)
+                continue
+            if ttl_attribute is not None:
+                _ensure_ttl(dynamodb, name, ttl_attribute)
+    except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as error:
+        raise _translate(error, "converging tables") from error
+    return pending
+
+
+def _ensure_ttl(dynamodb: DynamoDBClient, name: str, attribute: str) -> None:
+    description = dynamodb.describe_time_to_live(TableName=name).get("TimeToLiveDescription", {})
+    if (
+        description.get("TimeToLiveStatus") in ("ENABLED", "ENABLING")
+        and description.get("AttributeName") == attribute
+    ):
+        return
+    dynamodb.update_time_to_live(
+        TableName=name, TimeToLiveSpecification={"Enabled": True, "AttributeName": attribute}
+    )
+
+
+def delete_tables(dynamodb: DynamoDBClient, tables: v1alpha1.TablesSpec) -> None:
+    try:
+        for name in tables.names:
+            try:
+                dynamodb.delete_table(TableName=name)
+                logger.info("deleted table %s", name)
+            except dynamodb.exceptions.ResourceNotFoundException:
+                continue
+    except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as error:
+        raise _translate(error, "deleting tables") from error
