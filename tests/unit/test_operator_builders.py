@@ -1,0 +1,121 @@
+"""Manifest builders: labels, ownership, no scaler-owned replicas, env the services read."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from order_operator import builders
+from order_operator.v1alpha1 import spec as v1alpha1
+
+OWNER = builders.Owner(name="shop", namespace="team-a", uid="1234")
+
+
+def make_spec(**overrides: Any) -> v1alpha1.OrderPipelineSpec:
+    raw: dict[str, Any] = {
+        "aws": {"region": "eu-west-1", "endpoints": {"sqs": "http://127.0.0.1:9324"}},
+        "queue": {"name": "shop-orders", "visibilityTimeoutSeconds": 120},
+        "tables": {"prefix": "shop-"},
+        "api": {"image": "api:1", "env": {"RATE_LIMIT_PER_MINUTE": "50"}},
+        "processor": {"image": "processor:1", "concurrency": 8},
+    }
+    raw.update(overrides)
+    return v1alpha1.OrderPipelineSpec.model_validate(raw)
+
+
+def env_of(deployment: dict[str, Any]) -> dict[str, Any]:
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    return {entry["name"]: entry.get("value", entry.get("valueFrom")) for entry in container["env"]}
+
+
+def test_no_deployment_carries_replicas_because_scalers_own_them() -> None:
+    spec = make_spec()
+    for deployment in (
+        builders.build_api_deployment(OWNER, spec),
+        builders.build_processor_deployment(OWNER, spec),
+    ):
+        assert "replicas" not in deployment["spec"]
+
+
+def test_every_child_is_owned_by_the_pipeline_as_controller() -> None:
+    children = builders.build_children(OWNER, make_spec())
+    assert {child["kind"] for child in children} == {
+        "Deployment",
+        "Service",
+        "HorizontalPodAutoscaler",
+        "PodDisruptionBudget",
+    }
+    for child in children:
+        (reference,) = child["metadata"]["ownerReferences"]
+        assert reference == {
+            "apiVersion": "order-pipeline.dev/v1alpha1",
+            "kind": "OrderPipeline",
+            "name": "shop",
+            "uid": "1234",
+            "controller": True,
+            "blockOwnerDeletion": True,
+        }
+        assert child["metadata"]["namespace"] == "team-a"
+
+
+def test_children_carry_their_own_labels_and_selectors_match_pod_labels() -> None:
+    for child in builders.build_children(OWNER, make_spec()):
+        child_labels = child["metadata"]["labels"]
+        assert child_labels["app.kubernetes.io/managed-by"] == "order-operator"
+        assert child_labels["app.kubernetes.io/instance"] == "shop"
+        if child["kind"] == "Deployment":
+            selector = child["spec"]["selector"]["matchLabels"]
+            pod_labels = child["spec"]["template"]["metadata"]["labels"]
+            assert selector.items() <= pod_labels.items()
+
+
+def test_services_get_queue_and_table_settings_from_the_spec() -> None:
+    spec = make_spec()
+    api_env = env_of(builders.build_api_deployment(OWNER, spec))
+    processor_env = env_of(builders.build_processor_deployment(OWNER, spec))
+    for env in (api_env, processor_env):
+        assert env["QUEUE_NAME"] == "shop-orders"
+        assert env["TABLE_PREFIX"] == "shop-"
+        assert env["AWS_REGION"] == "eu-west-1"
+        assert env["SQS_ENDPOINT_URL"] == "http://127.0.0.1:9324"
+        assert "DYNAMODB_ENDPOINT_URL" not in env
+    assert api_env["RATE_LIMIT_PER_MINUTE"] == "50"
+    assert processor_env["CONCURRENCY"] == "8"
+    assert processor_env["BATCH_SIZE"] == "10"
+
+
+def test_secret_credentials_become_secret_key_refs_never_values() -> None:
+    spec = make_spec(aws={"credentials": {"source": "Secret", "secretRef": {"name": "aws"}}})
+    env = env_of(builders.build_processor_deployment(OWNER, spec))
+    assert env["AWS_ACCESS_KEY_ID"] == {"secretKeyRef": {"name": "aws", "key": "AWS_ACCESS_KEY_ID"}}
+
+
+def test_processor_grace_period_covers_the_visibility_timeout() -> None:
+    deployment = builders.build_processor_deployment(OWNER, make_spec())
+    assert deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] >= 120
+
+
+def test_hpa_targets_the_api_with_spec_bounds_and_default_cpu_target() -> None:
+    hpa = builders.build_api_hpa(
+        OWNER, make_spec(api={"image": "a", "autoscaling": {"minReplicas": 3, "maxReplicas": 7}})
+    )
+    assert hpa["spec"]["scaleTargetRef"]["name"] == "shop-api"
+    assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (3, 7)
+    target = hpa["spec"]["metrics"][0]["resource"]["target"]
+    assert target == {"type": "Utilization", "averageUtilization": 70}
+
+
+def test_pdbs_use_max_unavailable_and_select_their_component() -> None:
+    spec = make_spec(processor={"image": "p", "disruptionBudget": {"maxUnavailable": "50%"}})
+    pdb = builders.build_pdb(OWNER, "processor", spec.processor.disruption_budget)
+    assert pdb["spec"]["maxUnavailable"] == "50%"
+    assert pdb["spec"]["selector"]["matchLabels"]["app.kubernetes.io/component"] == "processor"
+    assert "minAvailable" not in pdb["spec"]
+
+
+def test_pods_pass_the_restricted_pod_security_standard() -> None:
+    pod = builders.build_api_deployment(OWNER, make_spec())["spec"]["template"]["spec"]
+    container = pod["containers"][0]["securityContext"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert container["allowPrivilegeEscalation"] is False
+    assert container["capabilities"] == {"drop": ["ALL"]}
+    assert container["seccompProfile"] == {"type": "RuntimeDefault"}
