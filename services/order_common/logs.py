@@ -16,8 +16,11 @@ order_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar("order
 
 class _ContextFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
-        record.request_id = request_id_var.get()
-        record.order_id = order_id_var.get()
+        # An explicit `extra={"order_id": ...}` wins over the context (batch-wide steps).
+        if not hasattr(record, "request_id"):
+            record.request_id = request_id_var.get()
+        if not hasattr(record, "order_id"):
+            record.order_id = order_id_var.get()
         return True
 
 

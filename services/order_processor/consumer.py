@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import pydantic
 
-from order_common import contract, logs
+from order_common import contract
 from order_processor import metrics, workflow
 
 if TYPE_CHECKING:
@@ -141,41 +141,40 @@ class Consumer:
         for m in messages:
             self._in_flight[m["MessageId"]] = _InFlight(m["ReceiptHandle"], received)
         # Cancelled at shutdown, the entries stay in `_in_flight` for `_release_unfinished`.
-        outcomes = await asyncio.gather(*(self._handle(m) for m in messages))
-        done = [m for m, outcome in zip(messages, outcomes, strict=True) if outcome]
+        deliveries: list[tuple[MessageTypeDef, workflow.Delivery]] = []
+        done: list[MessageTypeDef] = []
+        for m in messages:
+            try:
+                order = contract.decode_message(m["Body"])
+            except pydantic.ValidationError as exc:
+                reason = f"unparseable message: {exc.error_count()} errors"
+                if await self._dead_letter(m, reason):
+                    done.append(m)
+                continue
+            receive_count = int(m.get("Attributes", {}).get("ApproximateReceiveCount", "1"))
+            request_attribute = m.get("MessageAttributes", {}).get("request_id")
+            request_id = request_attribute.get("StringValue") if request_attribute else None
+            deliveries.append((m, workflow.Delivery(order, receive_count, request_id)))
+        if deliveries:
+            started = time.perf_counter()
+            metrics.IN_FLIGHT.inc(len(deliveries))
+            try:
+                dispositions = await self.order_workflow.run_batch(
+                    [d for _, d in deliveries], max_receive_count=self.queue.max_receive_count
+                )
+            finally:
+                metrics.IN_FLIGHT.dec(len(deliveries))
+                metrics.PROCESSING_DURATION.observe(time.perf_counter() - started)
+            for (m, _), disposition in zip(deliveries, dispositions, strict=True):
+                if disposition is workflow.Disposition.ACK:
+                    self.processed += 1
+                    done.append(m)
+                else:
+                    self.retried += 1
         if done:
             await self._delete(done)
         for m in messages:
             self._in_flight.pop(m["MessageId"], None)
-
-    async def _handle(self, message: MessageTypeDef) -> bool:
-        """True when the message is finished with and may be deleted."""
-        request_attribute = message.get("MessageAttributes", {}).get("request_id")
-        request_id = request_attribute.get("StringValue") if request_attribute else None
-        logs.request_id_var.set(request_id)
-        logs.order_id_var.set(None)
-        try:
-            order = contract.decode_message(message["Body"])
-        except pydantic.ValidationError as exc:
-            return await self._dead_letter(
-                message, f"unparseable message: {exc.error_count()} errors"
-            )
-        logs.order_id_var.set(order.order_id)
-        receive_count = int(message.get("Attributes", {}).get("ApproximateReceiveCount", "1"))
-        metrics.IN_FLIGHT.inc()
-        started = time.perf_counter()
-        try:
-            disposition = await self.order_workflow.run(
-                order, receive_count=receive_count, max_receive_count=self.queue.max_receive_count
-            )
-        finally:
-            metrics.IN_FLIGHT.dec()
-            metrics.PROCESSING_DURATION.observe(time.perf_counter() - started)
-        if disposition is workflow.Disposition.ACK:
-            self.processed += 1
-            return True
-        self.retried += 1
-        return False
 
     async def _dead_letter(self, message: MessageTypeDef, reason: str) -> bool:
         log.error("moving message %s to the DLQ: %s", message["MessageId"], reason)

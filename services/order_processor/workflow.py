@@ -1,7 +1,11 @@
-"""What happens to one order: reserve, price, fraud, payment, final status.
+"""What happens to orders: reserve, price, fraud, payment, final status.
 
-Each step is safe to repeat: a redelivered message resumes from the recorded state, and a
-message whose order is already final (or cancelled) is simply acknowledged.
+A receive batch goes through together where that saves requests: the fresh orders of a batch
+are reserved in one transaction and the paid ones completed in another. Whenever a shared step
+cannot apply to all of them (an order already recorded, a sku short), each order takes the
+step on its own, which has the exact per-order semantics. Each step is safe to repeat: a
+redelivered message resumes from the recorded state, and a message whose order is already final
+(or cancelled) is simply acknowledged.
 """
 
 from __future__ import annotations
@@ -10,9 +14,10 @@ import asyncio
 import enum
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
-from order_common import contract
+from order_common import contract, logs
 from order_processor import fraud, metrics, payments, stores
 from order_processor import settings as settings_module
 
@@ -26,60 +31,106 @@ class Disposition(enum.Enum):
     """Leave it: the visibility timeout brings it back (or redrive moves it to the DLQ)."""
 
 
+@dataclass(frozen=True)
+class Delivery:
+    message: contract.OrderMessage
+    receive_count: int
+    request_id: str | None = None
+    """The API request that accepted the order, for the logs."""
+
+
 @dataclass
 class OrderWorkflow:
     store: stores.ProcessorStore
     gateway: payments.PaymentGateway
     settings: settings_module.ProcessorSettings
 
-    async def run(
-        self, message: contract.OrderMessage, *, receive_count: int, max_receive_count: int
-    ) -> Disposition:
+    async def run_batch(
+        self, deliveries: Sequence[Delivery], *, max_receive_count: int
+    ) -> list[Disposition]:
+        """Process a receive batch; one disposition per delivery, in order."""
         try:
-            return await self._run(message)
-        except Exception as exc:  # anything unexpected: retry, and give up on the last receive
-            last = receive_count >= max_receive_count
-            log.warning(
-                "processing failed (receive %s of %s): %s", receive_count, max_receive_count, exc
+            prices = await self.store.prices(
+                item.sku for d in deliveries for item in d.message.items
             )
-            metrics.MESSAGES_RETRIED.labels(type(exc).__name__).inc()
-            if last:
-                await self._fail(message, f"processing failed {receive_count} times: {exc}")
-            return Disposition.RETRY
-
-    async def _run(self, message: contract.OrderMessage) -> Disposition:
-        now = time.time()
-        prices = await self.store.prices(item.sku for item in message.items)
-        unknown = [item.sku for item in message.items if item.sku not in prices]
-        if unknown:
-            await self._record_rejection(message, f"unknown sku: {', '.join(unknown)}")
-            return Disposition.ACK
-        lines = [
-            stores.PricedLine(sku=i.sku, quantity=i.quantity, unit_price_cents=prices[i.sku])
-            for i in message.items
-        ]
-        reserved = await self.store.reserve(message, lines, now=now)
-        if reserved.outcome is stores.ReserveOutcome.OUT_OF_STOCK:
-            await self._record_rejection(
-                message, f"insufficient stock for sku {reserved.short_sku}", lines=lines
-            )
-            return Disposition.ACK
-        if reserved.outcome is stores.ReserveOutcome.ALREADY_RECORDED:
-            existing = reserved.existing
-            if existing is None or existing["status"] != contract.OrderStatus.PROCESSING:
-                return Disposition.ACK  # final or cancelled already: nothing left to do
-            # A redelivery of an order we started: resume with the prices recorded then.
-            lines = [
-                stores.PricedLine(
-                    sku=i["sku"], quantity=i["quantity"], unit_price_cents=i["unit_price_cents"]
-                )
-                for i in existing["items"]
+            priced = [_price(d.message, prices) for d in deliveries]
+            unknown = [sorted({i.sku for i in d.message.items} - prices.keys()) for d in deliveries]
+            fresh = [
+                (d.message, lines) for d, lines in zip(deliveries, priced, strict=True) if lines
             ]
+            reserved_together = await self.store.reserve_together(fresh, now=time.time())
+        except Exception as exc:  # engine trouble: retry the whole batch later
+            log.warning("batch preparation failed: %s", exc)
+            return await asyncio.gather(
+                *(self._on_failure(d, exc, max_receive_count) for d in deliveries)
+            )
+
+        outcomes = await asyncio.gather(
+            *(
+                self._run_guarded(d, lines, missing, reserved_together, max_receive_count)
+                for d, lines, missing in zip(deliveries, priced, unknown, strict=True)
+            )
+        )
+        completions = [o for o in outcomes if isinstance(o, _Paid)]
+        if completions:
+            await self._complete(completions, max_receive_count)
+        return [o.disposition if isinstance(o, _Paid) else o for o in outcomes]
+
+    async def _run_guarded(
+        self,
+        delivery: Delivery,
+        lines: list[stores.PricedLine] | None,
+        unknown: list[str],
+        reserved: bool,
+        max_receive_count: int,
+    ) -> Disposition | _Paid:
+        # Each delivery runs in its own task: these set its log lines' context only.
+        logs.order_id_var.set(delivery.message.order_id)
+        logs.request_id_var.set(delivery.request_id)
+        try:
+            if lines is None:
+                await self._record_rejection(delivery.message, f"unknown sku: {', '.join(unknown)}")
+                return Disposition.ACK
+            return await self._run(delivery, lines, reserved=reserved)
+        except Exception as exc:  # anything unexpected: retry, and give up on the last receive
+            return await self._on_failure(delivery, exc, max_receive_count)
+
+    async def _on_failure(
+        self, delivery: Delivery, exc: Exception, max_receive_count: int
+    ) -> Disposition:
+        log.warning(
+            "processing failed (receive %s of %s): %s",
+            delivery.receive_count,
+            max_receive_count,
+            exc,
+        )
+        metrics.MESSAGES_RETRIED.labels(type(exc).__name__).inc()
+        if delivery.receive_count >= max_receive_count:
+            reason = f"processing failed {delivery.receive_count} times: {exc}"
+            await self._fail(delivery.message, reason)
+        return Disposition.RETRY
+
+    async def _run(
+        self, delivery: Delivery, lines: list[stores.PricedLine], *, reserved: bool
+    ) -> Disposition | _Paid:
+        message = delivery.message
+        if not reserved:
+            reservation = await self.store.reserve(message, lines, now=time.time())
+            if reservation.outcome is stores.ReserveOutcome.OUT_OF_STOCK:
+                reason = f"insufficient stock for sku {reservation.short_sku}"
+                await self._record_rejection(message, reason, lines=lines)
+                return Disposition.ACK
+            if reservation.outcome is stores.ReserveOutcome.ALREADY_RECORDED:
+                existing = reservation.existing
+                if existing is None or existing["status"] != contract.OrderStatus.PROCESSING:
+                    return Disposition.ACK  # final or cancelled already: nothing left to do
+                # A redelivery of an order we started: resume with the prices recorded then.
+                lines = _recorded_lines(existing)
         return await self._after_reservation(message, lines)
 
     async def _after_reservation(
         self, message: contract.OrderMessage, lines: list[stores.PricedLine]
-    ) -> Disposition:
+    ) -> Disposition | _Paid:
         total = sum(line.line_total_cents for line in lines)
         recent = await self.store.record_velocity(
             message.customer_id,
@@ -116,13 +167,34 @@ class OrderWorkflow:
                 fraud_score=assessment.score,
             )
             return Disposition.ACK
-        await self._finish(
-            message,
-            contract.OrderStatus.COMPLETED,
-            payment_id=outcome.payment_id,
-            fraud_score=assessment.score,
-        )
-        return Disposition.ACK
+        return _Paid(message, outcome.payment_id, assessment.score)
+
+    async def _complete(self, paid: list[_Paid], max_receive_count: int) -> None:
+        """COMPLETED for every paid order: together if possible, else one by one."""
+        completions = [
+            stores.Completion(p.message.order_id, p.payment_id, p.fraud_score) for p in paid
+        ]
+        try:
+            together = await self.store.complete_together(completions, now=time.time())
+        except Exception as exc:  # fall back to single writes, which retry on their own
+            log.warning("completing %s orders together failed: %s", len(paid), exc)
+            together = False
+        if together:
+            for p in paid:
+                self._observe_final(p.message, contract.OrderStatus.COMPLETED, None)
+            return
+        for p in paid:
+            try:
+                await self._finish(
+                    p.message,
+                    contract.OrderStatus.COMPLETED,
+                    payment_id=p.payment_id,
+                    fraud_score=p.fraud_score,
+                )
+            except Exception as exc:  # paid but not recorded: redelivery finishes it
+                log.warning("could not record COMPLETED: %s", exc)
+                metrics.MESSAGES_RETRIED.labels(type(exc).__name__).inc()
+                p.disposition = Disposition.RETRY
 
     async def _charge(
         self, message: contract.OrderMessage, total: int
@@ -185,14 +257,7 @@ class OrderWorkflow:
                 if await self.store.record_unreserved(message, status, reason, now=time.time()):
                     self._observe_final(message, status, reason)
             elif existing["status"] == contract.OrderStatus.PROCESSING:
-                lines = (
-                    [
-                        stores.PricedLine(i["sku"], i["quantity"], i["unit_price_cents"])
-                        for i in existing["items"]
-                    ]
-                    if existing.get("reserved")
-                    else []
-                )
+                lines = _recorded_lines(existing) if existing.get("reserved") else []
                 await self._finish(message, status, reason=reason, release=lines)
         except Exception as exc:  # the store is down too: the DLQ still holds the message
             log.error("could not record FAILED: %s", exc)
@@ -202,4 +267,37 @@ class OrderWorkflow:
     ) -> None:
         metrics.ORDERS_PROCESSED.labels(status.value).inc()
         metrics.END_TO_END_DURATION.observe(max(0.0, time.time() - message.accepted_at))
-        log.info("order %s%s", status.value, f": {reason}" if reason else "")
+        log.info(
+            "order %s%s",
+            status.value,
+            f": {reason}" if reason else "",
+            extra={"order_id": message.order_id},
+        )
+
+
+@dataclass
+class _Paid:
+    """An order charged successfully whose COMPLETED write is still to come."""
+
+    message: contract.OrderMessage
+    payment_id: str
+    fraud_score: int
+    disposition: Disposition = Disposition.ACK
+
+
+def _price(
+    message: contract.OrderMessage, prices: dict[str, int]
+) -> list[stores.PricedLine] | None:
+    """Lines priced from the catalog, or None when a sku is unknown."""
+    if any(item.sku not in prices for item in message.items):
+        return None
+    return [
+        stores.PricedLine(sku=i.sku, quantity=i.quantity, unit_price_cents=prices[i.sku])
+        for i in message.items
+    ]
+
+
+def _recorded_lines(record: dict[str, object]) -> list[stores.PricedLine]:
+    raw = record["items"]
+    assert isinstance(raw, list)
+    return [stores.PricedLine(i["sku"], i["quantity"], i["unit_price_cents"]) for i in raw]
