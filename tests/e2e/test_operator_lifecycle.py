@@ -1,0 +1,434 @@
+"""The OrderPipeline operator end to end: real control plane, real local engines, the operator
+as a subprocess with only its own ServiceAccount's permissions."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from kubernetes import client
+
+from order_devtools import cluster as local_cluster
+from order_devtools import engines
+
+from .k8s_helpers import wait_for
+from .operator_harness import (
+    GROUP,
+    PLURAL,
+    VERSION,
+    OperatorProcess,
+    condition,
+    dynamodb_client,
+    operator_running,
+    pipeline_manifest,
+    sqs_client,
+)
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+def local_engines(tmp_path_factory: pytest.TempPathFactory) -> Iterator[engines.Engines]:
+    engines.ensure_installed()
+    with engines.running_engines(tmp_path_factory.mktemp("engines"), persistent=False) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def order_operator(
+    kube_cluster: local_cluster.Cluster,
+    k8s_api: client.ApiClient,
+    local_engines: engines.Engines,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[OperatorProcess]:
+    with operator_running(kube_cluster, k8s_api, tmp_path_factory.mktemp("operator")) as running:
+        yield running
+
+
+class Pipelines:
+    """Create/read/patch/delete OrderPipelines as an admin user would (kubectl apply)."""
+
+    def __init__(self, api: client.ApiClient, namespace: str, running: engines.Engines) -> None:
+        self.custom = client.CustomObjectsApi(api)
+        self.namespace = namespace
+        self.engines = running
+
+    def create(self, name: str, **overrides: Any) -> dict[str, Any]:
+        suffix = uuid.uuid4().hex[:8]
+        manifest = pipeline_manifest(name, self.engines, suffix=suffix, **overrides)
+        created: dict[str, Any] = self.custom.create_namespaced_custom_object(
+            GROUP, VERSION, self.namespace, PLURAL, manifest
+        )
+        return created
+
+    def get(self, name: str) -> dict[str, Any] | None:
+        try:
+            body: dict[str, Any] = self.custom.get_namespaced_custom_object(
+                GROUP, VERSION, self.namespace, PLURAL, name
+            )
+        except client.ApiException as error:
+            if error.status == 404:
+                return None
+            raise
+        return body
+
+    def patch(self, name: str, spec: dict[str, Any]) -> None:
+        self.custom.patch_namespaced_custom_object(
+            GROUP, VERSION, self.namespace, PLURAL, name, {"spec": spec}
+        )
+
+    def delete(self, name: str) -> None:
+        self.custom.delete_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL, name)
+
+    def is_ready(self, name: str) -> bool:
+        body = self.get(name)
+        if body is None:
+            return False
+        ready = condition(body, "Ready")
+        return (
+            ready is not None
+            and ready["status"] == "True"
+            and body["status"].get("observedGeneration") == body["metadata"]["generation"]
+        )
+
+    def wait_ready(self, name: str, timeout: float = 90) -> dict[str, Any]:
+        wait_for(lambda: self.is_ready(name), f"OrderPipeline {name} Ready", timeout=timeout)
+        body = self.get(name)
+        assert body is not None
+        return body
+
+
+@pytest.fixture
+def pipelines(
+    order_operator: OperatorProcess,
+    k8s_api: client.ApiClient,
+    local_engines: engines.Engines,
+    make_namespace: Callable[..., str],
+) -> Pipelines:
+    return Pipelines(k8s_api, make_namespace(), local_engines)
+
+
+def running_pods(api: client.ApiClient, namespace: str, component: str) -> list[client.V1Pod]:
+    pods = client.CoreV1Api(api).list_namespaced_pod(
+        namespace, label_selector=f"app.kubernetes.io/component={component}"
+    )
+    return [
+        pod
+        for pod in pods.items
+        if pod.status.phase == "Running" and pod.metadata.deletion_timestamp is None
+    ]
+
+
+def queue_url(sqs: Any, name: str) -> str | None:
+    try:
+        return str(sqs.get_queue_url(QueueName=name)["QueueUrl"])
+    except sqs.exceptions.QueueDoesNotExist:
+        return None
+
+
+def send_messages(sqs: Any, url: str, count: int) -> None:
+    for start in range(0, count, 10):
+        entries = [
+            {"Id": str(index), "MessageBody": json.dumps({"n": start + index})}
+            for index in range(min(10, count - start))
+        ]
+        result = sqs.send_message_batch(QueueUrl=url, Entries=entries)
+        assert not result.get("Failed")
+
+
+def drain(sqs: Any, url: str) -> int:
+    drained = 0
+    while True:
+        messages = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=0).get(
+            "Messages", []
+        )
+        if not messages:
+            return drained
+        sqs.delete_message_batch(
+            QueueUrl=url,
+            Entries=[
+                {"Id": str(index), "ReceiptHandle": message["ReceiptHandle"]}
+                for index, message in enumerate(messages)
+            ],
+        )
+        drained += len(messages)
+
+
+def test_new_pipeline_becomes_ready_with_every_child_present_and_correct(
+    pipelines: Pipelines, k8s_api: client.ApiClient, local_engines: engines.Engines
+) -> None:
+    created = pipelines.create("shop")
+    body = pipelines.wait_ready("shop")
+    namespace = pipelines.namespace
+    queue_name = created["spec"]["queue"]["name"]
+
+    sqs = sqs_client(local_engines)
+    main_url, dlq_url = queue_url(sqs, queue_name), queue_url(sqs, f"{queue_name}-dlq")
+    assert main_url is not None
+    assert dlq_url is not None
+    dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"][
+        "QueueArn"
+    ]
+    attributes = sqs.get_queue_attributes(QueueUrl=main_url, AttributeNames=["All"])["Attributes"]
+    assert json.loads(attributes["RedrivePolicy"]) == {
+        "deadLetterTargetArn": dlq_arn,
+        "maxReceiveCount": 4,
+    }
+    assert attributes["VisibilityTimeout"] == "20"
+    assert body["status"]["queue"]["dlqArn"] == dlq_arn
+    assert body["status"]["queue"]["url"] == main_url
+
+    dynamodb = dynamodb_client(local_engines)
+    prefix = created["spec"]["tables"]["prefix"]
+    tables = set(dynamodb.list_tables()["TableNames"])
+    for suffix in ("orders", "catalog", "idempotency", "velocity", "payments"):
+        assert f"{prefix}{suffix}" in tables
+    ttl = dynamodb.describe_time_to_live(TableName=f"{prefix}idempotency")
+    assert ttl["TimeToLiveDescription"]["AttributeName"] == "expires_at"
+
+    assert len(running_pods(k8s_api, namespace, "api")) == 2
+    assert len(running_pods(k8s_api, namespace, "processor")) == 1
+    uid = body["metadata"]["uid"]
+    apps = client.AppsV1Api(k8s_api)
+    for deployment in apps.list_namespaced_deployment(namespace).items:
+        assert deployment.metadata.owner_references[0].uid == uid
+        assert "order-pipeline.dev" not in json.dumps(deployment.metadata.labels or {})
+    services = client.CoreV1Api(k8s_api).list_namespaced_service(namespace).items
+    assert sorted(service.metadata.name for service in services) == [
+        "shop-api",
+        "shop-processor-metrics",
+    ]
+    hpa = client.AutoscalingV2Api(k8s_api).read_namespaced_horizontal_pod_autoscaler(
+        "shop-api", namespace
+    )
+    assert (hpa.spec.min_replicas, hpa.spec.max_replicas) == (2, 4)
+    pdbs = client.PolicyV1Api(k8s_api).list_namespaced_pod_disruption_budget(namespace).items
+    assert sorted(pdb.metadata.name for pdb in pdbs) == ["shop-api", "shop-processor"]
+    for condition_type in ("QueuesReady", "TablesReady", "WorkloadsAvailable", "ScalingReady"):
+        entry = condition(body, condition_type)
+        assert entry is not None
+        assert entry["status"] == "True"
+        assert entry["observedGeneration"] == body["metadata"]["generation"]
+
+
+def test_spec_change_rolls_through_to_queue_and_pods(
+    pipelines: Pipelines, k8s_api: client.ApiClient, local_engines: engines.Engines
+) -> None:
+    created = pipelines.create("shop")
+    pipelines.wait_ready("shop")
+    pipelines.patch(
+        "shop",
+        {
+            "queue": {"visibilityTimeoutSeconds": 45},
+            "processor": {"image": "order-processor:v2", "concurrency": 7},
+        },
+    )
+    body = pipelines.wait_ready("shop")
+    assert body["status"]["observedGeneration"] == 2
+    namespace = pipelines.namespace
+
+    def rolled() -> bool:
+        pods = running_pods(k8s_api, namespace, "processor")
+        return bool(pods) and all(
+            pod.spec.containers[0].image == "order-processor:v2" for pod in pods
+        )
+
+    wait_for(rolled, "processor pods on the new image")
+    env = {
+        entry.name: entry.value
+        for entry in client.AppsV1Api(k8s_api)
+        .read_namespaced_deployment("shop-processor", namespace)
+        .spec.template.spec.containers[0]
+        .env
+    }
+    assert env["CONCURRENCY"] == "7"
+    sqs = sqs_client(local_engines)
+    url = queue_url(sqs, created["spec"]["queue"]["name"])
+    attributes = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["VisibilityTimeout"])
+    assert attributes["Attributes"]["VisibilityTimeout"] == "45"
+
+
+def test_deleted_child_is_recreated(pipelines: Pipelines, k8s_api: client.ApiClient) -> None:
+    pipelines.create("shop")
+    pipelines.wait_ready("shop")
+    namespace = pipelines.namespace
+    core, apps = client.CoreV1Api(k8s_api), client.AppsV1Api(k8s_api)
+    old_uid = apps.read_namespaced_deployment("shop-processor", namespace).metadata.uid
+    core.delete_namespaced_service("shop-api", namespace)
+    apps.delete_namespaced_deployment("shop-processor", namespace)
+
+    def recreated() -> bool:
+        try:
+            core.read_namespaced_service("shop-api", namespace)
+            deployment = apps.read_namespaced_deployment("shop-processor", namespace)
+        except client.ApiException as error:
+            if error.status == 404:
+                return False
+            raise
+        return bool(deployment.metadata.uid != old_uid)
+
+    wait_for(recreated, "the deleted Service and Deployment to come back", timeout=30)
+    pipelines.wait_ready("shop")
+
+
+def test_backlog_scales_processor_and_draining_scales_back_after_cooldown(
+    pipelines: Pipelines, k8s_api: client.ApiClient, local_engines: engines.Engines
+) -> None:
+    created = pipelines.create("shop")
+    pipelines.wait_ready("shop")
+    namespace = pipelines.namespace
+    apps = client.AppsV1Api(k8s_api)
+    sqs = sqs_client(local_engines)
+    url = queue_url(sqs, created["spec"]["queue"]["name"])
+    assert url is not None
+
+    send_messages(sqs, url, 1000)
+
+    def processor_replicas() -> int:
+        return int(apps.read_namespaced_deployment("shop-processor", namespace).spec.replicas)
+
+    wait_for(lambda: processor_replicas() == 10, "processor scaled to ceil(1000/100) = 10")
+    wait_for(lambda: len(running_pods(k8s_api, namespace, "processor")) == 10, "10 processor pods")
+    body = pipelines.get("shop")
+    assert body is not None
+    assert body["status"]["queue"]["backlog"] == 1000
+    assert body["status"]["processor"]["desiredReplicas"] == 10
+    events = client.CoreV1Api(k8s_api).list_namespaced_event(namespace).items
+    # Sending takes a few polls, so the way up may have steps; the last one reaches 10.
+    assert any(event.reason == "ScaledUp" and "-> 10 " in event.message for event in events)
+
+    assert drain(sqs, url) == 1000
+    drained_at = time.monotonic()
+    wait_for(lambda: processor_replicas() == 1, "processor scaled back to 1", timeout=60)
+    # The cooldown is 5 s and polling 1 s: never back before the cooldown (less a poll).
+    assert time.monotonic() - drained_at >= 3
+    events = client.CoreV1Api(k8s_api).list_namespaced_event(namespace).items
+    assert any(event.reason == "ScaledDown" and "-> 1 " in event.message for event in events)
+
+
+def test_delete_with_retain_keeps_queues_and_tables(
+    pipelines: Pipelines, k8s_api: client.ApiClient, local_engines: engines.Engines
+) -> None:
+    created = pipelines.create("shop")
+    pipelines.wait_ready("shop")
+    pipelines.delete("shop")
+    wait_for(lambda: pipelines.get("shop") is None, "the OrderPipeline to go away")
+    sqs = sqs_client(local_engines)
+    queue_name = created["spec"]["queue"]["name"]
+    assert queue_url(sqs, queue_name) is not None
+    assert queue_url(sqs, f"{queue_name}-dlq") is not None
+    tables = dynamodb_client(local_engines).list_tables()["TableNames"]
+    assert f"{created['spec']['tables']['prefix']}orders" in tables
+    events = client.CoreV1Api(k8s_api).list_namespaced_event(pipelines.namespace).items
+    assert any(event.reason == "Retained" for event in events)
+
+
+def test_delete_with_delete_policy_and_empty_queues_removes_them(
+    pipelines: Pipelines, local_engines: engines.Engines
+) -> None:
+    created = pipelines.create("shop", queue={"deletionPolicy": "Delete"})
+    pipelines.wait_ready("shop")
+    pipelines.delete("shop")
+    wait_for(lambda: pipelines.get("shop") is None, "the OrderPipeline to go away")
+    sqs = sqs_client(local_engines)
+    queue_name = created["spec"]["queue"]["name"]
+    assert queue_url(sqs, queue_name) is None
+    assert queue_url(sqs, f"{queue_name}-dlq") is None
+    prefix = created["spec"]["tables"]["prefix"]
+    tables = dynamodb_client(local_engines).list_tables()["TableNames"]
+    assert not [table for table in tables if table.startswith(prefix)]
+
+
+def test_delete_with_delete_policy_is_held_while_messages_wait_and_completes_after_drain(
+    pipelines: Pipelines, local_engines: engines.Engines
+) -> None:
+    created = pipelines.create("shop", queue={"deletionPolicy": "Delete"})
+    pipelines.wait_ready("shop")
+    sqs = sqs_client(local_engines)
+    queue_name = created["spec"]["queue"]["name"]
+    url = queue_url(sqs, queue_name)
+    assert url is not None
+    send_messages(sqs, url, 3)
+    pipelines.delete("shop")
+
+    def held() -> bool:
+        body = pipelines.get("shop")
+        blocked = condition(body, "DeletionBlocked") if body else None
+        return blocked is not None and "3 message(s)" in blocked["message"]
+
+    wait_for(held, "a DeletionBlocked condition counting 3 messages")
+    time.sleep(3)
+    assert pipelines.get("shop") is not None
+    assert queue_url(sqs, queue_name) is not None
+
+    assert drain(sqs, url) == 3
+    wait_for(lambda: pipelines.get("shop") is None, "deletion to complete after the drain")
+    assert queue_url(sqs, queue_name) is None
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (
+            {"processor": {"image": "p", "scaling": {"minReplicas": 5, "maxReplicas": 2}}},
+            "processor.scaling.minReplicas must not exceed processor.scaling.maxReplicas",
+        ),
+        (
+            {"queue": {"retentionSeconds": 86400, "dlqRetentionSeconds": 3600}},
+            "queue.dlqRetentionSeconds must be longer than queue.retentionSeconds",
+        ),
+        ({"queue": {"maxReceiveCount": 0}}, "should be greater than or equal to 1"),
+    ],
+)
+def test_invalid_spec_is_refused_by_the_apiserver_with_the_schemas_message(
+    pipelines: Pipelines, overrides: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(client.ApiException) as refused:
+        pipelines.create("bad", **overrides)
+    assert refused.value.status == 422
+    assert message in str(refused.value.body)
+
+
+def test_queue_name_is_immutable(pipelines: Pipelines) -> None:
+    pipelines.create("shop")
+    with pytest.raises(client.ApiException) as refused:
+        pipelines.patch("shop", {"queue": {"name": "renamed"}})
+    assert refused.value.status == 422
+    assert "queue.name is immutable" in str(refused.value.body)
+
+
+def test_operator_restarted_mid_reconcile_converges_without_duplicates(
+    pipelines: Pipelines,
+    order_operator: OperatorProcess,
+    k8s_api: client.ApiClient,
+    local_engines: engines.Engines,
+) -> None:
+    created = pipelines.create("shop")
+    sqs = sqs_client(local_engines)
+    queue_name = created["spec"]["queue"]["name"]
+    # Kill it as soon as the first side effect shows, i.e. mid-reconcile.
+    wait_for(lambda: queue_url(sqs, f"{queue_name}-dlq") is not None, "the DLQ", timeout=30)
+    order_operator.kill()
+    order_operator.start()
+    body = pipelines.wait_ready("shop")
+    namespace = pipelines.namespace
+
+    queues = sqs.list_queues(QueueNamePrefix=queue_name).get("QueueUrls", [])
+    assert sorted(url.rsplit("/", 1)[1] for url in queues) == [queue_name, f"{queue_name}-dlq"]
+    deployments = client.AppsV1Api(k8s_api).list_namespaced_deployment(namespace).items
+    assert sorted(item.metadata.name for item in deployments) == ["shop-api", "shop-processor"]
+    types = [entry["type"] for entry in body["status"]["conditions"]]
+    assert len(types) == len(set(types))
+    assert body["metadata"]["finalizers"] == ["order-pipeline.dev/finalizer"]
+    assert "orderpipeline_reconciles_total" in order_operator.metrics()
+
+
+def test_operator_log_lines_are_json(order_operator: OperatorProcess) -> None:
+    lines = [line for line in order_operator.log_tail(50).splitlines() if line.strip()]
+    assert lines
+    for line in lines:
+        assert isinstance(json.loads(line), dict)
