@@ -55,7 +55,10 @@ ELASTICMQ_JVM_OPTIONS: tuple[str, ...] = ("-Xmx2g",)
 DYNAMODB_JVM_OPTIONS: tuple[str, ...] = ("-Xmx1g",)
 
 STARTUP_TIMEOUT_SECONDS = 90.0
-STOP_TIMEOUT_SECONDS = 15.0
+# ElasticMQ can linger after SIGTERM while clients keep idle connections open; every change it
+# acknowledged is already on disk (H2 with WRITE_DELAY=0, SQLite for DynamoDB Local), so a longer
+# wait before SIGKILL buys nothing and slows every stop.
+STOP_TIMEOUT_SECONDS = 5.0
 READINESS_POLL_SECONDS = 0.05
 PICKED_PORT_LOW = 20000
 PORT_ATTEMPTS = 3
