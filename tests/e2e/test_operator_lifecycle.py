@@ -432,3 +432,26 @@ def test_operator_log_lines_are_json(order_operator: OperatorProcess) -> None:
     assert lines
     for line in lines:
         assert isinstance(json.loads(line), dict)
+
+
+def test_second_pipeline_naming_a_taken_queue_gets_a_condition_not_a_crash_loop(
+    pipelines: Pipelines, order_operator: OperatorProcess
+) -> None:
+    first = pipelines.create("first")
+    pipelines.wait_ready("first")
+    pipelines.create("second", queue={"name": first["spec"]["queue"]["name"]})
+
+    def conflict_reported() -> bool:
+        body = pipelines.get("second")
+        queues = condition(body, "QueuesReady") if body else None
+        return queues is not None and queues["reason"] == "NameConflict"
+
+    wait_for(conflict_reported, "QueuesReady=False with reason NameConflict on the second")
+    body = pipelines.get("second")
+    assert body is not None
+    ready = condition(body, "Ready")
+    assert ready is not None
+    assert ready["status"] == "False"
+    assert "belongs to OrderPipeline" in ready["message"]
+    assert pipelines.is_ready("first")
+    assert order_operator.is_alive()

@@ -1,0 +1,94 @@
+"""The CRD file: structural basics, and defaults that agree with the spec models."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from order_operator.v1alpha1 import spec as v1alpha1
+
+OPERATOR_DIR = Path(__file__).resolve().parents[2] / "operator/order_operator"
+
+
+@pytest.fixture(scope="module")
+def crd() -> dict[str, Any]:
+    document: dict[str, Any] = yaml.safe_load(
+        (OPERATOR_DIR / "crd/orderpipelines.yaml").read_text()
+    )
+    return document
+
+
+def schema_of(crd: dict[str, Any]) -> dict[str, Any]:
+    (version,) = crd["spec"]["versions"]
+    schema: dict[str, Any] = version["schema"]["openAPIV3Schema"]
+    return schema
+
+
+def test_crd_names_match_the_group_and_version_the_operator_watches(crd: dict[str, Any]) -> None:
+    assert crd["spec"]["group"] == v1alpha1.GROUP
+    assert crd["spec"]["names"]["plural"] == v1alpha1.PLURAL
+    assert crd["spec"]["names"]["kind"] == v1alpha1.KIND
+    assert crd["metadata"]["name"] == f"{v1alpha1.PLURAL}.{v1alpha1.GROUP}"
+    (version,) = crd["spec"]["versions"]
+    assert version["name"] == v1alpha1.VERSION
+    assert version["subresources"] == {"status": {}}
+
+
+def leaf_defaults(schema: dict[str, Any], path: tuple[str, ...] = ()) -> dict[tuple[str, ...], Any]:
+    found: dict[tuple[str, ...], Any] = {}
+    for name, child in (schema.get("properties") or {}).items():
+        if "default" in child and child.get("type") != "object":
+            found[(*path, name)] = child["default"]
+        found.update(leaf_defaults(child, (*path, name)))
+    return found
+
+
+def test_every_schema_default_equals_the_spec_model_default(crd: dict[str, Any]) -> None:
+    spec_schema = schema_of(crd)["properties"]["spec"]
+    model = v1alpha1.OrderPipelineSpec.model_validate(
+        {
+            "queue": {"name": "q"},
+            "tables": {"prefix": "p"},
+            "api": {"image": "a"},
+            "processor": {"image": "b"},
+        }
+    ).model_dump(by_alias=True)
+    defaults = leaf_defaults(spec_schema)
+    assert defaults
+    for path, default in defaults.items():
+        value: Any = model
+        for key in path:
+            value = value[key]
+        assert value == default, path
+
+
+def test_every_status_field_the_operator_writes_is_declared(crd: dict[str, Any]) -> None:
+    status = schema_of(crd)["properties"]["status"]["properties"]
+    assert set(status["queue"]["properties"]) >= {
+        "url",
+        "arn",
+        "dlqUrl",
+        "dlqArn",
+        "backlog",
+        "visible",
+        "inFlight",
+        "dlqDepth",
+    }
+    assert set(status["processor"]["properties"]) >= {
+        "desiredReplicas",
+        "currentReplicas",
+        "readyReplicas",
+        "lastScaleTime",
+    }
+    assert {"observedGeneration", "conditions", "api", "tables"} <= set(status)
+
+
+def test_rbac_never_grants_delete_or_wildcards() -> None:
+    role = yaml.safe_load((OPERATOR_DIR / "rbac/clusterrole.yaml").read_text())
+    for rule in role["rules"]:
+        assert "*" not in rule["verbs"]
+        assert "*" not in rule["resources"]
+        assert "delete" not in rule["verbs"]
