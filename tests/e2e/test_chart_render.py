@@ -1,0 +1,240 @@
+"""The Helm chart rendered and linted: `helm lint --strict`, every manifest valid against the
+Kubernetes 1.34 schemas offline (OrderPipelines through the real apiserver's dry run), the RBAC
+rules the operator's own, labels and selectors, the restricted securityContext, typos refused."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from order_devtools import cluster as local_cluster
+
+pytestmark = pytest.mark.e2e
+
+REPO = Path(__file__).resolve().parents[2]
+CHART = REPO / "charts/order-pipeline"
+RBAC_FILE = REPO / "operator/order_operator/rbac/clusterrole.yaml"
+KUBERNETES_VERSION = "1.34"
+
+
+def run_helm(
+    helm_path: Path, home: Path, *args: str, check: bool = True
+) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ)
+    for variable in ("HELM_CACHE_HOME", "HELM_CONFIG_HOME", "HELM_DATA_HOME"):
+        env[variable] = str(home / variable.lower())
+    result = subprocess.run(
+        [str(helm_path), *args], capture_output=True, text=True, env=env, timeout=60, check=False
+    )
+    if check and result.returncode != 0:
+        pytest.fail(f"helm {' '.join(args)} failed: {result.stdout}{result.stderr}")
+    return result
+
+
+def render(helm_path: Path, home: Path, *args: str) -> list[dict[str, Any]]:
+    out = run_helm(
+        helm_path, home, "template", "rel", str(CHART), "--namespace", "shop", *args
+    ).stdout
+    return [document for document in yaml.safe_load_all(out) if document]
+
+
+def by_kind(manifests: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+    return [manifest for manifest in manifests if manifest["kind"] == kind]
+
+
+def test_chart_passes_helm_lint_strict(helm_path: Path, tmp_path: Path) -> None:
+    result = run_helm(helm_path, tmp_path, "lint", "--strict", str(CHART))
+    assert "0 chart(s) failed" in result.stdout
+
+
+def test_every_rendered_manifest_is_valid_for_kubernetes_1_34(
+    helm_path: Path, tmp_path: Path
+) -> None:
+    manifests = render(helm_path, tmp_path, "--include-crds")
+    kinds = sorted(manifest["kind"] for manifest in manifests)
+    assert kinds == [
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "CustomResourceDefinition",
+        "Deployment",
+        "OrderPipeline",
+        "Pod",
+        "ServiceAccount",
+    ]
+    checked = []
+    for manifest in manifests:
+        if manifest["kind"] == "OrderPipeline":
+            continue  # no offline schema: the apiserver checks it (test below)
+        kubernetes_validate.validate(manifest, KUBERNETES_VERSION, strict=True)
+        checked.append(manifest["kind"])
+    assert len(checked) == len(manifests) - 1
+
+
+def test_offline_validation_rejects_a_broken_manifest(helm_path: Path, tmp_path: Path) -> None:
+    """The check above can fail: a typo in a rendered Deployment is reported."""
+    deployment = by_kind(render(helm_path, tmp_path), "Deployment")[0]
+    deployment["spec"]["strategy"]["tpye"] = "Recreate"
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(deployment, KUBERNETES_VERSION, strict=True)
+
+
+def test_rendered_pipelines_pass_the_apiservers_dry_run(
+    kube_cluster: local_cluster.Cluster, helm_path: Path, tmp_path: Path, namespace: str
+) -> None:
+    kube_cluster.kubectl("apply", "--server-side", "-f", str(CHART / "crds"))
+    kube_cluster.kubectl(
+        "wait", "--for=condition=Established", "crd/orderpipelines.order-pipeline.dev"
+    )
+    pipelines = by_kind(render(helm_path, tmp_path), "OrderPipeline")
+    assert [pipeline["metadata"]["name"] for pipeline in pipelines] == ["orders"]
+    manifest = tmp_path / "pipelines.yaml"
+    pipelines[0]["metadata"]["namespace"] = namespace
+    manifest.write_text(yaml.safe_dump_all(pipelines))
+    accepted = kube_cluster.kubectl("apply", "--dry-run=server", "-f", str(manifest))
+    assert "orderpipeline.order-pipeline.dev/orders created (server dry run)" in accepted.stdout
+    # ... and the dry run does refuse what the CRD forbids.
+    pipelines[0]["spec"]["queue"]["deletionPolicy"] = "Sometimes"
+    manifest.write_text(yaml.safe_dump_all(pipelines))
+    refused = kube_cluster.kubectl("apply", "--dry-run=server", "-f", str(manifest), check=False)
+    assert refused.returncode != 0
+    assert "deletionPolicy" in refused.stderr
+
+
+def test_cluster_role_grants_exactly_the_operators_rules(helm_path: Path, tmp_path: Path) -> None:
+    manifests = render(helm_path, tmp_path)
+    (role,) = by_kind(manifests, "ClusterRole")
+    assert role["rules"] == yaml.safe_load(RBAC_FILE.read_text())["rules"]
+    (binding,) = by_kind(manifests, "ClusterRoleBinding")
+    (account,) = by_kind(manifests, "ServiceAccount")
+    assert binding["roleRef"]["name"] == role["metadata"]["name"]
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": account["metadata"]["name"], "namespace": "shop"}
+    ]
+
+
+def test_operator_deployment_is_one_recreated_replica_probed_by_kopf(
+    helm_path: Path, tmp_path: Path
+) -> None:
+    (deployment,) = by_kind(render(helm_path, tmp_path), "Deployment")
+    spec = deployment["spec"]
+    assert spec["replicas"] == 1
+    assert spec["strategy"] == {"type": "Recreate"}
+    (container,) = spec["template"]["spec"]["containers"]
+    health_port = next(port for port in container["ports"] if port["name"] == "health")
+    env = {item["name"]: item.get("value") for item in container["env"]}
+    assert env["OPERATOR_LIVENESS_PORT"] == str(health_port["containerPort"])
+    assert env["OPERATOR_BIND"] == "0.0.0.0"
+    for probe in ("livenessProbe", "readinessProbe"):
+        assert container[probe]["httpGet"] == {"path": "/healthz", "port": "health"}
+    assert container["resources"]["requests"]
+    assert container["resources"]["limits"]["memory"]
+
+
+def test_every_pod_meets_the_restricted_pod_security_level(helm_path: Path, tmp_path: Path) -> None:
+    manifests = render(helm_path, tmp_path)
+    pod_specs = [
+        manifest["spec"]["template"]["spec"] for manifest in by_kind(manifests, "Deployment")
+    ]
+    pod_specs += [manifest["spec"] for manifest in by_kind(manifests, "Pod")]
+    assert len(pod_specs) == 2
+    for pod in pod_specs:
+        assert pod["securityContext"]["runAsNonRoot"] is True
+        assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+        for container in pod["containers"]:
+            context = container["securityContext"]
+            assert context["allowPrivilegeEscalation"] is False
+            assert context["capabilities"]["drop"] == ["ALL"]
+            assert context["readOnlyRootFilesystem"] is True
+
+
+def test_objects_carry_standard_labels_and_selectors_use_the_stable_subset(
+    helm_path: Path, tmp_path: Path
+) -> None:
+    manifests = render(helm_path, tmp_path)
+    for manifest in manifests:
+        labels = manifest["metadata"]["labels"]
+        assert labels["app.kubernetes.io/name"] == "order-pipeline", manifest["kind"]
+        assert labels["app.kubernetes.io/instance"] == "rel"
+        assert labels["app.kubernetes.io/managed-by"] == "Helm"
+        assert labels["app.kubernetes.io/version"] == "0.1.0"
+        assert labels["helm.sh/chart"] == "order-pipeline-0.1.0"
+    (deployment,) = by_kind(manifests, "Deployment")
+    selector = deployment["spec"]["selector"]["matchLabels"]
+    assert selector == {
+        "app.kubernetes.io/name": "order-pipeline",
+        "app.kubernetes.io/instance": "rel",
+        "app.kubernetes.io/component": "operator",
+    }
+    assert selector.items() <= deployment["spec"]["template"]["metadata"]["labels"].items()
+
+
+def test_pipelines_come_from_values_with_image_defaults_and_overrides(
+    helm_path: Path, tmp_path: Path
+) -> None:
+    values = tmp_path / "values.yaml"
+    values.write_text(
+        yaml.safe_dump(
+            {
+                "images": {"api": {"repository": "shop/api", "tag": "7"}},
+                "pipelines": [
+                    {"name": "eu", "spec": {"queue": {"name": "eu"}, "tables": {"prefix": "eu-"}}},
+                    {
+                        "name": "us",
+                        "spec": {
+                            "queue": {"name": "us"},
+                            "tables": {"prefix": "us-"},
+                            "api": {"image": "pinned/api:1"},
+                        },
+                    },
+                ],
+            }
+        )
+    )
+    manifests = render(helm_path, tmp_path, "--values", str(values))
+    specs = {p["metadata"]["name"]: p["spec"] for p in by_kind(manifests, "OrderPipeline")}
+    assert specs["eu"]["api"]["image"] == "shop/api:7"
+    assert specs["eu"]["processor"]["image"] == "order-pipeline/processor:0.1.0"
+    assert specs["us"]["api"]["image"] == "pinned/api:1"
+    assert all(p["metadata"]["namespace"] == "shop" for p in by_kind(manifests, "OrderPipeline"))
+    # One readiness test pod per pipeline, each against its own API Service.
+    tests = by_kind(manifests, "Pod")
+    assert sorted(pod["spec"]["containers"][0]["image"] for pod in tests) == [
+        "pinned/api:1",
+        "shop/api:7",
+    ]
+    assert all(pod["metadata"]["annotations"]["helm.sh/hook"] == "test" for pod in tests)
+    scripts = " ".join(pod["spec"]["containers"][0]["args"][0] for pod in tests)
+    assert "http://eu-api.shop.svc/readyz" in scripts
+    assert "http://us-api.shop.svc/readyz" in scripts
+
+
+def test_service_account_carries_the_cloud_identity_annotations(
+    helm_path: Path, tmp_path: Path
+) -> None:
+    role = "arn:aws:iam::123456789012:role/order-operator"
+    manifests = render(
+        helm_path, tmp_path, "--set", f"operator.serviceAccount.annotations.iam/role-arn={role}"
+    )
+    (account,) = by_kind(manifests, "ServiceAccount")
+    assert account["metadata"]["annotations"] == {"iam/role-arn": role}
+
+
+def test_misspelled_value_is_refused_by_the_schema(helm_path: Path, tmp_path: Path) -> None:
+    result = run_helm(
+        helm_path,
+        tmp_path,
+        "template",
+        "rel",
+        str(CHART),
+        "--set",
+        "operator.replicas=2",
+        check=False,
+    )
+    assert result.returncode != 0
+    assert "additional properties 'replicas' not allowed" in result.stderr
