@@ -291,3 +291,53 @@ def test_operator_as_the_charts_service_account_reconciles_the_charts_pipeline_t
     sqs = sqs_client(local_engines)
     assert sqs.get_queue_url(QueueName=queue)["QueueUrl"]
     assert sqs.get_queue_url(QueueName=f"{queue}-dlq")["QueueUrl"]
+
+
+def test_charts_service_account_may_do_what_the_operator_needs_and_nothing_broader(
+    release: Release,
+    service_account_api: Callable[[str, str], client.ApiClient],
+) -> None:
+    release.write_values({"pipelines": []})
+    release.install()
+    api = service_account_api(release.namespace, release.operator_name)
+    reviews = client.AuthorizationV1Api(api)
+
+    def allowed(verb: str, resource: str, group: str = "", subresource: str = "") -> bool:
+        review = client.V1SelfSubjectAccessReview(
+            spec=client.V1SelfSubjectAccessReviewSpec(
+                resource_attributes=client.V1ResourceAttributes(
+                    namespace=release.namespace,
+                    verb=verb,
+                    group=group,
+                    resource=resource,
+                    subresource=subresource or None,
+                )
+            )
+        )
+        return bool(reviews.create_self_subject_access_review(review).status.allowed)
+
+    needed = [
+        ("watch", "orderpipelines", "order-pipeline.dev", ""),
+        ("patch", "orderpipelines", "order-pipeline.dev", "status"),
+        ("create", "deployments", "apps", ""),
+        ("patch", "deployments", "apps", "scale"),
+        ("create", "horizontalpodautoscalers", "autoscaling", ""),
+        ("create", "poddisruptionbudgets", "policy", ""),
+        ("create", "events", "", ""),
+        ("get", "secrets", "", ""),
+    ]
+    for verb, resource, group, subresource in needed:
+        assert allowed(verb, resource, group, subresource), (verb, resource, subresource)
+    broader = [
+        ("delete", "deployments", "apps", ""),
+        ("update", "orderpipelines", "order-pipeline.dev", ""),
+        ("delete", "orderpipelines", "order-pipeline.dev", ""),
+        ("list", "secrets", "", ""),
+        ("create", "pods", "", ""),
+        ("create", "clusterroles", "rbac.authorization.k8s.io", ""),
+        ("create", "rolebindings", "rbac.authorization.k8s.io", ""),
+        ("delete", "services", "", ""),
+        ("create", "customresourcedefinitions", "apiextensions.k8s.io", ""),
+    ]
+    for verb, resource, group, subresource in broader:
+        assert not allowed(verb, resource, group, subresource), (verb, resource, subresource)
