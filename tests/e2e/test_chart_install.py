@@ -159,6 +159,8 @@ def test_install_upgrade_test_rollback_and_uninstall_in_a_restricted_namespace(
     assert pod.spec.service_account_name == release.operator_name
     assert pipeline_spec("shop")["api"]["image"] == "order-pipeline/api:0.1.0"
     assert operator_memory_limit() == "256Mi"
+    signing = core.read_namespaced_secret("shop-api-secrets", release.namespace).data
+    assert pipeline_spec("shop")["api"]["secretRef"] == {"name": "shop-api-secrets"}
 
     # Upgrade with changed values: the operator pod is replaced (Recreate) and the pipelines follow.
     changed = {
@@ -179,6 +181,8 @@ def test_install_upgrade_test_rollback_and_uninstall_in_a_restricted_namespace(
     assert upgraded_pod.spec.containers[0].resources.limits["memory"] == "300Mi"
     assert pipeline_spec("shop")["api"]["autoscaling"]["maxReplicas"] == 5
     assert pipeline_spec("outlet")["queue"]["name"] == f"outlet-{suffix}"
+    # The generated API secrets survive upgrades unchanged.
+    assert core.read_namespaced_secret("shop-api-secrets", release.namespace).data == signing
 
     # `helm test` runs one readiness pod per pipeline (kwok completes bare pods with exit 0).
     tested = release.helm("test", release.name, "--timeout", "60s")
@@ -214,6 +218,7 @@ def test_install_upgrade_test_rollback_and_uninstall_in_a_restricted_namespace(
             and not core.list_namespaced_service_account(
                 release.namespace, label_selector=selector
             ).items
+            and not core.list_namespaced_secret(release.namespace, label_selector=selector).items
             and not custom.list_namespaced_custom_object(GROUP, VERSION, release.namespace, PLURAL)[
                 "items"
             ]

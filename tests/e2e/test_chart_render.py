@@ -4,6 +4,7 @@ rules the operator's own, labels and selectors, the restricted securityContext, 
 
 from __future__ import annotations
 
+import base64
 import os
 import subprocess
 from pathlib import Path
@@ -65,6 +66,7 @@ def test_every_rendered_manifest_is_valid_for_kubernetes_1_34(
         "Deployment",
         "OrderPipeline",
         "Pod",
+        "Secret",
         "ServiceAccount",
     ]
     checked = []
@@ -212,6 +214,39 @@ def test_pipelines_come_from_values_with_image_defaults_and_overrides(
     scripts = " ".join(pod["spec"]["containers"][0]["args"][0] for pod in tests)
     assert "http://eu-api.shop.svc/readyz" in scripts
     assert "http://us-api.shop.svc/readyz" in scripts
+
+
+def test_each_pipeline_gets_a_generated_api_secret_unless_it_brings_its_own(
+    helm_path: Path, tmp_path: Path
+) -> None:
+    values = tmp_path / "values.yaml"
+    queue = {"queue": {"name": "q"}, "tables": {"prefix": "t-"}}
+    values.write_text(
+        yaml.safe_dump(
+            {
+                "pipelines": [
+                    {"name": "generated", "spec": queue},
+                    {"name": "own", "spec": {**queue, "api": {"secretRef": {"name": "mine"}}}},
+                    {"name": "none", "generateApiSecret": False, "spec": queue},
+                ]
+            }
+        )
+    )
+    manifests = render(helm_path, tmp_path, "--values", str(values))
+    (secret,) = by_kind(manifests, "Secret")
+    assert secret["metadata"]["name"] == "generated-api-secrets"
+    assert sorted(secret["data"]) == ["API_CLIENTS", "JWT_SECRET", "SIGNING_SECRET"]
+    assert len(base64.b64decode(secret["data"]["SIGNING_SECRET"])) >= 32
+    assert base64.b64decode(secret["data"]["API_CLIENTS"]) == b"{}"
+    refs = {
+        p["metadata"]["name"]: p["spec"]["api"].get("secretRef")
+        for p in by_kind(manifests, "OrderPipeline")
+    }
+    assert refs == {
+        "generated": {"name": "generated-api-secrets"},
+        "own": {"name": "mine"},
+        "none": None,
+    }
 
 
 def test_service_account_carries_the_cloud_identity_annotations(

@@ -81,3 +81,13 @@ app.kubernetes.io/component: pipeline
 {{ include "order-pipeline.labels" . }}
 app.kubernetes.io/component: test
 {{- end }}
+
+{{/* Name of the API Secret the chart generates for a pipeline, or "" when it generates none
+(generateApiSecret false, or the spec names its own api.secretRef). Call with a pipeline item. */}}
+{{- define "order-pipeline.pipeline.generatedSecretName" -}}
+{{- $generate := true }}
+{{- if hasKey . "generateApiSecret" }}{{ $generate = .generateApiSecret }}{{ end }}
+{{- if and $generate (not (dig "api" "secretRef" "name" "" (default (dict) .spec))) }}
+{{- printf "%s-api-secrets" .name }}
+{{- end }}
+{{- end }}
