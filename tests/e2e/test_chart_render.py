@@ -273,3 +273,18 @@ def test_misspelled_value_is_refused_by_the_schema(helm_path: Path, tmp_path: Pa
     )
     assert result.returncode != 0
     assert "additional properties 'replicas' not allowed" in result.stderr
+
+
+def test_operator_watches_all_namespaces_or_only_the_listed_ones(
+    helm_path: Path, tmp_path: Path
+) -> None:
+    (default,) = by_kind(render(helm_path, tmp_path), "Deployment")
+    assert "args" not in default["spec"]["template"]["spec"]["containers"][0]
+    (narrowed,) = by_kind(
+        render(helm_path, tmp_path, "--set", "operator.watchNamespaces={orders-dev,orders-qa}"),
+        "Deployment",
+    )
+    assert narrowed["spec"]["template"]["spec"]["containers"][0]["args"] == [
+        "--namespace=orders-dev",
+        "--namespace=orders-qa",
+    ]
