@@ -8,6 +8,7 @@ comes back. Deletion is held by kopf's finalizer until `reconcile.finalize` says
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 import time
@@ -40,7 +41,7 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     settings.watching.connect_timeout = 10
     # Events come from our own decisions; kopf posts only warnings and errors.
     settings.posting.level = logging.WARNING
-    settings.execution.max_workers = 8
+    settings.execution.max_workers = 16
     settings.batching.error_delays = [1, 2, 5, 10, 30, 60]
     memo.kube = kube.Kube(kube.api_client())
     memo.cache = reconcile.ClientCache()
@@ -121,24 +122,28 @@ def on_resume(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
 @kopf.daemon(
     v1alpha1.GROUP, v1alpha1.VERSION, v1alpha1.PLURAL, cancellation_timeout=10, initial_delay=1
 )
-def poll(stopped: kopf.DaemonStopped, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    """Scaling and drift correction every polling interval, for as long as the object lives."""
+async def poll(stopped: kopf.DaemonStopped, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    """Scaling and drift correction every polling interval, for as long as the object lives.
+
+    Async on purpose: a sync daemon would hold one executor thread for the object's whole life,
+    so a few more pipelines than threads would starve every handler. Only the pass itself
+    runs in a thread.
+    """
     while not stopped:
         delay: float
         try:
             spec = v1alpha1.OrderPipelineSpec.model_validate(body["spec"])
             delay = float(spec.processor.scaling.polling_interval_seconds)
-            outcome = _run_pass(body, memo, "poll")
+            outcome = await asyncio.to_thread(_run_pass, body, memo, "poll")
             if outcome.retry_after is not None:
                 delay = min(delay, outcome.retry_after)
         except Exception:
+            metadata = body["metadata"]
             logger.exception(
-                "poll of %s/%s failed",
-                body["metadata"].get("namespace"),
-                body["metadata"].get("name"),
+                "poll of %s/%s failed", metadata.get("namespace"), metadata.get("name")
             )
             delay = 5.0
-        stopped.wait(delay)
+        await asyncio.sleep(delay)
 
 
 @kopf.on.delete(v1alpha1.GROUP, v1alpha1.VERSION, v1alpha1.PLURAL)

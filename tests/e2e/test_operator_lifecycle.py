@@ -140,6 +140,11 @@ def send_messages(sqs: Any, url: str, count: int) -> None:
         assert not result.get("Failed")
 
 
+def has_event(api: client.ApiClient, namespace: str, reason: str, text: str) -> bool:
+    events = client.CoreV1Api(api).list_namespaced_event(namespace).items
+    return any(event.reason == reason and text in (event.message or "") for event in events)
+
+
 def drain(sqs: Any, url: str) -> int:
     drained = 0
     while True:
@@ -293,21 +298,27 @@ def test_backlog_scales_processor_and_draining_scales_back_after_cooldown(
 
     wait_for(lambda: processor_replicas() == 10, "processor scaled to ceil(1000/100) = 10")
     wait_for(lambda: len(running_pods(k8s_api, namespace, "processor")) == 10, "10 processor pods")
-    body = pipelines.get("shop")
-    assert body is not None
-    assert body["status"]["queue"]["backlog"] == 1000
-    assert body["status"]["processor"]["desiredReplicas"] == 10
-    events = client.CoreV1Api(k8s_api).list_namespaced_event(namespace).items
+
+    def status_reports_full_backlog() -> bool:
+        # The replica count may change on a poll that saw part of the batch; a later poll
+        # reports all of it.
+        body = pipelines.get("shop")
+        status = (body or {}).get("status") or {}
+        return (status.get("queue") or {}).get("backlog") == 1000 and (
+            status.get("processor") or {}
+        ).get("desiredReplicas") == 10
+
+    wait_for(status_reports_full_backlog, "status: backlog 1000, desired 10", timeout=20)
     # Sending takes a few polls, so the way up may have steps; the last one reaches 10.
-    assert any(event.reason == "ScaledUp" and "-> 10 " in event.message for event in events)
+    wait_for(lambda: has_event(k8s_api, namespace, "ScaledUp", "-> 10 "), "a ScaledUp Event")
 
     assert drain(sqs, url) == 1000
     drained_at = time.monotonic()
     wait_for(lambda: processor_replicas() == 1, "processor scaled back to 1", timeout=60)
     # The cooldown is 5 s and polling 1 s: never back before the cooldown (less a poll).
     assert time.monotonic() - drained_at >= 3
-    events = client.CoreV1Api(k8s_api).list_namespaced_event(namespace).items
-    assert any(event.reason == "ScaledDown" and "-> 1 " in event.message for event in events)
+    # Events are posted asynchronously, just after the scale itself.
+    wait_for(lambda: has_event(k8s_api, namespace, "ScaledDown", "-> 1 "), "a ScaledDown Event")
 
 
 def test_delete_with_retain_keeps_queues_and_tables(
@@ -323,8 +334,7 @@ def test_delete_with_retain_keeps_queues_and_tables(
     assert queue_url(sqs, f"{queue_name}-dlq") is not None
     tables = dynamodb_client(local_engines).list_tables()["TableNames"]
     assert f"{created['spec']['tables']['prefix']}orders" in tables
-    events = client.CoreV1Api(k8s_api).list_namespaced_event(pipelines.namespace).items
-    assert any(event.reason == "Retained" for event in events)
+    wait_for(lambda: has_event(k8s_api, pipelines.namespace, "Retained", "kept"), "Retained")
 
 
 def test_delete_with_delete_policy_and_empty_queues_removes_them(
