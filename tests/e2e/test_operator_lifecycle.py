@@ -257,7 +257,9 @@ def test_spec_change_rolls_through_to_queue_and_pods(
     assert attributes["Attributes"]["VisibilityTimeout"] == "45"
 
 
-def test_deleted_child_is_recreated(pipelines: Pipelines, k8s_api: client.ApiClient) -> None:
+def test_deleted_child_is_recreated_and_drift_is_corrected(
+    pipelines: Pipelines, k8s_api: client.ApiClient
+) -> None:
     pipelines.create("shop")
     pipelines.wait_ready("shop")
     namespace = pipelines.namespace
@@ -278,6 +280,22 @@ def test_deleted_child_is_recreated(pipelines: Pipelines, k8s_api: client.ApiCli
 
     wait_for(recreated, "the deleted Service and Deployment to come back", timeout=30)
     pipelines.wait_ready("shop")
+
+    # Drift in an owned field is taken back on the next pass.
+    autoscaling = client.AutoscalingV2Api(k8s_api)
+    autoscaling.patch_namespaced_horizontal_pod_autoscaler(
+        "shop-api", namespace, {"spec": {"maxReplicas": 9}}
+    )
+    wait_for(
+        lambda: (
+            autoscaling.read_namespaced_horizontal_pod_autoscaler(
+                "shop-api", namespace
+            ).spec.max_replicas
+            == 4
+        ),
+        "the HPA's maxReplicas restored to the spec's 4",
+        timeout=30,
+    )
 
 
 def test_backlog_scales_processor_and_draining_scales_back_after_cooldown(
