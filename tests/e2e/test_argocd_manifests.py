@@ -17,6 +17,7 @@ import yaml
 from order_devtools import cluster as local_cluster
 
 from .conftest import NamespaceFactory
+from .k8s_helpers import wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -26,6 +27,19 @@ CHART = REPO / "charts/order-pipeline"
 # Argo CD's CRDs ship in its Go module; the module proxy serves it (cached after the first run).
 ARGOCD_MODULE = "github.com/argoproj/argo-cd/v3@v3.1.0"
 ENVIRONMENTS = ["dev", "staging", "prod"]
+
+
+def wait_established(kube_cluster: local_cluster.Cluster, crd: str) -> None:
+    """`kubectl wait` errors out instead of waiting while a new CRD has no conditions yet."""
+    wait_for(
+        lambda: (
+            kube_cluster.kubectl(
+                "wait", "--for=condition=Established", f"crd/{crd}", "--timeout=10s", check=False
+            ).returncode
+            == 0
+        ),
+        f"CRD {crd} Established",
+    )
 
 
 def manifests() -> dict[str, dict[str, Any]]:
@@ -58,7 +72,7 @@ def argocd_crds(kube_cluster: local_cluster.Cluster) -> Path:
     for name in ("application-crd.yaml", "applicationset-crd.yaml", "appproject-crd.yaml"):
         kube_cluster.kubectl("apply", "--server-side", "-f", str(crds / name))
     for plural in ("applications", "applicationsets", "appprojects"):
-        kube_cluster.kubectl("wait", "--for=condition=Established", f"crd/{plural}.argoproj.io")
+        wait_established(kube_cluster, f"{plural}.argoproj.io")
     return crds
 
 

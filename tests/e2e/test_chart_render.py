@@ -16,12 +16,27 @@ import yaml
 
 from order_devtools import cluster as local_cluster
 
+from .k8s_helpers import wait_for
+
 pytestmark = pytest.mark.e2e
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts/order-pipeline"
 RBAC_FILE = REPO / "operator/order_operator/rbac/clusterrole.yaml"
 KUBERNETES_VERSION = "1.34"
+
+
+def wait_established(kube_cluster: local_cluster.Cluster, crd: str) -> None:
+    """`kubectl wait` errors out instead of waiting while a new CRD has no conditions yet."""
+    wait_for(
+        lambda: (
+            kube_cluster.kubectl(
+                "wait", "--for=condition=Established", f"crd/{crd}", "--timeout=10s", check=False
+            ).returncode
+            == 0
+        ),
+        f"CRD {crd} Established",
+    )
 
 
 def run_helm(
@@ -90,9 +105,7 @@ def test_rendered_pipelines_pass_the_apiservers_dry_run(
     kube_cluster: local_cluster.Cluster, helm_path: Path, tmp_path: Path, namespace: str
 ) -> None:
     kube_cluster.kubectl("apply", "--server-side", "-f", str(CHART / "crds"))
-    kube_cluster.kubectl(
-        "wait", "--for=condition=Established", "crd/orderpipelines.order-pipeline.dev"
-    )
+    wait_established(kube_cluster, "orderpipelines.order-pipeline.dev")
     pipelines = by_kind(render(helm_path, tmp_path), "OrderPipeline")
     assert [pipeline["metadata"]["name"] for pipeline in pipelines] == ["orders"]
     manifest = tmp_path / "pipelines.yaml"

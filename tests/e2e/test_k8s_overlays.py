@@ -13,12 +13,26 @@ import yaml
 from order_devtools import cluster as local_cluster
 
 from .conftest import NamespaceFactory
+from .k8s_helpers import wait_for
 
 pytestmark = pytest.mark.e2e
 
 REPO = Path(__file__).resolve().parents[2]
 OVERLAYS = REPO / "k8s/overlays"
 ENVIRONMENTS = ["dev", "staging", "prod"]
+
+
+def wait_established(kube_cluster: local_cluster.Cluster, crd: str) -> None:
+    """`kubectl wait` errors out instead of waiting while a new CRD has no conditions yet."""
+    wait_for(
+        lambda: (
+            kube_cluster.kubectl(
+                "wait", "--for=condition=Established", f"crd/{crd}", "--timeout=10s", check=False
+            ).returncode
+            == 0
+        ),
+        f"CRD {crd} Established",
+    )
 
 
 def build(kubectl_path: Path, environment: str) -> list[dict[str, Any]]:
@@ -89,9 +103,7 @@ def test_apiserver_accepts_the_built_overlay(
     environment: str,
 ) -> None:
     kube_cluster.kubectl("apply", "--server-side", "-f", str(REPO / "charts/order-pipeline/crds"))
-    kube_cluster.kubectl(
-        "wait", "--for=condition=Established", "crd/orderpipelines.order-pipeline.dev"
-    )
+    wait_established(kube_cluster, "orderpipelines.order-pipeline.dev")
     built = pipeline(kubectl_path, environment)
     # The environment's namespace does not exist here: dry-run into a fresh one.
     built["metadata"]["namespace"] = make_namespace()
