@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +16,7 @@ import yaml
 from order_devtools import cluster as local_cluster
 
 from .conftest import NamespaceFactory
-from .k8s_helpers import wait_for
+from .k8s_helpers import go_module_dir, wait_established
 
 pytestmark = pytest.mark.e2e
 
@@ -27,19 +26,6 @@ CHART = REPO / "charts/order-pipeline"
 # Argo CD's CRDs ship in its Go module; the module proxy serves it (cached after the first run).
 ARGOCD_MODULE = "github.com/argoproj/argo-cd/v3@v3.1.0"
 ENVIRONMENTS = ["dev", "staging", "prod"]
-
-
-def wait_established(kube_cluster: local_cluster.Cluster, crd: str) -> None:
-    """`kubectl wait` errors out instead of waiting while a new CRD has no conditions yet."""
-    wait_for(
-        lambda: (
-            kube_cluster.kubectl(
-                "wait", "--for=condition=Established", f"crd/{crd}", "--timeout=10s", check=False
-            ).returncode
-            == 0
-        ),
-        f"CRD {crd} Established",
-    )
 
 
 def manifests() -> dict[str, dict[str, Any]]:
@@ -54,21 +40,7 @@ def manifests() -> dict[str, dict[str, Any]]:
 
 @pytest.fixture(scope="module")
 def argocd_crds(kube_cluster: local_cluster.Cluster) -> Path:
-    with tempfile.TemporaryDirectory() as scratch:
-        result = subprocess.run(
-            ["go", "mod", "download", "-json", ARGOCD_MODULE],
-            capture_output=True,
-            text=True,
-            timeout=600,
-            check=False,
-            cwd=scratch,
-            env={**os.environ, "GOFLAGS": "-mod=mod"},
-        )
-    if result.returncode != 0:
-        pytest.fail(
-            f"could not get Argo CD's CRDs ({ARGOCD_MODULE}): {result.stdout}{result.stderr}"
-        )
-    crds = Path(json.loads(result.stdout)["Dir"]) / "manifests/crds"
+    crds = go_module_dir(ARGOCD_MODULE, what="Argo CD's CRDs") / "manifests/crds"
     for name in ("application-crd.yaml", "applicationset-crd.yaml", "appproject-crd.yaml"):
         kube_cluster.kubectl("apply", "--server-side", "-f", str(crds / name))
     for plural in ("applications", "applicationsets", "appprojects"):

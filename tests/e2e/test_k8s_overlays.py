@@ -13,26 +13,13 @@ import yaml
 from order_devtools import cluster as local_cluster
 
 from .conftest import NamespaceFactory
-from .k8s_helpers import wait_for
+from .k8s_helpers import wait_established
 
 pytestmark = pytest.mark.e2e
 
 REPO = Path(__file__).resolve().parents[2]
 OVERLAYS = REPO / "k8s/overlays"
 ENVIRONMENTS = ["dev", "staging", "prod"]
-
-
-def wait_established(kube_cluster: local_cluster.Cluster, crd: str) -> None:
-    """`kubectl wait` errors out instead of waiting while a new CRD has no conditions yet."""
-    wait_for(
-        lambda: (
-            kube_cluster.kubectl(
-                "wait", "--for=condition=Established", f"crd/{crd}", "--timeout=10s", check=False
-            ).returncode
-            == 0
-        ),
-        f"CRD {crd} Established",
-    )
 
 
 def build(kubectl_path: Path, environment: str) -> list[dict[str, Any]]:

@@ -8,7 +8,6 @@ import json
 import os
 import re
 import subprocess
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +15,8 @@ import jsonpatch
 import jsonschema
 import pytest
 import yaml
+
+from .k8s_helpers import go_module_dir
 
 pytestmark = pytest.mark.e2e
 
@@ -32,20 +33,9 @@ def config() -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def skaffold_schema() -> jsonschema.Draft7Validator:
-    with tempfile.TemporaryDirectory() as scratch:
-        result = subprocess.run(
-            ["go", "mod", "download", "-json", SKAFFOLD_MODULE],
-            capture_output=True,
-            text=True,
-            timeout=600,
-            check=False,
-            cwd=scratch,
-            env={**os.environ, "GOFLAGS": "-mod=mod"},
-        )
-    if result.returncode != 0:
-        pytest.fail(f"could not get skaffold's schemas ({SKAFFOLD_MODULE}): {result.stderr}")
+    module_dir = go_module_dir(SKAFFOLD_MODULE, what="skaffold's schemas")
     version = config()["apiVersion"].removeprefix("skaffold/")
-    path = Path(json.loads(result.stdout)["Dir"]) / f"docs-v2/content/en/schemas/{version}.json"
+    path = module_dir / f"docs-v2/content/en/schemas/{version}.json"
     return jsonschema.Draft7Validator(json.loads(path.read_text()))
 
 
