@@ -362,32 +362,35 @@ def _plot(result: dict[str, Any], path: Path) -> None:
     from matplotlib import pyplot
 
     figure, (left, right) = pyplot.subplots(1, 2, figsize=(12, 4.5))
-    accept = sorted(result["accept"]["steps"], key=lambda s: s["rate"])
-    left.plot([s["rate"] for s in accept], [s["p50_ms"] for s in accept], "o-", label="p50")
-    left.plot([s["rate"] for s in accept], [s["p99_ms"] for s in accept], "o-", label="p99")
-    left.axhline(ACCEPT_P99_BUDGET_MS, color="grey", linestyle="--", label="p99 budget")
-    left.set(
-        xlabel="offered orders/s",
-        ylabel="accept latency (ms)",
-        yscale="log",
-        title=f"Accept path (max that holds: {result['accept']['max_rate_that_holds']}/s)",
-    )
-    left.legend()
-    e2e = sorted(result["end_to_end"]["steps"], key=lambda s: s["rate"])
-    right.plot(
-        [s["rate"] for s in e2e], [s["accept_to_final_p50_ms"] for s in e2e], "o-", label="p50"
-    )
-    right.plot(
-        [s["rate"] for s in e2e], [s["accept_to_final_p99_ms"] for s in e2e], "o-", label="p99"
-    )
-    right.axhline(E2E_P99_BUDGET_MS, color="grey", linestyle="--", label="p99 budget")
-    right.set(
-        xlabel="offered orders/s",
-        ylabel="accept → final (ms)",
-        yscale="log",
-        title=f"End to end (max sustained: {result['end_to_end']['max_sustained_rate']}/s)",
-    )
-    right.legend()
+    accept, e2e = result["accept"], result["end_to_end"]
+    panels = [
+        (
+            left,
+            accept["steps"],
+            "p50_ms",
+            "p99_ms",
+            ACCEPT_P99_BUDGET_MS,
+            "accept latency (ms)",
+            f"Accept path (max that holds: {accept['max_rate_that_holds']}/s)",
+        ),
+        (
+            right,
+            e2e["steps"],
+            "accept_to_final_p50_ms",
+            "accept_to_final_p99_ms",
+            E2E_P99_BUDGET_MS,
+            "accept → final (ms)",
+            f"End to end (max sustained: {e2e['max_sustained_rate']}/s)",
+        ),
+    ]
+    for axes, steps, p50, p99, budget, ylabel, title in panels:
+        ordered = sorted(steps, key=lambda s: s["rate"])
+        rates = [s["rate"] for s in ordered]
+        axes.plot(rates, [s[p50] for s in ordered], "o-", label="p50")
+        axes.plot(rates, [s[p99] for s in ordered], "o-", label="p99")
+        axes.axhline(budget, color="grey", linestyle="--", label="p99 budget")
+        axes.set(xlabel="offered orders/s", ylabel=ylabel, yscale="log", title=title)
+        axes.legend()
     figure.tight_layout()
     figure.savefig(path, dpi=100)
 
