@@ -5,6 +5,11 @@ tracking label on the OrderPipeline does not make Argo CD prune the children) an
 ownerReference to the OrderPipeline, so deleting the parent garbage-collects them. The processor
 Deployment has no `replicas` (the operator's queue-depth scaler owns it) and neither has the
 API Deployment (its HPA owns it).
+
+With `spec.development.reload` the two workloads run from a writable copy of their sources (an
+emptyDir over `SOURCE_DIR`, filled by an init container from the image) and restart on a change
+there: that is where `skaffold dev` syncs Python files (skaffold.yaml's `dev` profile), while the
+root filesystem stays read-only.
 """
 
 from __future__ import annotations
@@ -18,6 +23,46 @@ from order_operator.v1alpha1 import spec as v1alpha1
 API_PORT = 8000
 METRICS_PORT = 9100
 MANAGED_BY = "order-operator"
+
+SOURCE_DIR = "/app"
+"""Where the images keep the Python packages (`PYTHONPATH`, see services/*.Dockerfile)."""
+SOURCES_VOLUME = "sources"
+SOURCES_COPY_DIR = "/sources"
+"""Where the init container mounts the emptyDir that the workload mounts at `SOURCE_DIR`."""
+
+# Entry by entry, because the emptyDir's own directory belongs to root: copying its mode and times
+# (what copytree does for the top directory) would fail. copy2 keeps the files' times, so the
+# image's compiled bytecode stays valid; dirs_exist_ok makes a re-run of the init container safe.
+_COPY_SOURCES = """\
+import os, shutil, sys
+source, target = sys.argv[1:]
+for name in os.listdir(source):
+    origin, copy = os.path.join(source, name), os.path.join(target, name)
+    if os.path.isdir(origin):
+        shutil.copytree(origin, copy, dirs_exist_ok=True)
+    else:
+        shutil.copy2(origin, copy)
+"""
+
+API_RELOAD_COMMAND = (
+    "python",
+    "-m",
+    "uvicorn",
+    "order_api.app:create_served_app",
+    "--factory",
+    "--loop",
+    "uvloop",
+    "--http",
+    "httptools",
+    "--no-access-log",
+    "--timeout-graceful-shutdown",
+    "10",
+    "--reload",
+    "--reload-dir",
+    ".",
+)
+"""`python -m order_api`'s server as uvicorn's CLI with `--reload` (one worker): host and port
+come from `UVICORN_HOST` / `UVICORN_PORT`, the sources from the working directory."""
 
 
 @dataclass(frozen=True)
@@ -128,12 +173,63 @@ def _pod_spec(
     return pod
 
 
+def processor_reload_command(*, stop_timeout_seconds: int) -> list[str]:
+    """`python -m order_processor` under the watchfiles CLI (a dependency of uvicorn[standard],
+    so already in the image): restarted when a Python file below the working directory changes.
+    watchfiles stops it with SIGINT, which the processor handles like SIGTERM (in-flight messages
+    finish or are released), and kills it after `stop_timeout_seconds`."""
+    return [
+        "python",
+        "-m",
+        "watchfiles",
+        "--filter",
+        "python",
+        "--target-type",
+        "command",
+        "--sigint-timeout",
+        str(stop_timeout_seconds),
+        "python -m order_processor",
+        ".",
+    ]
+
+
+def _with_source_reload(pod: dict[str, Any], *, command: list[str]) -> dict[str, Any]:
+    """The dev-mode pod: an init container (same image, same restricted securityContext) copies
+    the image's `SOURCE_DIR` into an emptyDir, the workload mounts it over `SOURCE_DIR`, works
+    there and runs `command`, which reloads on change. No liveness probe: the reloader keeps the
+    container up while a synced change does not import, and the next sync fixes it."""
+    (container,) = pod["containers"]
+    copy_sources = {
+        "name": "copy-sources",
+        "image": container["image"],
+        "command": ["python", "-c", _COPY_SOURCES, SOURCE_DIR, SOURCES_COPY_DIR],
+        "resources": container["resources"],
+        "securityContext": _container_security(),
+        "volumeMounts": [{"name": SOURCES_VOLUME, "mountPath": SOURCES_COPY_DIR}],
+    }
+    workload = {key: value for key, value in container.items() if key != "livenessProbe"} | {
+        "command": command,
+        "workingDir": SOURCE_DIR,
+        "volumeMounts": [{"name": SOURCES_VOLUME, "mountPath": SOURCE_DIR}],
+    }
+    return pod | {
+        "initContainers": [copy_sources],
+        "containers": [workload],
+        "volumes": [{"name": SOURCES_VOLUME, "emptyDir": {"sizeLimit": "256Mi"}}],
+    }
+
+
 def _env_from(secret: v1alpha1.SecretReference | None) -> list[dict[str, Any]]:
     return [] if secret is None else [{"secretRef": {"name": secret.name}}]
 
 
 def build_api_deployment(owner: Owner, spec: v1alpha1.OrderPipelineSpec) -> dict[str, Any]:
     api = spec.api
+    reload = spec.development.reload
+    uvicorn_env = [
+        {"name": "UVICORN_HOST", "value": "0.0.0.0"},
+        {"name": "UVICORN_PORT", "value": str(API_PORT)},
+    ]
     container = {
         "name": "api",
         "image": api.image,
@@ -142,6 +238,7 @@ def build_api_deployment(owner: Owner, spec: v1alpha1.OrderPipelineSpec) -> dict
             *aws_env(spec),
             {"name": "API_HOST", "value": "0.0.0.0"},
             {"name": "API_PORT", "value": str(API_PORT)},
+            *(uvicorn_env if reload else []),
             *_extra_env(api.env),
         ],
         "envFrom": _env_from(api.secret_ref),
@@ -150,6 +247,9 @@ def build_api_deployment(owner: Owner, spec: v1alpha1.OrderPipelineSpec) -> dict
         "readinessProbe": {"httpGet": {"path": "/readyz", "port": "http"}, "periodSeconds": 5},
         "securityContext": _container_security(),
     }
+    pod = _pod_spec(spec, container=container, termination_grace_seconds=30)
+    if reload:
+        pod = _with_source_reload(pod, command=list(API_RELOAD_COMMAND))
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -162,7 +262,7 @@ def build_api_deployment(owner: Owner, spec: v1alpha1.OrderPipelineSpec) -> dict
             },
             "template": {
                 "metadata": {"labels": labels(owner, "api")},
-                "spec": _pod_spec(spec, container=container, termination_grace_seconds=30),
+                "spec": pod,
             },
         },
     }
@@ -189,6 +289,11 @@ def build_processor_deployment(owner: Owner, spec: v1alpha1.OrderPipelineSpec) -
     # Scale-in must not cut off work in flight: give a stopping consumer at least the
     # visibility timeout to finish or release its messages.
     grace = max(30, spec.queue.visibility_timeout_seconds + 10)
+    pod = _pod_spec(spec, container=container, termination_grace_seconds=grace)
+    if spec.development.reload:
+        pod = _with_source_reload(
+            pod, command=processor_reload_command(stop_timeout_seconds=grace - 5)
+        )
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -197,7 +302,7 @@ def build_processor_deployment(owner: Owner, spec: v1alpha1.OrderPipelineSpec) -
             "selector": {"matchLabels": selector_labels(owner, "processor")},
             "template": {
                 "metadata": {"labels": labels(owner, "processor")},
-                "spec": _pod_spec(spec, container=container, termination_grace_seconds=grace),
+                "spec": pod,
             },
         },
     }

@@ -119,3 +119,102 @@ def test_pods_pass_the_restricted_pod_security_standard() -> None:
     assert container["allowPrivilegeEscalation"] is False
     assert container["capabilities"] == {"drop": ["ALL"]}
     assert container["seccompProfile"] == {"type": "RuntimeDefault"}
+
+
+def pod_of(deployment: dict[str, Any]) -> dict[str, Any]:
+    pod: dict[str, Any] = deployment["spec"]["template"]["spec"]
+    return pod
+
+
+def workload_builders() -> list[Any]:
+    return [builders.build_api_deployment, builders.build_processor_deployment]
+
+
+def test_development_reload_is_off_by_default_and_off_changes_nothing() -> None:
+    default, off = make_spec(), make_spec(development={"reload": False})
+    assert default.development.reload is False
+    for build in workload_builders():
+        assert build(OWNER, off) == build(OWNER, default)
+        pod = pod_of(build(OWNER, off))
+        assert "initContainers" not in pod
+        assert "volumes" not in pod
+        (container,) = pod["containers"]
+        assert "command" not in container  # the image's entrypoint: python -m order_<service>
+        assert "workingDir" not in container
+        assert "volumeMounts" not in container
+        assert "livenessProbe" in container
+        assert not [name for name in env_of(build(OWNER, off)) if name.startswith("UVICORN_")]
+
+
+def test_development_reload_only_adds_the_sources_copy_and_the_reloading_command() -> None:
+    """Everything else (image, env, probes but liveness, resources, security) stays as in
+    production: dev mode differs only where it has to."""
+    production, development = make_spec(), make_spec(development={"reload": True})
+    dev_only = {"command", "workingDir", "volumeMounts"}
+    for build in workload_builders():
+        plain, reloading = build(OWNER, production), build(OWNER, development)
+        plain_pod, reloading_pod = pod_of(plain), pod_of(reloading)
+        (plain_container,) = plain_pod.pop("containers")
+        (container,) = reloading_pod.pop("containers")
+        for key in ("initContainers", "volumes"):
+            reloading_pod.pop(key)
+        assert reloading_pod == plain_pod
+        container["env"] = [e for e in container["env"] if not e["name"].startswith("UVICORN_")]
+        assert {k: v for k, v in container.items() if k not in dev_only} == {
+            k: v for k, v in plain_container.items() if k != "livenessProbe"
+        }
+        assert reloading["metadata"] == plain["metadata"]
+
+
+def test_development_reload_runs_each_workload_from_a_writable_copy_of_the_image_sources() -> None:
+    spec = make_spec(development={"reload": True})
+    for build in workload_builders():
+        pod = pod_of(build(OWNER, spec))
+        (volume,) = pod["volumes"]
+        assert volume["name"] == builders.SOURCES_VOLUME
+        assert "emptyDir" in volume
+        (init,) = pod["initContainers"]
+        (container,) = pod["containers"]
+        assert init["image"] == container["image"]
+        assert init["command"][:2] == ["python", "-c"]
+        assert init["command"][-2:] == [builders.SOURCE_DIR, builders.SOURCES_COPY_DIR]
+        assert init["volumeMounts"] == [
+            {"name": volume["name"], "mountPath": builders.SOURCES_COPY_DIR}
+        ]
+        assert container["volumeMounts"] == [
+            {"name": volume["name"], "mountPath": builders.SOURCE_DIR}
+        ]
+        assert container["workingDir"] == builders.SOURCE_DIR
+        # Sync writes only into the emptyDir: the root filesystem stays read-only everywhere.
+        for each in (init, container):
+            context = each["securityContext"]
+            assert context["readOnlyRootFilesystem"] is True
+            assert context["runAsNonRoot"] is True
+            assert context["allowPrivilegeEscalation"] is False
+            assert context["capabilities"] == {"drop": ["ALL"]}
+            assert context["seccompProfile"] == {"type": "RuntimeDefault"}
+        assert "livenessProbe" not in container
+
+
+def test_development_reload_commands_reload_from_the_working_directory() -> None:
+    spec = make_spec(development={"reload": True})
+    api = builders.build_api_deployment(OWNER, spec)
+    (api_container,) = pod_of(api)["containers"]
+    command = api_container["command"]
+    assert command[:4] == ["python", "-m", "uvicorn", "order_api.app:create_served_app"]
+    assert "--factory" in command
+    assert "--reload" in command
+    assert command[command.index("--reload-dir") + 1] == "."
+    # The uvicorn CLI binds where `python -m order_api` would.
+    api_env = env_of(api)
+    assert (api_env["UVICORN_HOST"], api_env["UVICORN_PORT"]) == ("0.0.0.0", "8000")
+    assert api_container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+
+    processor = builders.build_processor_deployment(OWNER, spec)
+    (processor_container,) = pod_of(processor)["containers"]
+    command = processor_container["command"]
+    assert command[:3] == ["python", "-m", "watchfiles"]
+    assert command[-2:] == ["python -m order_processor", "."]
+    # watchfiles' SIGINT-then-SIGKILL fits in the pod's grace period.
+    timeout = int(command[command.index("--sigint-timeout") + 1])
+    assert timeout < pod_of(processor)["terminationGracePeriodSeconds"]

@@ -120,9 +120,16 @@ class ProcessorSpec(_Model):
     disruption_budget: DisruptionBudget = DisruptionBudget()
 
 
+class DevelopmentSpec(_Model):
+    reload: bool = False
+    """Run the API and the processor from a writable copy of their sources and restart them when
+    a source file changes, so `skaffold dev` can sync Python files into running containers."""
+
+
 class OrderPipelineSpec(_Model):
     aws: AwsSpec = AwsSpec()
     queue: QueueSpec
     tables: TablesSpec
     api: ApiSpec
     processor: ProcessorSpec
+    development: DevelopmentSpec = DevelopmentSpec()
