@@ -33,8 +33,12 @@ SOURCES_COPY_DIR = "/sources"
 # Entry by entry, because the emptyDir's own directory belongs to root: copying its mode and times
 # (what copytree does for the top directory) would fail. copy2 keeps the files' times, so the
 # image's compiled bytecode stays valid; dirs_exist_ok makes a re-run of the init container safe.
-_COPY_SOURCES = """\
-import os, shutil, sys
+# The chart runs the same script for the operator (charts/order-pipeline/files/copy-sources.py).
+COPY_SOURCES_SCRIPT = """\
+import os
+import shutil
+import sys
+
 source, target = sys.argv[1:]
 for name in os.listdir(source):
     origin, copy = os.path.join(source, name), os.path.join(target, name)
@@ -202,7 +206,7 @@ def _with_source_reload(pod: dict[str, Any], *, command: list[str]) -> dict[str,
     copy_sources = {
         "name": "copy-sources",
         "image": container["image"],
-        "command": ["python", "-c", _COPY_SOURCES, SOURCE_DIR, SOURCES_COPY_DIR],
+        "command": ["python", "-c", COPY_SOURCES_SCRIPT, SOURCE_DIR, SOURCES_COPY_DIR],
         "resources": container["resources"],
         "securityContext": _container_security(),
         "volumeMounts": [{"name": SOURCES_VOLUME, "mountPath": SOURCES_COPY_DIR}],

@@ -15,6 +15,7 @@ import pytest
 import yaml
 
 from order_devtools import cluster as local_cluster
+from order_operator import builders
 
 from .k8s_helpers import wait_for
 
@@ -301,3 +302,90 @@ def test_operator_watches_all_namespaces_or_only_the_listed_ones(
         "--namespace=orders-dev",
         "--namespace=orders-qa",
     ]
+
+
+def test_chart_with_development_reload_passes_lint_and_the_kubernetes_1_34_schemas(
+    helm_path: Path, tmp_path: Path
+) -> None:
+    linted = run_helm(
+        helm_path, tmp_path, "lint", "--strict", str(CHART), "--set", "development.reload=true"
+    )
+    assert "0 chart(s) failed" in linted.stdout
+    manifests = render(helm_path, tmp_path, "--include-crds", "--set", "development.reload=true")
+    checked = [m for m in manifests if m["kind"] != "OrderPipeline"]
+    assert len(checked) == len(manifests) - 1
+    for manifest in checked:
+        kubernetes_validate.validate(manifest, KUBERNETES_VERSION, strict=True)
+
+
+def test_development_reload_reaches_every_pipeline_and_reloads_the_operator_from_a_copy(
+    helm_path: Path, tmp_path: Path
+) -> None:
+    manifests = render(
+        helm_path,
+        tmp_path,
+        "--set",
+        "development.reload=true",
+        "--set",
+        "operator.watchNamespaces={orders-dev}",
+    )
+    (pipeline,) = by_kind(manifests, "OrderPipeline")
+    assert pipeline["spec"]["development"] == {"reload": True}
+    (deployment,) = by_kind(manifests, "Deployment")
+    pod = deployment["spec"]["template"]["spec"]
+    (init,) = pod["initContainers"]
+    (container,) = pod["containers"]
+    # The same copy as the operator's builders do for the API and the processor.
+    assert init["command"] == [
+        "python",
+        "-c",
+        builders.COPY_SOURCES_SCRIPT,
+        builders.SOURCE_DIR,
+        builders.SOURCES_COPY_DIR,
+    ]
+    assert init["image"] == container["image"]
+    volumes = {volume["name"]: volume for volume in pod["volumes"]}
+    assert "emptyDir" in volumes["sources"]
+    assert init["volumeMounts"] == [{"name": "sources", "mountPath": builders.SOURCES_COPY_DIR}]
+    assert {"name": "sources", "mountPath": builders.SOURCE_DIR} in container["volumeMounts"]
+    assert container["workingDir"] == builders.SOURCE_DIR
+    assert container["command"][:3] == ["python", "-m", "watchfiles"]
+    # The watched namespaces move into the restarted command (args would become watched paths).
+    assert container["command"][-2:] == ["python -m order_operator --namespace=orders-dev", "."]
+    assert "args" not in container
+    assert "livenessProbe" not in container
+    assert container["readinessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    for each in (init, container):
+        context = each["securityContext"]
+        assert context["readOnlyRootFilesystem"] is True
+        assert context["allowPrivilegeEscalation"] is False
+        assert context["capabilities"]["drop"] == ["ALL"]
+
+
+def test_a_pipeline_can_opt_out_of_the_charts_development_reload(
+    helm_path: Path, tmp_path: Path
+) -> None:
+    values = tmp_path / "values.yaml"
+    queue = {"queue": {"name": "q"}, "tables": {"prefix": "t-"}}
+    values.write_text(
+        yaml.safe_dump(
+            {
+                "development": {"reload": True},
+                "pipelines": [
+                    {"name": "follows", "spec": queue},
+                    {"name": "opts-out", "spec": {**queue, "development": {"reload": False}}},
+                ],
+            }
+        )
+    )
+    manifests = render(helm_path, tmp_path, "--values", str(values))
+    reload = {
+        p["metadata"]["name"]: p["spec"]["development"]["reload"]
+        for p in by_kind(manifests, "OrderPipeline")
+    }
+    assert reload == {"follows": True, "opts-out": False}
+    # Off (the default): no development field at all, the CRD's default (false) applies.
+    (default,) = by_kind(render(helm_path, tmp_path), "OrderPipeline")
+    assert "development" not in default["spec"]

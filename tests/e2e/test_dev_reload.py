@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import jsonpatch
 import pytest
 import yaml
 
@@ -62,16 +63,13 @@ def dev_spec() -> v1alpha1.OrderPipelineSpec:
 
 
 def sync_rules(component: str) -> list[dict[str, str]]:
-    """skaffold.yaml's `dev` profile sync rules of one component's artifact."""
+    """skaffold.yaml's sync rules of one component's artifact, with the `dev` profile applied."""
     config = yaml.safe_load((REPO / "skaffold.yaml").read_text())
     (profile,) = [p for p in config["profiles"] if p["name"] == "dev"]
-    images = [a["image"] for a in config["build"]["artifacts"]]
-    for patch in profile["patches"]:
-        index = int(patch["path"].split("/")[3])
-        if patch["path"].endswith("/sync") and images[index] == IMAGES[component]:
-            rules: list[dict[str, str]] = patch["value"]["manual"]
-            return rules
-    raise AssertionError(f"no sync rules for {component}")
+    patched = jsonpatch.apply_patch(config, profile["patches"])
+    (artifact,) = [a for a in patched["build"]["artifacts"] if a["image"] == IMAGES[component]]
+    rules: list[dict[str, str]] = artifact["sync"]["manual"]
+    return rules
 
 
 @dataclass

@@ -16,6 +16,8 @@ import jsonschema
 import pytest
 import yaml
 
+from order_operator import builders
+
 from .k8s_helpers import go_module_dir
 
 pytestmark = pytest.mark.e2e
@@ -141,6 +143,33 @@ def test_dev_profile_syncs_each_components_python_sources_to_where_the_image_has
             # The Dockerfile copies that directory to dest/<package>, as the sync rule assumes.
             assert f"COPY {source_dir} {rule['dest']}/{package}" in dockerfile
             assert source_dir.removeprefix(rule["strip"]) == package
+            # ... and where dev mode mounts the writable copy the processes reload from.
+            assert rule["dest"] == builders.SOURCE_DIR
+
+
+def test_dev_profile_deploys_with_development_reload_so_synced_files_take_effect(
+    helm_path: Path, tmp_path: Path
+) -> None:
+    (release,) = with_profile("dev")["manifests"]["helm"]["releases"]
+    assert release["setValues"]["development.reload"] == "true"
+    arguments = [
+        item for key, value in release["setValues"].items() for item in ("--set", f"{key}={value}")
+    ]
+    env = {**os.environ, "HELM_CACHE_HOME": str(tmp_path), "HELM_CONFIG_HOME": str(tmp_path)}
+    result = subprocess.run(
+        [str(helm_path), "template", release["name"], str(CHART), *arguments],
+        capture_output=True, text=True, timeout=60, check=False, env=env,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    documents = [d for d in yaml.safe_load_all(result.stdout) if d]
+    (pipeline,) = [d for d in documents if d["kind"] == "OrderPipeline"]
+    assert pipeline["spec"]["development"] == {"reload": True}
+    (deployment,) = [d for d in documents if d["kind"] == "Deployment"]
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    assert container["workingDir"] == builders.SOURCE_DIR
+    assert container["command"][-2:] == ["python -m order_operator --namespace=orders-dev", "."]
+    # Without the profile (`skaffold run`), no development mode.
+    assert "development.reload" not in config()["manifests"]["helm"]["releases"][0]["setValues"]
 
 
 def test_kustomize_profile_deploys_the_dev_overlay_without_the_charts_pipelines() -> None:

@@ -13,6 +13,8 @@ import jsonschema
 import pytest
 import yaml
 
+from order_operator import builders
+
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts/order-pipeline"
 
@@ -40,6 +42,22 @@ def test_chart_rbac_rules_file_is_byte_identical_to_the_operators() -> None:
     source = REPO / "operator/order_operator/rbac/clusterrole.yaml"
     shipped = CHART / "files/operator-clusterrole.yaml"
     assert shipped.read_bytes() == source.read_bytes(), f"copy {source} to {shipped}"
+
+
+def test_chart_copies_sources_with_the_operators_own_script() -> None:
+    """The operator's init container (development.reload) runs what the pipelines' run."""
+    shipped = CHART / "files/copy-sources.py"
+    assert shipped.read_text() == builders.COPY_SOURCES_SCRIPT, (
+        f"write builders.COPY_SOURCES_SCRIPT to {shipped}"
+    )
+
+
+def test_development_reload_is_off_by_default_and_must_be_a_boolean() -> None:
+    assert values()["development"] == {"reload": False}
+    broken = copy.deepcopy(values())
+    broken["development"]["reload"] = "yes"
+    with pytest.raises(jsonschema.ValidationError, match="is not of type 'boolean'"):
+        jsonschema.validate(broken, schema())
 
 
 def test_chart_declares_a_kubernetes_version_constraint() -> None:
@@ -99,6 +117,7 @@ def test_schema_accepts_the_default_values() -> None:
         ("images", "api", "tags"),
         ("test",),
         ("operator", "resources", "request"),
+        ("development", "relaod"),
     ],
 )
 def test_schema_rejects_a_misspelled_field(path: tuple[str, ...]) -> None:
