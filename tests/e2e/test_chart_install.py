@@ -231,6 +231,29 @@ def test_install_upgrade_test_rollback_and_uninstall_in_a_restricted_namespace(
     client.ApiextensionsV1Api(k8s_api).read_custom_resource_definition(f"{PLURAL}.{GROUP}")
 
 
+def test_install_with_development_reload_is_admitted_in_a_restricted_namespace(
+    release: Release, k8s_api: client.ApiClient
+) -> None:
+    """What `skaffold dev` deploys: the operator pod with its sources init container passes
+    `restricted` and becomes Ready (--wait), and the pipeline asks for development mode."""
+    release.write_values(
+        {
+            "development": {"reload": True},
+            "pipelines": [pipeline_values("shop", f"shop-{release.name}")],
+        }
+    )
+    release.install()
+    core = client.CoreV1Api(k8s_api)
+    (pod,) = operator_pods(core, release)
+    assert running_ready(pod)
+    assert [init.name for init in pod.spec.init_containers] == ["copy-sources"]
+    assert pod.spec.containers[0].working_dir == "/app"
+    body = client.CustomObjectsApi(k8s_api).get_namespaced_custom_object(
+        GROUP, VERSION, release.namespace, PLURAL, "shop"
+    )
+    assert body["spec"]["development"] == {"reload": True}
+
+
 @pytest.fixture(scope="module")
 def local_engines(tmp_path_factory: pytest.TempPathFactory) -> Iterator[engines.Engines]:
     engines.ensure_installed()
