@@ -25,6 +25,9 @@ def _config(
         read_timeout=read_timeout,
         # Standard mode retries throttling and 5xx with jitter; our own code retries the rest.
         retries={"mode": "standard", "max_attempts": 3},
+        # Requests are typed against the service models (mypy, types-aiobotocore) and the
+        # service validates them again; checking each one here too costs CPU on every call.
+        parameter_validation=False,
     )
 
 

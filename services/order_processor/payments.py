@@ -1,22 +1,25 @@
 """Payment through a `PaymentGateway`; the local simulator keeps an idempotent ledger.
 
 Charges are keyed by order id, as real gateways key them by an idempotency key, so a
-redelivered message can ask again and never be charged twice.
+redelivered message can ask again and never be charged twice: the payment id derives from the
+order id, and asking again rewrites the same ledger entry.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import random
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from order_common import items
 
 if TYPE_CHECKING:
     from types_aiobotocore_dynamodb import DynamoDBClient
+    from types_aiobotocore_dynamodb.type_defs import WriteRequestTypeDef
 
 DECLINE_PREFIX = "tok_decline"
 TRANSIENT_PREFIX = "tok_transient"
@@ -24,6 +27,9 @@ UNAVAILABLE_PREFIX = "tok_unavailable"
 SLOW_PREFIX = "tok_slow"
 SLOW_SECONDS = 4.0
 TRANSIENT_FAILURES_BEFORE_SUCCESS = 2
+_PAYMENT_NAMESPACE = uuid.UUID("5f0c2b9e-6a8f-4b8e-9d51-3c1f2a7d9e40")
+_MAX_BATCH_WRITE_ITEMS = 25  # DynamoDB's limit per BatchWriteItem
+_UNPROCESSED_ATTEMPTS = 5
 
 
 @dataclass(frozen=True)
@@ -59,6 +65,7 @@ class SimulatedPaymentGateway:
     client: DynamoDBClient
     ledger_table: str
     _transient_failures: collections.Counter[str] = field(default_factory=collections.Counter)
+    _writer: _LedgerWriter | None = None
 
     async def charge(
         self, *, order_id: str, amount_cents: int, currency: str, token: str
@@ -73,24 +80,68 @@ class SimulatedPaymentGateway:
             self._transient_failures[order_id] += 1
             if self._transient_failures[order_id] <= TRANSIENT_FAILURES_BEFORE_SUCCESS:
                 raise TransientPaymentError("payment gateway timed out")
+        payment_id = f"pay_{uuid.uuid5(_PAYMENT_NAMESPACE, order_id).hex}"
         charge = {
             "order_id": order_id,
-            "payment_id": f"pay_{uuid.uuid4().hex}",
+            "payment_id": payment_id,
             "amount_cents": amount_cents,
             "currency": currency,
             "charged_at": time.time(),
         }
+        await self._ledger_writer().put(items.to_item(charge))
+        return Approved(payment_id=payment_id)
+
+    def _ledger_writer(self) -> _LedgerWriter:
+        if self._writer is None:
+            self._writer = _LedgerWriter(self.client, self.ledger_table)
+        return self._writer
+
+
+@dataclass
+class _LedgerWriter:
+    """Writes the ledger entries of the charges made in one event-loop turn with one
+    BatchWriteItem: a receive batch's orders are charged together, so their entries share a
+    request instead of taking one each."""
+
+    client: DynamoDBClient
+    table: str
+    _pending: list[tuple[dict[str, Any], asyncio.Future[None]]] = field(default_factory=list)
+    _tasks: set[asyncio.Task[None]] = field(default_factory=set)
+
+    async def put(self, item: dict[str, Any]) -> None:
+        loop = asyncio.get_running_loop()
+        written: asyncio.Future[None] = loop.create_future()
+        self._pending.append((item, written))
+        if len(self._pending) == 1:
+            loop.call_soon(self._flush)  # after every charge started in this turn has queued
+        await written
+
+    def _flush(self) -> None:
+        pending, self._pending = self._pending, []
+        for start in range(0, len(pending), _MAX_BATCH_WRITE_ITEMS):
+            task = asyncio.get_running_loop().create_task(
+                self._write(pending[start : start + _MAX_BATCH_WRITE_ITEMS])
+            )
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _write(self, batch: list[tuple[dict[str, Any], asyncio.Future[None]]]) -> None:
+        requests: list[WriteRequestTypeDef] = [{"PutRequest": {"Item": item}} for item, _ in batch]
         try:
-            await self.client.put_item(
-                TableName=self.ledger_table,
-                Item=items.to_item(charge),
-                ConditionExpression="attribute_not_exists(order_id)",
-            )
-        except self.client.exceptions.ConditionalCheckFailedException:
-            existing = await self.client.get_item(
-                TableName=self.ledger_table,
-                Key={"order_id": {"S": order_id}},
-                ConsistentRead=True,
-            )
-            return Approved(payment_id=existing["Item"]["payment_id"]["S"])
-        return Approved(payment_id=str(charge["payment_id"]))
+            for attempt in range(_UNPROCESSED_ATTEMPTS):
+                response = await self.client.batch_write_item(RequestItems={self.table: requests})
+                unprocessed = response.get("UnprocessedItems", {}).get(self.table, [])
+                requests = cast("list[WriteRequestTypeDef]", unprocessed)  # same shape, back in
+                if not requests:
+                    break
+                await asyncio.sleep(random.uniform(0, 0.01 * 2**attempt))  # throttled: back off
+            else:
+                raise TransientPaymentError(f"{len(requests)} ledger writes left unprocessed")
+        except Exception as exc:  # the charges are not recorded: each caller retries
+            for _, written in batch:
+                if not written.done():
+                    written.set_exception(exc)
+            return
+        for _, written in batch:
+            if not written.done():
+                written.set_result(None)

@@ -98,6 +98,7 @@ async def run(settings: settings_module.ProcessorSettings) -> None:
                 client=dynamodb,
                 settings=settings,
                 catalog_cache_seconds=settings.catalog_cache_seconds,
+                velocity_window_seconds=settings.velocity_window_seconds,
             )
             gateway = payments.SimulatedPaymentGateway(
                 client=dynamodb, ledger_table=settings.payments_table

@@ -2,7 +2,8 @@
 
 Every state change is a conditional write, so a redelivered message can neither apply an
 effect twice nor move an order backwards:
-- the order record is created by the same transaction that reserves its stock;
+- the order record is created by the same transaction that reserves its stock and adds the
+  order to its customer's velocity window;
 - a final status is written only from PROCESSING, and a rejection or failure releases the
   stock in that same transaction.
 """
@@ -23,10 +24,14 @@ from order_common import settings as common_settings
 
 if TYPE_CHECKING:
     from types_aiobotocore_dynamodb import DynamoDBClient
-    from types_aiobotocore_dynamodb.type_defs import TransactWriteItemTypeDef
+    from types_aiobotocore_dynamodb.type_defs import (
+        KeysAndAttributesTypeDef,
+        TransactWriteItemTypeDef,
+    )
 
 _CONFLICT_ATTEMPTS = 8
 _MAX_TRANSACTION_ACTIONS = 100  # DynamoDB's limit per TransactWriteItems
+_MAX_BATCH_GET_KEYS = 100  # and per BatchGetItem
 
 
 @dataclass(frozen=True)
@@ -75,6 +80,7 @@ class ProcessorStore:
     client: DynamoDBClient
     settings: common_settings.AwsSettings
     catalog_cache_seconds: float
+    velocity_window_seconds: int
     _prices: dict[str, tuple[float, int]] = field(default_factory=dict)
 
     async def prices(self, skus: Iterable[str]) -> dict[str, int]:
@@ -86,22 +92,12 @@ class ProcessorStore:
             for s in wanted
             if now - self._prices.get(s, (-1e9, 0))[0] > self.catalog_cache_seconds
         ]
-        for start in range(0, len(missing), 100):  # BatchGetItem takes at most 100 keys
-            keys: list[dict[str, Any]] = [{"sku": {"S": s}} for s in missing[start : start + 100]]
-            while keys:
-                response = await self.client.batch_get_item(
-                    RequestItems={
-                        self.settings.catalog_table: {
-                            "Keys": keys,
-                            "ProjectionExpression": "sku, price_cents",
-                        }
-                    }
-                )
-                for raw in response["Responses"].get(self.settings.catalog_table, []):
-                    entry = items.from_item(raw)
-                    self._prices[entry["sku"]] = (now, int(entry["price_cents"]))
-                unprocessed = response.get("UnprocessedKeys", {}).get(self.settings.catalog_table)
-                keys = list(unprocessed["Keys"]) if unprocessed else []
+        if missing:
+            found = await self._batch_get(
+                self.settings.catalog_table, "sku", missing, projection="sku, price_cents"
+            )
+            for sku, entry in found.items():
+                self._prices[sku] = (now, int(entry["price_cents"]))
         return {s: self._prices[s][1] for s in wanted if s in self._prices}
 
     async def get_order(self, order_id: str) -> dict[str, Any] | None:
@@ -141,10 +137,12 @@ class ProcessorStore:
     async def reserve(
         self, message: contract.OrderMessage, lines: Sequence[PricedLine], *, now: float
     ) -> ReserveResult:
-        """Create the order as PROCESSING and take its stock, all or nothing."""
+        """Create the order as PROCESSING, take its stock and count it for velocity, all or
+        nothing."""
         operations = [
             self._processing_put(message, lines, now=now),
             *(self._stock_update(line.sku, -line.quantity) for line in lines),
+            self._velocity_update(message.customer_id, [message.order_id], now=now),
         ]
         reasons = await self._transact(operations)
         if reasons is None:
@@ -167,15 +165,20 @@ class ProcessorStore:
         short, too many actions); the caller then reserves each order on its own, which says
         exactly which one and why.
         """
+        # A transaction touches each item once: sum each sku and group each customer's orders.
         demand: dict[str, int] = {}
-        for _, lines in orders:
-            for line in lines:  # one action per item: the same sku is summed across orders
+        by_customer: dict[str, list[str]] = {}
+        for message, lines in orders:
+            by_customer.setdefault(message.customer_id, []).append(message.order_id)
+            for line in lines:
                 demand[line.sku] = demand.get(line.sku, 0) + line.quantity
-        if len(orders) < 2 or len(orders) + len(demand) > _MAX_TRANSACTION_ACTIONS:
+        actions = len(orders) + len(demand) + len(by_customer)
+        if len(orders) < 2 or actions > _MAX_TRANSACTION_ACTIONS:
             return False
         operations = [
             *(self._processing_put(message, lines, now=now) for message, lines in orders),
             *(self._stock_update(sku, -quantity) for sku, quantity in demand.items()),
+            *(self._velocity_update(c, ids, now=now) for c, ids in by_customer.items()),
         ]
         return await self._transact(operations) is None
 
@@ -292,34 +295,98 @@ class ProcessorStore:
             }
         }
 
-    async def record_velocity(
-        self, customer_id: str, order_id: str, *, window_seconds: int, now: float
-    ) -> int:
-        """This customer's orders in the last `window_seconds`, this one included.
+    def _velocity_update(
+        self, customer_id: str, order_ids: Sequence[str], *, now: float
+    ) -> TransactWriteItemTypeDef:
+        """Add orders to their customer's current window (sets: a redelivery adds nothing).
 
-        One item per customer holds a set of order ids per fixed window; the count weighs the
-        previous window by how much of it still overlaps (a sliding-window estimate), so a burst
-        straddling a window boundary is still seen. Sets make a redelivery add nothing.
+        One item per customer holds a set of order ids per fixed window; windows older than the
+        previous one are dropped on the way.
         """
-        current = int(now) // window_seconds * window_seconds
-        stale = [f"w{current - k * window_seconds}" for k in range(2, 6)]
-        response = await self.client.update_item(
-            TableName=self.settings.velocity_table,
-            Key={"customer_id": {"S": customer_id}},
-            UpdateExpression=f"ADD w{current} :order SET expires_at = :expires REMOVE "
-            + ", ".join(stale),
-            ExpressionAttributeValues={
-                ":order": {"SS": [order_id]},
-                ":expires": {"N": str(current + 2 * window_seconds)},
-            },
-            ReturnValues="ALL_NEW",
-        )
-        attributes = response["Attributes"]
-        in_current = len(attributes[f"w{current}"]["SS"])
-        previous = attributes.get(f"w{current - window_seconds}")
-        in_previous = len(previous["SS"]) if previous and "SS" in previous else 0
-        overlap = 1 - (now - current) / window_seconds
-        return in_current + math.ceil(in_previous * overlap)
+        window = self.velocity_window_seconds
+        current = int(now) // window * window
+        stale = [f"w{current - k * window}" for k in range(2, 6)]
+        return {
+            "Update": {
+                "TableName": self.settings.velocity_table,
+                "Key": {"customer_id": {"S": customer_id}},
+                "UpdateExpression": f"ADD w{current} :orders SET expires_at = :expires REMOVE "
+                + ", ".join(stale),
+                "ExpressionAttributeValues": {
+                    ":orders": {"SS": list(order_ids)},
+                    ":expires": {"N": str(current + 2 * window)},
+                },
+            }
+        }
+
+    async def recent_orders(
+        self, messages: Sequence[contract.OrderMessage], *, now: float
+    ) -> dict[str, int]:
+        """Order id -> its customer's orders within the velocity window, that order included.
+
+        One consistent BatchGetItem reads every customer's windows. The previous window counts
+        by how much of it still overlaps (a sliding-window estimate), so a burst straddling a
+        window boundary is still seen. A customer's orders in this batch count in arrival
+        order: the first sees the history plus itself, the last sees them all.
+        """
+        window = self.velocity_window_seconds
+        current = int(now) // window * window
+        names = {"#c": f"w{current}", "#p": f"w{current - window}"}
+        counts: dict[str, int] = {}
+        for customer, in_window in (
+            await self._batch_get(
+                self.settings.velocity_table,
+                "customer_id",
+                {m.customer_id for m in messages},
+                projection="customer_id, #c, #p",
+                names=names,
+            )
+        ).items():
+            overlap = 1 - (now - current) / window
+            current_ids = in_window.get(f"w{current}") or set()
+            previous_ids = in_window.get(f"w{current - window}") or set()
+            counts[customer] = len(current_ids) + math.ceil(len(previous_ids) * overlap)
+        by_customer: dict[str, list[str]] = {}
+        for message in messages:
+            by_customer.setdefault(message.customer_id, []).append(message.order_id)
+        recent: dict[str, int] = {}
+        for customer, order_ids in by_customer.items():
+            total = max(counts.get(customer, 0), len(order_ids))
+            for position, order_id in enumerate(order_ids):
+                recent[order_id] = total - (len(order_ids) - 1 - position)
+        return recent
+
+    async def _batch_get(
+        self,
+        table: str,
+        key: str,
+        wanted: Iterable[str],
+        *,
+        projection: str,
+        names: dict[str, str] | None = None,
+    ) -> dict[str, dict[str, Any]]:
+        """Key value -> item, read consistently, in as few BatchGetItem calls as allowed."""
+        found: dict[str, dict[str, Any]] = {}
+        wanted = list(wanted)
+        for start in range(0, len(wanted), _MAX_BATCH_GET_KEYS):
+            keys: list[dict[str, Any]] = [
+                {key: {"S": value}} for value in wanted[start : start + _MAX_BATCH_GET_KEYS]
+            ]
+            while keys:
+                request: KeysAndAttributesTypeDef = {
+                    "Keys": keys,
+                    "ProjectionExpression": projection,
+                    "ConsistentRead": True,
+                }
+                if names:
+                    request["ExpressionAttributeNames"] = names
+                response = await self.client.batch_get_item(RequestItems={table: request})
+                for raw in response["Responses"].get(table, []):
+                    entry = items.from_item(raw)
+                    found[entry[key]] = entry
+                unprocessed = response.get("UnprocessedKeys", {}).get(table)
+                keys = list(unprocessed["Keys"]) if unprocessed else []
+        return found
 
     def _stock_update(self, sku: str, delta: int) -> TransactWriteItemTypeDef:
         values: dict[str, Any] = {":delta": {"N": str(delta)}}

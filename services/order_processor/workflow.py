@@ -14,8 +14,9 @@ import asyncio
 import enum
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 from order_common import contract, logs
 from order_processor import fraud, metrics, payments, stores
@@ -48,7 +49,12 @@ class OrderWorkflow:
     async def run_batch(
         self, deliveries: Sequence[Delivery], *, max_receive_count: int
     ) -> list[Disposition]:
-        """Process a receive batch; one disposition per delivery, in order."""
+        """Process a receive batch; one disposition per delivery, in order.
+
+        Phases alternate between the batch and each order: prices and the shared reservation
+        (batch), reservations that could not be shared (each), velocity counts (batch), fraud
+        and payment (each), COMPLETED (batch).
+        """
         try:
             prices = await self.store.prices(
                 item.sku for d in deliveries for item in d.message.items
@@ -61,14 +67,36 @@ class OrderWorkflow:
             reserved_together = await self.store.reserve_together(fresh, now=time.time())
         except Exception as exc:  # engine trouble: retry the whole batch later
             log.warning("batch preparation failed: %s", exc)
-            return await asyncio.gather(
-                *(self._on_failure(d, exc, max_receive_count) for d in deliveries)
-            )
+            return await self._all_failed(deliveries, exc, max_receive_count)
 
-        outcomes = await asyncio.gather(
+        steps: list[Disposition | _Reserved] = await asyncio.gather(
             *(
-                self._run_guarded(d, lines, missing, reserved_together, max_receive_count)
+                self._guarded(
+                    d, max_receive_count, self._reserve(d, lines, missing, reserved_together)
+                )
                 for d, lines, missing in zip(deliveries, priced, unknown, strict=True)
+            )
+        )
+        reserved = [s for s in steps if isinstance(s, _Reserved)]
+        if not reserved:
+            return [s for s in steps if isinstance(s, Disposition)]
+        try:
+            recent = await self.store.recent_orders(
+                [r.delivery.message for r in reserved], now=time.time()
+            )
+        except Exception as exc:  # retried later; the reservations are resumed then
+            log.warning("reading velocity failed: %s", exc)
+            failed = iter(
+                await self._all_failed([r.delivery for r in reserved], exc, max_receive_count)
+            )
+            return [next(failed) if isinstance(s, _Reserved) else s for s in steps]
+
+        outcomes: list[Disposition | _Paid] = await asyncio.gather(
+            *(
+                self._guarded(s.delivery, max_receive_count, self._after_reservation(s, recent))
+                if isinstance(s, _Reserved)
+                else _done(s)
+                for s in steps
             )
         )
         completions = [o for o in outcomes if isinstance(o, _Paid)]
@@ -76,23 +104,23 @@ class OrderWorkflow:
             await self._complete(completions, max_receive_count)
         return [o.disposition if isinstance(o, _Paid) else o for o in outcomes]
 
-    async def _run_guarded(
-        self,
-        delivery: Delivery,
-        lines: list[stores.PricedLine] | None,
-        unknown: list[str],
-        reserved: bool,
-        max_receive_count: int,
-    ) -> Disposition | _Paid:
+    async def _all_failed(
+        self, deliveries: Sequence[Delivery], exc: Exception, max_receive_count: int
+    ) -> list[Disposition]:
+        return await asyncio.gather(
+            *(self._on_failure(d, exc, max_receive_count) for d in deliveries)
+        )
+
+    async def _guarded(
+        self, delivery: Delivery, max_receive_count: int, step: Awaitable[_Outcome]
+    ) -> _Outcome | Disposition:
+        """Run one order's step in its own task; anything unexpected retries the message."""
         # Each delivery runs in its own task: these set its log lines' context only.
         logs.order_id_var.set(delivery.message.order_id)
         logs.request_id_var.set(delivery.request_id)
         try:
-            if lines is None:
-                await self._record_rejection(delivery.message, f"unknown sku: {', '.join(unknown)}")
-                return Disposition.ACK
-            return await self._run(delivery, lines, reserved=reserved)
-        except Exception as exc:  # anything unexpected: retry, and give up on the last receive
+            return await step
+        except Exception as exc:  # retry, and give up on the last receive
             return await self._on_failure(delivery, exc, max_receive_count)
 
     async def _on_failure(
@@ -110,10 +138,17 @@ class OrderWorkflow:
             await self._fail(delivery.message, reason)
         return Disposition.RETRY
 
-    async def _run(
-        self, delivery: Delivery, lines: list[stores.PricedLine], *, reserved: bool
-    ) -> Disposition | _Paid:
+    async def _reserve(
+        self,
+        delivery: Delivery,
+        lines: list[stores.PricedLine] | None,
+        unknown: list[str],
+        reserved: bool,
+    ) -> Disposition | _Reserved:
         message = delivery.message
+        if lines is None:
+            await self._record_rejection(message, f"unknown sku: {', '.join(unknown)}")
+            return Disposition.ACK
         if not reserved:
             reservation = await self.store.reserve(message, lines, now=time.time())
             if reservation.outcome is stores.ReserveOutcome.OUT_OF_STOCK:
@@ -126,23 +161,18 @@ class OrderWorkflow:
                     return Disposition.ACK  # final or cancelled already: nothing left to do
                 # A redelivery of an order we started: resume with the prices recorded then.
                 lines = _recorded_lines(existing)
-        return await self._after_reservation(message, lines)
+        return _Reserved(delivery, lines)
 
     async def _after_reservation(
-        self, message: contract.OrderMessage, lines: list[stores.PricedLine]
+        self, reserved: _Reserved, recent: dict[str, int]
     ) -> Disposition | _Paid:
+        message, lines = reserved.delivery.message, reserved.lines
         total = sum(line.line_total_cents for line in lines)
-        recent = await self.store.record_velocity(
-            message.customer_id,
-            message.order_id,
-            window_seconds=self.settings.velocity_window_seconds,
-            now=time.time(),
-        )
         assessment = fraud.assess(
             customer_id=message.customer_id,
             total_cents=total,
             total_quantity=sum(line.quantity for line in lines),
-            recent_orders=recent,
+            recent_orders=recent.get(message.order_id, 1),
             velocity_limit=self.settings.velocity_limit,
             velocity_window_seconds=self.settings.velocity_window_seconds,
         )
@@ -275,6 +305,14 @@ class OrderWorkflow:
         )
 
 
+@dataclass(frozen=True)
+class _Reserved:
+    """An order holding its stock, on its way to fraud scoring and payment."""
+
+    delivery: Delivery
+    lines: list[stores.PricedLine]
+
+
 @dataclass
 class _Paid:
     """An order charged successfully whose COMPLETED write is still to come."""
@@ -283,6 +321,13 @@ class _Paid:
     payment_id: str
     fraud_score: int
     disposition: Disposition = Disposition.ACK
+
+
+_Outcome = TypeVar("_Outcome")
+
+
+async def _done(disposition: Disposition) -> Disposition:
+    return disposition
 
 
 def _price(
