@@ -47,6 +47,7 @@ ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     HOME=/tmp \
+    METRICS_HOST=0.0.0.0 \
     METRICS_PORT=9100
 COPY --from=build /opt/venv /opt/venv
 COPY --from=build /app /app

@@ -282,6 +282,8 @@ def build_processor_deployment(owner: Owner, spec: v1alpha1.OrderPipelineSpec) -
             *aws_env(spec),
             {"name": "CONCURRENCY", "value": str(processor.concurrency)},
             {"name": "BATCH_SIZE", "value": str(processor.batch_size)},
+            # The kubelet's probes and Prometheus reach the pod on its IP, not loopback.
+            {"name": "METRICS_HOST", "value": "0.0.0.0"},
             {"name": "METRICS_PORT", "value": str(METRICS_PORT)},
             *_extra_env(processor.env),
         ],

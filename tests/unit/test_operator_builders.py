@@ -83,6 +83,15 @@ def test_services_get_queue_and_table_settings_from_the_spec() -> None:
     assert processor_env["BATCH_SIZE"] == "10"
 
 
+def test_probed_and_scraped_ports_listen_on_the_pod_ip_not_loopback() -> None:
+    spec = make_spec()
+    assert env_of(builders.build_api_deployment(OWNER, spec))["API_HOST"] == "0.0.0.0"
+    processor = builders.build_processor_deployment(OWNER, spec)
+    assert env_of(processor)["METRICS_HOST"] == "0.0.0.0"
+    container = processor["spec"]["template"]["spec"]["containers"][0]
+    assert container["livenessProbe"]["httpGet"]["port"] == "metrics"
+
+
 def test_secret_credentials_become_secret_key_refs_never_values() -> None:
     spec = make_spec(aws={"credentials": {"source": "Secret", "secretRef": {"name": "aws"}}})
     env = env_of(builders.build_processor_deployment(OWNER, spec))
