@@ -6,10 +6,10 @@ import datetime
 import hashlib
 import logging
 import time
-import urllib.parse
 from typing import Annotated, Any
 
 import fastapi
+import orjson
 
 from order_api import batcher, deps, metrics, problems, schemas, stores
 from order_api import services as services_module
@@ -36,20 +36,27 @@ def _utc(timestamp: float | None) -> datetime.datetime | None:
     return datetime.datetime.fromtimestamp(timestamp, tz=datetime.UTC)
 
 
+def _utc_text(timestamp: float) -> str:
+    """RFC 3339 in UTC with a Z, as pydantic writes the datetimes of the other responses."""
+    text = datetime.datetime.fromtimestamp(timestamp, tz=datetime.UTC).isoformat()
+    return text.removesuffix("+00:00") + "Z"
+
+
 def _status_url(
     services: services_module.ApiServices, request: fastapi.Request, order_id: str
 ) -> str:
     expires = int(time.time()) + services.settings.status_url_ttl_seconds
     signature = services.signer.sign_status(order_id, expires)
     base = services.settings.public_base_url or str(request.base_url)
-    query = urllib.parse.urlencode({"expires": expires, "sig": signature})
-    return f"{base.rstrip('/')}/v1/orders/{order_id}?{query}"
+    # Both values are URL-safe as they are (an integer, unpadded base64url): no encoding needed.
+    return f"{base.rstrip('/')}/v1/orders/{order_id}?expires={expires}&sig={signature}"
 
 
-def _accepted_response(body: dict[str, Any], retry_after: int) -> fastapi.responses.JSONResponse:
-    return fastapi.responses.JSONResponse(
-        body,
+def _accepted_response(body: dict[str, Any], retry_after: int) -> fastapi.Response:
+    return fastapi.Response(
+        orjson.dumps(body),
         status_code=202,
+        media_type="application/json",
         headers={"Location": body["status_url"], "Retry-After": str(retry_after)},
     )
 
@@ -122,12 +129,14 @@ async def create_order(
             headers={"Retry-After": str(retry_after)},
         ) from exc
 
-    body = schemas.OrderAccepted(
-        order_id=order_id,
-        status=contract.OrderStatus.QUEUED,
-        status_url=_status_url(services, request, order_id),
-        accepted_at=datetime.datetime.fromtimestamp(now, tz=datetime.UTC),
-    ).model_dump(mode="json")
+    # The documented response model is schemas.OrderAccepted; built as a plain dict because
+    # this runs once per accepted order.
+    body = {
+        "order_id": order_id,
+        "status": contract.OrderStatus.QUEUED.value,
+        "status_url": _status_url(services, request, order_id),
+        "accepted_at": _utc_text(now),
+    }
     if record_key is not None:
         await services.idempotency.complete(record_key, body)
     metrics.ORDERS_ACCEPTED.inc()
