@@ -11,7 +11,6 @@ import json
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -24,6 +23,7 @@ from typing import IO
 
 from order_api import security
 from order_common import settings as common_settings
+from order_devtools import engines
 
 _PR_SET_PDEATHSIG = 1
 
@@ -34,10 +34,9 @@ def die_with_parent() -> None:
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+    """A free loopback port for a service, below the ephemeral range (see `pick_free_port`):
+    a port from bind(0) was once taken by an outgoing connection before the API bound it."""
+    return engines.pick_free_port()
 
 
 @dataclass(frozen=True)
