@@ -32,3 +32,12 @@ IN_FLIGHT = prometheus_client.Gauge("messages_in_flight", "Messages being proces
 LAST_POLL = prometheus_client.Gauge(
     "processor_last_poll_timestamp_seconds", "When a receive loop last completed a poll"
 )
+BATCH_STEP_FALLBACKS = prometheus_client.Counter(
+    "batch_step_fallbacks_total",
+    "Receive batches whose shared reservation or completion gave way to one write per order",
+    ["step"],
+)
+TRANSACTION_CONFLICTS = prometheus_client.Counter(
+    "dynamodb_transaction_conflicts_total",
+    "Transactions that collided with another on the same items and were tried again",
+)

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from order_common import contract, items
 from order_common import settings as common_settings
+from order_processor import metrics
 
 if TYPE_CHECKING:
     from types_aiobotocore_dynamodb import DynamoDBClient
@@ -414,10 +415,12 @@ class ProcessorStore:
             except self.client.exceptions.TransactionCanceledException as exc:
                 codes = [r.get("Code", "None") for r in exc.response.get("CancellationReasons", [])]
                 if "TransactionConflict" in codes and "ConditionalCheckFailed" not in codes:
+                    metrics.TRANSACTION_CONFLICTS.inc()
                     await asyncio.sleep(random.uniform(0, 0.01 * 2**attempt))
                     continue
                 return codes
             except self.client.exceptions.TransactionConflictException:
+                metrics.TRANSACTION_CONFLICTS.inc()
                 await asyncio.sleep(random.uniform(0, 0.01 * 2**attempt))
                 continue
             return None

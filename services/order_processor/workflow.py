@@ -65,6 +65,8 @@ class OrderWorkflow:
                 (d.message, lines) for d, lines in zip(deliveries, priced, strict=True) if lines
             ]
             reserved_together = await self.store.reserve_together(fresh, now=time.time())
+            if len(fresh) > 1 and not reserved_together:
+                metrics.BATCH_STEP_FALLBACKS.labels("reserve").inc()
         except Exception as exc:  # engine trouble: retry the whole batch later
             log.warning("batch preparation failed: %s", exc)
             return await self._all_failed(deliveries, exc, max_receive_count)
@@ -209,6 +211,8 @@ class OrderWorkflow:
         except Exception as exc:  # fall back to single writes, which retry on their own
             log.warning("completing %s orders together failed: %s", len(paid), exc)
             together = False
+        if len(paid) > 1 and not together:
+            metrics.BATCH_STEP_FALLBACKS.labels("complete").inc()
         if together:
             for p in paid:
                 self._observe_final(p.message, contract.OrderStatus.COMPLETED, None)
