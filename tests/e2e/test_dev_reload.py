@@ -253,7 +253,10 @@ def test_processor_in_dev_mode_restarts_on_a_synced_change(tmp_path: Path) -> No
     metrics_port = local.free_port()
     health = f"http://127.0.0.1:{metrics_port}/healthz"
     marker = uuid.uuid4().hex
-    with running(pod, METRICS_PORT=str(metrics_port), WAIT_TIME_SECONDS="1") as process:
+    assert pod.env["METRICS_HOST"] == "0.0.0.0"  # in the pod; here only loopback
+    with running(
+        pod, METRICS_HOST="127.0.0.1", METRICS_PORT=str(metrics_port), WAIT_TIME_SECONDS="1"
+    ) as process:
         wait_for(lambda: get(health)[0] == 200, f"the processor up; log: {pod.log()}")
         (first,) = children(process.pid)
 
