@@ -17,7 +17,7 @@ import yaml
 from order_devtools import cluster as local_cluster
 from order_operator import builders
 
-from .k8s_helpers import wait_for
+from .k8s_helpers import wait_established
 
 pytestmark = pytest.mark.e2e
 
@@ -25,19 +25,6 @@ REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts/order-pipeline"
 RBAC_FILE = REPO / "operator/order_operator/rbac/clusterrole.yaml"
 KUBERNETES_VERSION = "1.34"
-
-
-def wait_established(kube_cluster: local_cluster.Cluster, crd: str) -> None:
-    """`kubectl wait` errors out instead of waiting while a new CRD has no conditions yet."""
-    wait_for(
-        lambda: (
-            kube_cluster.kubectl(
-                "wait", "--for=condition=Established", f"crd/{crd}", "--timeout=10s", check=False
-            ).returncode
-            == 0
-        ),
-        f"CRD {crd} Established",
-    )
 
 
 def run_helm(
