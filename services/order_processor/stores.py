@@ -332,18 +332,16 @@ class ProcessorStore:
         """
         window = self.velocity_window_seconds
         current = int(now) // window * window
-        names = {"#c": f"w{current}", "#p": f"w{current - window}"}
+        overlap = 1 - (now - current) / window
+        windows = await self._batch_get(
+            self.settings.velocity_table,
+            "customer_id",
+            {m.customer_id for m in messages},
+            projection="customer_id, #c, #p",
+            names={"#c": f"w{current}", "#p": f"w{current - window}"},
+        )
         counts: dict[str, int] = {}
-        for customer, in_window in (
-            await self._batch_get(
-                self.settings.velocity_table,
-                "customer_id",
-                {m.customer_id for m in messages},
-                projection="customer_id, #c, #p",
-                names=names,
-            )
-        ).items():
-            overlap = 1 - (now - current) / window
+        for customer, in_window in windows.items():
             current_ids = in_window.get(f"w{current}") or set()
             previous_ids = in_window.get(f"w{current - window}") or set()
             counts[customer] = len(current_ids) + math.ceil(len(previous_ids) * overlap)

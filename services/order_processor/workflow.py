@@ -93,14 +93,15 @@ class OrderWorkflow:
             )
             return [next(failed) if isinstance(s, _Reserved) else s for s in steps]
 
-        outcomes: list[Disposition | _Paid] = await asyncio.gather(
-            *(
-                self._guarded(s.delivery, max_receive_count, self._after_reservation(s, recent))
-                if isinstance(s, _Reserved)
-                else _done(s)
-                for s in steps
+        after = iter(
+            await asyncio.gather(
+                *(
+                    self._guarded(r.delivery, max_receive_count, self._after_reservation(r, recent))
+                    for r in reserved
+                )
             )
         )
+        outcomes = [next(after) if isinstance(s, _Reserved) else s for s in steps]
         completions = [o for o in outcomes if isinstance(o, _Paid)]
         if completions:
             await self._complete(completions, max_receive_count)
@@ -328,10 +329,6 @@ class _Paid:
 
 
 _Outcome = TypeVar("_Outcome")
-
-
-async def _done(disposition: Disposition) -> Disposition:
-    return disposition
 
 
 def _price(
