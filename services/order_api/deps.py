@@ -12,8 +12,7 @@ from order_api import services as services_module
 
 
 async def get_services(request: fastapi.Request) -> services_module.ApiServices:
-    services: services_module.ApiServices = request.app.state.services
-    return services
+    return services_of(request)
 
 
 Services = Annotated[services_module.ApiServices, fastapi.Depends(get_services)]
@@ -38,7 +37,7 @@ def _authenticate(request: fastapi.Request) -> str | None:
     token = _bearer_token(request)
     if token is None:
         return None
-    services: services_module.ApiServices = request.app.state.services
+    services = services_of(request)
     try:
         client_id = services.tokens.verify(token)
     except security.InvalidTokenError as exc:
@@ -61,6 +60,14 @@ async def optional_client(request: fastapi.Request) -> str | None:
 
 
 async def required_client(request: fastapi.Request) -> str:
+    return authenticated_client(request)
+
+
+def authenticated_client(request: fastapi.Request) -> str:
+    """The client id of the request's valid bearer token; 401 without one, 429 over the limit.
+
+    Plain function for routes that skip dependency solving on the hot path.
+    """
     client_id = _authenticate(request)
     if client_id is None:
         raise problems.ProblemError(
@@ -69,6 +76,11 @@ async def required_client(request: fastapi.Request) -> str:
             headers={"WWW-Authenticate": "Bearer"},
         )
     return client_id
+
+
+def services_of(request: fastapi.Request) -> services_module.ApiServices:
+    services: services_module.ApiServices = request.app.state.services
+    return services
 
 
 OptionalClient = Annotated[str | None, fastapi.Depends(optional_client)]

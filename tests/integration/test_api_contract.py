@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import concurrent.futures
+import re
 import time
 from collections.abc import Callable
 from typing import Any
 
 import httpx
 import jwt
+import orjson
 import pytest
 
 from order_api import security
@@ -260,7 +262,7 @@ _VALID = helpers.order_body()
     ("content", "status", "fragment"),
     [
         (b'{"customer_id": "c1", "items": [', 400, "not valid JSON"),
-        (b"[]", 422, "valid dictionary"),
+        (b"[]", 422, "should be an object"),
         ({**_VALID, "items": "SKU-MUG"}, 422, "items"),
         ({**_VALID, "customer_id": 7}, 422, "customer_id"),
         ({**_VALID, "coupon": "FREE"}, 422, "coupon"),
@@ -324,6 +326,18 @@ def test_oversized_body_is_413_whether_declared_or_streamed(api: httpx.Client) -
     _problem(api.post("/v1/orders", content=chunks(), headers=headers), 413)
 
 
+@pytest.mark.parametrize("content_type", [None, "text/plain", "application/x-www-form-urlencoded"])
+def test_an_order_not_sent_as_json_is_415(
+    api: httpx.Client, two_clients: local.LocalPipeline, content_type: str | None
+) -> None:
+    headers = helpers.auth(helpers.token(api))
+    if content_type is not None:
+        headers["Content-Type"] = content_type
+    body = _problem(api.post("/v1/orders", content=orjson.dumps(_VALID), headers=headers), 415)
+    assert "application/json" in body["detail"]
+    assert helpers.queue_depths(two_clients)[two_clients.queue_name] == 0
+
+
 # --- operations endpoints -----------------------------------------------------------------------
 
 
@@ -337,4 +351,19 @@ def test_health_readiness_metrics_and_docs(api: httpx.Client) -> None:
     assert "queue_send_batch_size_bucket" in metrics
     assert api.get("/docs").status_code == 200
     assert api.get("/redoc").status_code == 200
-    assert "/v1/orders" in api.get("/openapi.json").json()["paths"]
+    document = api.get("/openapi.json").json()
+    accept = document["paths"]["/v1/orders"]["post"]
+    # The route parses its own body: the document must still describe it, and every $ref resolve.
+    body_ref = accept["requestBody"]["content"]["application/json"]["schema"]["$ref"]
+    assert body_ref == "#/components/schemas/OrderCreate"
+    assert [p["name"] for p in accept["parameters"]] == ["Idempotency-Key"]
+    components = document["components"]["schemas"]
+    refs = re.findall(r'"\$ref": ?"#/components/schemas/([^"]+)"', orjson.dumps(document).decode())
+    assert {"OrderCreate", "OrderItem", "OrderAccepted"} <= set(refs)
+    assert set(refs) <= set(components)
+    assert set(components["OrderCreate"]["properties"]) == {
+        "customer_id",
+        "items",
+        "currency",
+        "payment_token",
+    }
