@@ -111,6 +111,8 @@ def test_accept_returns_202_location_retry_after_and_a_request_id(api: httpx.Cli
     assert body["status"] == "QUEUED"
     assert body["order_id"].startswith("ord_")
     assert response.headers["location"] == body["status_url"]
+    # No PUBLIC_BASE_URL here: the URL is on the host the request was sent to.
+    assert body["status_url"].startswith(f"{api.base_url}/v1/orders/{body['order_id']}?expires=")
     assert int(response.headers["retry-after"]) >= 1
     assert response.headers["x-request-id"] == "req-123"
 

@@ -73,9 +73,18 @@ def _status_url(
 ) -> str:
     expires = int(time.time()) + services.settings.status_url_ttl_seconds
     signature = services.signer.sign_status(order_id, expires)
-    base = services.settings.public_base_url or str(request.base_url)
     # Both values are URL-safe as they are (an integer, unpadded base64url): no encoding needed.
-    return f"{base.rstrip('/')}/v1/orders/{order_id}?expires={expires}&sig={signature}"
+    return f"{_base_url(services, request)}/v1/orders/{order_id}?expires={expires}&sig={signature}"
+
+
+def _base_url(services: services_module.ApiServices, request: fastapi.Request) -> str:
+    if services.settings.public_base_url:
+        return services.settings.public_base_url.rstrip("/")
+    host = request.headers.get("host")
+    if host is None:  # HTTP/1.0 without Host: let Starlette work it out from the server address
+        return str(request.base_url).rstrip("/")
+    # What request.base_url gives, without building and parsing a URL object for every order.
+    return f"{request.scope['scheme']}://{host}{request.scope.get('root_path', '')}"
 
 
 def _accepted_response(body: dict[str, Any], retry_after: int) -> fastapi.Response:
