@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import subprocess
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,20 +35,28 @@ def ensure_vegeta() -> Path:
     return binary
 
 
-def write_targets(path: Path, url: str, token: str, bodies: list[dict[str, Any]]) -> None:
+def write_targets(path: Path, url: str, token: str, bodies: Iterable[dict[str, Any]]) -> None:
+    """Orders for the API, with the client's bearer token."""
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+    write_posts(path, url, headers, bodies)
+
+
+def write_posts(
+    path: Path, url: str, headers: dict[str, str], bodies: Iterable[dict[str, Any]]
+) -> None:
     """vegeta JSON targets: one POST per body, used round-robin."""
-    headers = {"Authorization": [f"Bearer {token}"], "Content-Type": ["application/json"]}
+    header_lists = {name: [value] for name, value in headers.items()}
     with path.open("w") as out:
         for body in bodies:
             encoded = base64.b64encode(json.dumps(body).encode()).decode()
-            target = {"method": "POST", "url": url, "header": headers, "body": encoded}
+            target = {"method": "POST", "url": url, "header": header_lists, "body": encoded}
             out.write(json.dumps(target) + "\n")
 
 
 @dataclass(frozen=True)
 class AttackResult:
     rate: float
-    """Offered requests per second."""
+    """Offered requests per second (0: closed loop, as fast as answered)."""
     throughput: float
     """Successful requests per second."""
     success: float
@@ -61,18 +70,51 @@ class AttackResult:
 def attack(
     vegeta: Path, targets: Path, *, rate: int, seconds: float, workdir: Path
 ) -> AttackResult:
-    results = workdir / f"attack-{rate}.bin"
+    """Open loop: `rate` requests per second whatever the answers take."""
+    return _run(
+        vegeta,
+        targets,
+        [f"-rate={rate}/s", "-workers=32", "-max-workers=2000"],
+        seconds=seconds,
+        workdir=workdir,
+        offered=rate,
+    )
+
+
+def saturate(
+    vegeta: Path, targets: Path, *, workers: int, seconds: float, workdir: Path
+) -> AttackResult:
+    """Closed loop: `workers` connections each sending the next request as soon as the last
+    is answered; the highest rate the server sustains from a client that costs almost nothing."""
+    return _run(
+        vegeta,
+        targets,
+        ["-rate=0", f"-workers={workers}", f"-max-workers={workers}"],
+        seconds=seconds,
+        workdir=workdir,
+        offered=0,
+    )
+
+
+def _run(
+    vegeta: Path,
+    targets: Path,
+    pacing: list[str],
+    *,
+    seconds: float,
+    workdir: Path,
+    offered: int,
+) -> AttackResult:
+    results = workdir / f"attack-{targets.stem}-{offered}.bin"
     subprocess.run(
         [
             str(vegeta),
             "attack",
             "-format=json",
             f"-targets={targets}",
-            f"-rate={rate}/s",
+            *pacing,
             f"-duration={seconds}s",
             "-timeout=10s",
-            "-workers=32",
-            "-max-workers=2000",
             "-keepalive=true",
             f"-output={results}",
         ],
@@ -88,7 +130,7 @@ def attack(
     data = json.loads(report.stdout)
     latencies = data["latencies"]
     return AttackResult(
-        rate=float(rate),
+        rate=float(offered),
         throughput=float(data["throughput"]),
         success=float(data["success"]),
         p50_ms=latencies["50th"] / 1e6,

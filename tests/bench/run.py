@@ -1,7 +1,7 @@
 """`make bench`: how fast the pipeline accepts and processes orders on this machine.
 
 Phases, all in one run on the same engines:
-1. the local engines' own ceiling (tight batch clients, no pipeline);
+1. the local engines' own ceiling (vegeta in a closed loop on their wire protocol, no pipeline);
 2. accept path alone (no processor): open-loop load at fixed rates, then a search for the
    highest rate that holds (all requests succeed, throughput keeps up, p99 within budget);
 3. end to end (API + processor): the highest arrival rate whose backlog does not grow, and the
@@ -18,20 +18,21 @@ import os
 import platform
 import tempfile
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import boto3
 import httpx
-import psutil
 
-from order_devtools import bench_engines, engines, local, provision
-from tests.bench import loadgen
+from order_devtools import engines, local, provision
+from tests.bench import ceilings, loadgen
+from tests.bench.cpu import CpuMeter
 
 RESULTS = Path("bench-results")
 ACCEPT_P99_BUDGET_MS = 25.0
+CEILING_SECONDS = 5.0
+CEILING_WARM_UP = 5.0
 E2E_P99_BUDGET_MS = 500.0
 CATALOG = {f"SKU-{i:04d}": (f"item {i}", 100 + i, 10**9) for i in range(200)}
 
@@ -50,34 +51,6 @@ def _bodies(count: int) -> list[dict[str, Any]]:
         }
         for i in range(count)
     ]
-
-
-class CpuMeter:
-    """CPU seconds used by a set of processes (and their children) between start and stop."""
-
-    def __init__(self, pids: dict[str, int]) -> None:
-        self.processes = {name: psutil.Process(pid) for name, pid in pids.items()}
-
-    def _times(self) -> dict[str, float]:
-        totals: dict[str, float] = {}
-        for name, process in self.processes.items():
-            total = 0.0
-            for p in (process, *process.children(recursive=True)):
-                try:
-                    t = p.cpu_times()
-                    total += t.user + t.system
-                except psutil.NoSuchProcess:
-                    continue
-            totals[name] = total
-        return totals
-
-    @contextmanager
-    def measure(self, into: dict[str, float]) -> Iterator[None]:
-        before, started = self._times(), time.monotonic()
-        yield
-        after, elapsed = self._times(), time.monotonic() - started
-        for name in self.processes:
-            into[name] = round((after[name] - before.get(name, 0.0)) / elapsed, 2)
 
 
 def _pipeline(running: engines.Engines, name: str) -> local.LocalPipeline:
@@ -177,10 +150,13 @@ def main() -> None:
     ):
         work = Path(scratch)
         print("engine ceilings...", flush=True)
+        ceiling = {"seconds": CEILING_SECONDS, "warm_up": CEILING_WARM_UP}
         result["engine_ceiling"] = {
-            "sqs": bench_engines.measure_engine_ceiling(running.sqs_endpoint, seconds=5.0),
-            "dynamodb": bench_engines.measure_dynamodb_ceiling(
-                running.dynamodb_endpoint, seconds=5.0
+            "sqs": ceilings.sqs_ceiling(
+                vegeta, running.sqs_endpoint, running.sqs.pid or 0, work, **ceiling
+            ),
+            "dynamodb": ceilings.dynamodb_ceiling(
+                vegeta, running.dynamodb_endpoint, running.dynamodb.pid or 0, work, **ceiling
             ),
         }
         engine_pids = {
