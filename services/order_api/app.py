@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 import logging
 import os
 from collections.abc import AsyncIterator
@@ -87,7 +88,9 @@ def _document_request_models(app: fastapi.FastAPI) -> None:
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
             components = generate().setdefault("components", {}).setdefault("schemas", {})
-            components.update(orders.REQUEST_SCHEMAS)
+            for name, schema in orders.REQUEST_SCHEMAS.items():
+                if components.setdefault(name, copy.deepcopy(schema)) != schema:
+                    raise RuntimeError(f"two different OpenAPI schemas are named {name}")
         return app.openapi_schema or {}
 
     app.openapi = openapi  # type: ignore[method-assign]  # FastAPI's documented extension point

@@ -212,7 +212,7 @@ def _accept_phase(
 
         def holds(rate: int) -> bool:
             step = run(rate)
-            return (
+            return bool(
                 step["success"] >= 0.999
                 and step["throughput"] >= 0.98 * rate
                 and step["p99_ms"] <= ACCEPT_P99_BUDGET_MS

@@ -281,6 +281,7 @@ _VALID = helpers.order_body()
         ({**_VALID, "items": [{"sku": "sku with spaces", "quantity": 1}]}, 422, "sku"),
         ({**_VALID, "currency": "usd"}, 422, "currency"),
         ({k: v for k, v in _VALID.items() if k != "payment_token"}, 422, "payment_token"),
+        (b"", 422, "body: Field required"),
     ],
     ids=[
         "malformed-json",
@@ -297,6 +298,7 @@ _VALID = helpers.order_body()
         "bad-sku",
         "bad-currency",
         "missing-field",
+        "empty-body",
     ],
 )
 def test_bad_input_is_a_4xx_problem_that_says_what_is_wrong(
@@ -328,7 +330,20 @@ def test_oversized_body_is_413_whether_declared_or_streamed(api: httpx.Client) -
     _problem(api.post("/v1/orders", content=chunks(), headers=headers), 413)
 
 
-@pytest.mark.parametrize("content_type", [None, "text/plain", "application/x-www-form-urlencoded"])
+@pytest.mark.parametrize("key", ["", "k" * 256])
+def test_an_idempotency_key_out_of_bounds_is_422_with_the_body_errors_too(
+    api: httpx.Client, two_clients: local.LocalPipeline, key: str
+) -> None:
+    headers = {**helpers.auth(helpers.token(api)), "Idempotency-Key": key}
+    response = api.post("/v1/orders", json={**_VALID, "currency": "EUR"}, headers=headers)
+    fields = {error["field"] for error in _problem(response, 422)["errors"]}
+    assert fields == {"header.Idempotency-Key", "body.currency"}
+    assert helpers.queue_depths(two_clients)[two_clients.queue_name] == 0
+
+
+@pytest.mark.parametrize(
+    "content_type", [None, "text/plain", "application/x-www-form-urlencoded", "text/x+json"]
+)
 def test_an_order_not_sent_as_json_is_415(
     api: httpx.Client, two_clients: local.LocalPipeline, content_type: str | None
 ) -> None:

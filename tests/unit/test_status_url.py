@@ -34,7 +34,13 @@ def _services(public_base_url: str | None) -> Any:
     [
         ([(b"host", b"shop.example:8443")], ""),
         ([(b"host", b"shop.example")], "/api"),
+        ([(b"host", b"shop.example")], "/api/"),
+        ([(b"host", b"[::1]:8000")], ""),
         ([], ""),  # HTTP/1.0 without Host: the server address
+        # Host headers Starlette refuses (then uses the server address); never echoed as given
+        ([(b"host", b"shop.example@evil.example")], ""),
+        ([(b"host", b"evil.example/x#")], ""),
+        ([(b"host", b"shop.example:99999")], ""),
     ],
 )
 def test_without_a_public_base_the_url_is_what_starlette_calls_the_base(
@@ -43,6 +49,9 @@ def test_without_a_public_base_the_url_is_what_starlette_calls_the_base(
     request = _request(headers, root_path=root_path)
     expected = str(request.base_url).rstrip("/")
     assert orders._base_url(_services(None), request) == expected
+    assert "evil" not in expected
+    again = _request(headers, root_path=root_path)  # the remembered answer is the same
+    assert orders._base_url(_services(None), again) == expected
 
 
 def test_a_public_base_wins_over_the_request_host() -> None:

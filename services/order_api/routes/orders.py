@@ -80,11 +80,27 @@ def _status_url(
 def _base_url(services: services_module.ApiServices, request: fastapi.Request) -> str:
     if services.settings.public_base_url:
         return services.settings.public_base_url.rstrip("/")
-    host = request.headers.get("host")
-    if host is None:  # HTTP/1.0 without Host: let Starlette work it out from the server address
-        return str(request.base_url).rstrip("/")
-    # What request.base_url gives, without building and parsing a URL object for every order.
-    return f"{request.scope['scheme']}://{host}{request.scope.get('root_path', '')}"
+    # Starlette's own answer (it validates the Host header and falls back to the server
+    # address), remembered per distinct input: building it parses a URL object, ~7% of the
+    # accept path's CPU when done for every order.
+    scope = request.scope
+    key = (
+        scope.get("scheme"),
+        request.headers.get("host"),
+        scope.get("root_path"),
+        scope.get("app_root_path"),
+        scope.get("server"),
+    )
+    base = _base_urls.get(key)
+    if base is None:
+        if len(_base_urls) >= _BASE_URLS_KEPT:
+            _base_urls.clear()  # Host headers are client input: keep the memory bounded
+        base = _base_urls[key] = str(request.base_url).rstrip("/")
+    return base
+
+
+_BASE_URLS_KEPT = 64
+_base_urls: dict[tuple[object, ...], str] = {}
 
 
 def _accepted_response(body: dict[str, Any], retry_after: int) -> fastapi.Response:
@@ -119,8 +135,10 @@ async def create_order(request: fastapi.Request) -> fastapi.Response:
     # The errors are the same problem documents the other routes give.
     services = deps.services_of(request)
     client_id = deps.authenticated_client(request)
-    idempotency_key = _idempotency_key(request)
-    order = _order_from(request.headers.get("content-type"), await request.body())
+    _require_json(request.headers.get("content-type"))
+    idempotency_key, order = _validated(
+        request.headers.get(IDEMPOTENCY_KEY_HEADER), await request.body()
+    )
     now = time.time()
     retry_after = services.settings.retry_after_seconds
     record_key: str | None = None
@@ -185,29 +203,40 @@ async def create_order(request: fastapi.Request) -> fastapi.Response:
     return _accepted_response(body, retry_after)
 
 
-def _idempotency_key(request: fastapi.Request) -> str | None:
-    key = request.headers.get(IDEMPOTENCY_KEY_HEADER)
-    if key is not None and not 1 <= len(key) <= _MAX_IDEMPOTENCY_KEY:
-        raise problems.ProblemError(
-            422,
-            f"the {IDEMPOTENCY_KEY_HEADER} header must be 1 to {_MAX_IDEMPOTENCY_KEY} characters",
-        )
-    return key
-
-
-def _order_from(content_type: str | None, body: bytes) -> schemas.OrderCreate:
+def _require_json(content_type: str | None) -> None:
     media_type = (content_type or "").partition(";")[0].strip().lower()
-    if media_type != "application/json" and not media_type.endswith("+json"):
+    structured_json = media_type.startswith("application/") and media_type.endswith("+json")
+    if media_type != "application/json" and not structured_json:
         raise problems.ProblemError(
             415, "send the order as JSON with Content-Type: application/json"
         )
-    try:
-        return schemas.OrderCreate.model_validate_json(body)
-    except pydantic.ValidationError as exc:
-        # Located under "body" as FastAPI locates the errors of the bodies it parses.
-        raise fastapi.exceptions.RequestValidationError(
-            [{**error, "loc": ("body", *error["loc"])} for error in exc.errors()]
-        ) from exc
+
+
+_IDEMPOTENCY_KEY = pydantic.TypeAdapter(
+    Annotated[str, pydantic.StringConstraints(min_length=1, max_length=_MAX_IDEMPOTENCY_KEY)]
+)
+
+
+def _validated(idempotency_key: str | None, body: bytes) -> tuple[str | None, schemas.OrderCreate]:
+    """The header and body checked as FastAPI checks declared parameters: every error at once,
+    located under "header" or "body", answered by the same 400/422 problem handler."""
+    errors: list[Any] = []
+    key = order = None
+    if idempotency_key is not None:
+        try:
+            key = _IDEMPOTENCY_KEY.validate_python(idempotency_key)
+        except pydantic.ValidationError as exc:
+            errors += [{**e, "loc": ("header", IDEMPOTENCY_KEY_HEADER)} for e in exc.errors()]
+    if not body:
+        errors.append({"type": "missing", "loc": ("body",), "msg": "Field required", "input": None})
+    else:
+        try:
+            order = schemas.OrderCreate.model_validate_json(body)
+        except pydantic.ValidationError as exc:
+            errors += [{**e, "loc": ("body", *e["loc"])} for e in exc.errors()]
+    if errors or order is None:
+        raise fastapi.exceptions.RequestValidationError(errors)
+    return key, order
 
 
 async def _abandon_quietly(services: services_module.ApiServices, record_key: str) -> None:
