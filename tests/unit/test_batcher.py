@@ -87,25 +87,3 @@ async def test_sender_fault_and_unreachable_queue_raise_queue_unavailable() -> N
     broken = _batcher(RecordingQueue(broken=True))
     results = await asyncio.gather(*(broken.send(str(i)) for i in range(3)), return_exceptions=True)
     assert all(isinstance(r, batcher.QueueUnavailableError) for r in results)
-
-
-async def test_frequent_sends_linger_to_share_batches_and_one_after_a_pause_goes_at_once() -> None:
-    queue = RecordingQueue()
-    sender = batcher.SendBatcher(client=queue, queue_url="q", max_wait=0.05)  # type: ignore[arg-type]
-
-    async def trickle(count: int) -> list[str]:
-        tasks = []
-        for i in range(count):  # one every ~2 ms: more often than max_wait
-            tasks.append(asyncio.create_task(sender.send(f"t{i}")))
-            await asyncio.sleep(0.002)
-        return await asyncio.gather(*tasks)
-
-    await trickle(8)
-    # The first send went alone (nothing was known about arrivals yet); once sends came every
-    # ~2 ms the rest lingered and shared batches instead of going one by one.
-    assert queue.batches[0] == ["t0"]
-    assert len(queue.batches) <= 3, queue.batches
-    await asyncio.sleep(1.0)  # a pause much longer than max_wait
-    started = asyncio.get_running_loop().time()
-    assert await sender.send("after-pause") == "id-after-pause"
-    assert asyncio.get_running_loop().time() - started < 0.04  # did not wait out max_wait
