@@ -84,6 +84,20 @@ def test_three_artifacts_are_built_from_the_dockerfiles() -> None:
     assert all((REPO / dockerfile).is_file() for dockerfile in artifacts.values())
 
 
+def _helm_template(
+    helm_path: Path, home: Path, release: str, set_values: dict[str, Any]
+) -> list[dict[str, Any]]:
+    """`helm template` of the chart with skaffold's `--set` values, as skaffold would run it."""
+    arguments = [item for key, value in set_values.items() for item in ("--set", f"{key}={value}")]
+    env = {**os.environ, "HELM_CACHE_HOME": str(home), "HELM_CONFIG_HOME": str(home)}
+    result = subprocess.run(
+        [str(helm_path), "template", release, str(CHART), *arguments],
+        capture_output=True, text=True, timeout=60, check=False, env=env,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    return [d for d in yaml.safe_load_all(result.stdout) if d]
+
+
 def test_image_references_reach_the_chart_and_render(helm_path: Path, tmp_path: Path) -> None:
     (release,) = config()["manifests"]["helm"]["releases"]
     assert (REPO / release["chartPath"]).resolve() == CHART
@@ -106,18 +120,9 @@ def test_image_references_reach_the_chart_and_render(helm_path: Path, tmp_path: 
         for prefix in ("operator.image", "images.api", "images.processor")
         for field in ("repository", "tag")
     }
-    arguments = [
-        item
-        for key, value in {**rendered_values, **release["setValues"]}.items()
-        for item in ("--set", f"{key}={value}")
-    ]
-    env = {**os.environ, "HELM_CACHE_HOME": str(tmp_path), "HELM_CONFIG_HOME": str(tmp_path)}
-    result = subprocess.run(
-        [str(helm_path), "template", release["name"], str(CHART), *arguments],
-        capture_output=True, text=True, timeout=60, check=False, env=env,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr
-    documents = [d for d in yaml.safe_load_all(result.stdout) if d]
+    documents = _helm_template(
+        helm_path, tmp_path, release["name"], {**rendered_values, **release["setValues"]}
+    )
     digest = "abc123@sha256:" + "0" * 64
     (deployment,) = [d for d in documents if d["kind"] == "Deployment"]
     assert deployment["spec"]["template"]["spec"]["containers"][0]["image"] == (
@@ -152,16 +157,7 @@ def test_dev_profile_deploys_with_development_reload_so_synced_files_take_effect
 ) -> None:
     (release,) = with_profile("dev")["manifests"]["helm"]["releases"]
     assert release["setValues"]["development.reload"] == "true"
-    arguments = [
-        item for key, value in release["setValues"].items() for item in ("--set", f"{key}={value}")
-    ]
-    env = {**os.environ, "HELM_CACHE_HOME": str(tmp_path), "HELM_CONFIG_HOME": str(tmp_path)}
-    result = subprocess.run(
-        [str(helm_path), "template", release["name"], str(CHART), *arguments],
-        capture_output=True, text=True, timeout=60, check=False, env=env,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr
-    documents = [d for d in yaml.safe_load_all(result.stdout) if d]
+    documents = _helm_template(helm_path, tmp_path, release["name"], release["setValues"])
     (pipeline,) = [d for d in documents if d["kind"] == "OrderPipeline"]
     assert pipeline["spec"]["development"] == {"reload": True}
     (deployment,) = [d for d in documents if d["kind"] == "Deployment"]
