@@ -26,10 +26,12 @@ async def _lifespan(app: fastapi.FastAPI) -> AsyncIterator[None]:
     async with (
         aws.sqs_client(settings, read_timeout=settings.send_timeout_seconds) as sqs,
         aws.dynamodb_client(settings, read_timeout=settings.send_timeout_seconds) as dynamodb,
+        aws.sqs_hot_path(sqs, settings, read_timeout=settings.send_timeout_seconds) as sqs_hot,
     ):
         services = services_module.ApiServices(
             settings=settings,
             sqs=sqs,
+            sqs_hot=sqs_hot,
             queue=services_module.QueueLocator(client=sqs, queue_name=settings.queue_name),
             batcher=None,
             orders=stores.OrderReader(client=dynamodb, table=settings.orders_table),

@@ -13,16 +13,27 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol, Unpack
 
 if TYPE_CHECKING:
-    from types_aiobotocore_sqs import SQSClient
-    from types_aiobotocore_sqs.type_defs import SendMessageBatchRequestEntryTypeDef
+    from types_aiobotocore_sqs.type_defs import (
+        SendMessageBatchRequestEntryTypeDef,
+        SendMessageBatchRequestTypeDef,
+        SendMessageBatchResultTypeDef,
+    )
 
 log = logging.getLogger(__name__)
 
 MAX_BATCH_ENTRIES = 10  # SQS limit
 _ENTRY_ATTEMPTS = 3
+
+
+class MessageBatchSender(Protocol):
+    """An SQS client's SendMessageBatch (aiobotocore's, or order_common.aws.SqsHotPath)."""
+
+    async def send_message_batch(
+        self, **kwargs: Unpack[SendMessageBatchRequestTypeDef]
+    ) -> SendMessageBatchResultTypeDef: ...
 
 
 class QueueUnavailableError(Exception):
@@ -38,7 +49,7 @@ class _Pending:
 
 @dataclass
 class SendBatcher:
-    client: SQSClient
+    client: MessageBatchSender
     queue_url: str
     max_wait: float = 0.005
     on_batch_sent: Callable[[int], None] = lambda size: None

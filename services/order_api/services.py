@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 from order_api import batcher as batching
 from order_api import metrics, ratelimit, security, stores
 from order_api import settings as settings_module
+from order_common import aws
 
 if TYPE_CHECKING:
     from types_aiobotocore_sqs import SQSClient
@@ -40,6 +41,7 @@ class QueueLocator:
 class ApiServices:
     settings: settings_module.ApiSettings
     sqs: SQSClient
+    sqs_hot: aws.SqsHotPath
     queue: QueueLocator
     batcher: batching.SendBatcher | None
     orders: stores.OrderReader
@@ -52,7 +54,7 @@ class ApiServices:
         if self.batcher is None:
             url = await self.queue.url()
             self.batcher = batching.SendBatcher(
-                client=self.sqs,
+                client=self.sqs_hot,
                 queue_url=url,
                 max_wait=self.settings.batch_max_wait_ms / 1000,
                 on_batch_sent=metrics.SEND_BATCH_SIZE.observe,

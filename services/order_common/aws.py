@@ -3,16 +3,28 @@
 from __future__ import annotations
 
 import contextlib
-from typing import TYPE_CHECKING
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Unpack, cast
 
 import aiobotocore.config
 import aiobotocore.session
 
+from order_common import aws_json
 from order_common import settings as settings_module
 
 if TYPE_CHECKING:
     from types_aiobotocore_dynamodb import DynamoDBClient
     from types_aiobotocore_sqs import SQSClient
+    from types_aiobotocore_sqs.type_defs import (
+        DeleteMessageBatchRequestTypeDef,
+        DeleteMessageBatchResultTypeDef,
+        ReceiveMessageRequestTypeDef,
+        ReceiveMessageResultTypeDef,
+        SendMessageBatchRequestTypeDef,
+        SendMessageBatchResultTypeDef,
+    )
+
+CONNECT_TIMEOUT_SECONDS = 2
 
 
 def _config(
@@ -21,7 +33,7 @@ def _config(
     return aiobotocore.config.AioConfig(
         region_name=settings.aws_region,
         max_pool_connections=settings.aws_max_pool_connections,
-        connect_timeout=2,
+        connect_timeout=CONNECT_TIMEOUT_SECONDS,
         read_timeout=read_timeout,
         # Standard mode retries throttling and 5xx with jitter; our own code retries the rest.
         retries={"mode": "standard", "max_attempts": 3},
@@ -51,3 +63,50 @@ def dynamodb_client(
         endpoint_url=settings.dynamodb_endpoint_url,
         config=_config(settings, read_timeout=read_timeout),
     )
+
+
+class SqsHotPath:
+    """The SQS calls made for every batch of orders, through the lean JSON-protocol client.
+
+    Same signatures as the aiobotocore client's, so code written against one takes the other.
+    """
+
+    def __init__(self, client: aws_json.JsonProtocolClient) -> None:
+        self._client = client
+
+    async def send_message_batch(
+        self, **kwargs: Unpack[SendMessageBatchRequestTypeDef]
+    ) -> SendMessageBatchResultTypeDef:
+        result = await self._client.call("SendMessageBatch", kwargs)
+        return cast("SendMessageBatchResultTypeDef", result)
+
+    async def receive_message(
+        self, **kwargs: Unpack[ReceiveMessageRequestTypeDef]
+    ) -> ReceiveMessageResultTypeDef:
+        result = await self._client.call("ReceiveMessage", kwargs)
+        return cast("ReceiveMessageResultTypeDef", result)
+
+    async def delete_message_batch(
+        self, **kwargs: Unpack[DeleteMessageBatchRequestTypeDef]
+    ) -> DeleteMessageBatchResultTypeDef:
+        result = await self._client.call("DeleteMessageBatch", kwargs)
+        return cast("DeleteMessageBatchResultTypeDef", result)
+
+
+@contextlib.asynccontextmanager
+async def sqs_hot_path(
+    client: SQSClient, settings: settings_module.AwsSettings, *, read_timeout: float
+) -> AsyncIterator[SqsHotPath]:
+    """The hot SQS calls on `client`'s endpoint and region, with the same credentials."""
+    credentials = await aiobotocore.session.get_session().get_credentials()
+    json_client = aws_json.JsonProtocolClient.create(
+        client,
+        credentials,
+        max_connections=settings.aws_max_pool_connections,
+        connect_timeout=CONNECT_TIMEOUT_SECONDS,
+        read_timeout=read_timeout,
+    )
+    try:
+        yield SqsHotPath(json_client)
+    finally:
+        await json_client.close()

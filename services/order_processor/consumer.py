@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import pydantic
 
-from order_common import contract
+from order_common import aws, contract
 from order_processor import metrics, workflow
 
 if TYPE_CHECKING:
@@ -69,6 +69,8 @@ class _InFlight:
 @dataclass
 class Consumer:
     client: SQSClient
+    hot: aws.SqsHotPath
+    """Receive and delete, the calls made for every batch."""
     queue: QueueInfo
     order_workflow: workflow.OrderWorkflow
     concurrency: int
@@ -106,7 +108,7 @@ class Consumer:
     async def _poll_forever(self, poller: int) -> None:
         while not self._stopping.is_set():
             receive = asyncio.create_task(
-                self.client.receive_message(
+                self.hot.receive_message(
                     QueueUrl=self.queue.url,
                     MaxNumberOfMessages=self.batch_size,
                     WaitTimeSeconds=self.wait_time_seconds,
@@ -202,7 +204,7 @@ class Consumer:
 
     async def _delete(self, messages: list[MessageTypeDef]) -> None:
         try:
-            response = await self.client.delete_message_batch(
+            response = await self.hot.delete_message_batch(
                 QueueUrl=self.queue.url,
                 Entries=[
                     {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]}

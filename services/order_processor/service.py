@@ -83,6 +83,9 @@ async def run(settings: settings_module.ProcessorSettings) -> None:
         async with (
             aws.sqs_client(settings, read_timeout=settings.wait_time_seconds + 10) as sqs,
             aws.dynamodb_client(settings) as dynamodb,
+            aws.sqs_hot_path(
+                sqs, settings, read_timeout=settings.wait_time_seconds + 10
+            ) as sqs_hot,
         ):
             queue = await _wait_for_queue(sqs, settings.queue_name, stopping)
             if queue is None:
@@ -105,6 +108,7 @@ async def run(settings: settings_module.ProcessorSettings) -> None:
             )
             worker = consumer.Consumer(
                 client=sqs,
+                hot=sqs_hot,
                 queue=queue,
                 order_workflow=workflow.OrderWorkflow(
                     store=store, gateway=gateway, settings=settings

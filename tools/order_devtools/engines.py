@@ -760,6 +760,13 @@ aws {{
   region = {_hocon_string(SQS_REGION)}
   accountId = {_hocon_string(SQS_ACCOUNT_ID)}
 }}
+# Pekko sizes this pool for at least 8 threads; on a small machine shared with the services each
+# request then wakes several of them. One thread per two cores cut ElasticMQ's CPU per call by
+# about 30% at 300-2,000 SendMessageBatch calls/s on 2 cores, p99 unchanged.
+pekko.actor.default-dispatcher.fork-join-executor {{
+  parallelism-min = 1
+  parallelism-factor = 0.5
+}}
 """
 
 
