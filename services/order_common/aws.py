@@ -14,6 +14,18 @@ from order_common import settings as settings_module
 
 if TYPE_CHECKING:
     from types_aiobotocore_dynamodb import DynamoDBClient
+    from types_aiobotocore_dynamodb.type_defs import (
+        BatchGetItemInputTypeDef,
+        BatchGetItemOutputTypeDef,
+        BatchWriteItemInputTypeDef,
+        BatchWriteItemOutputTypeDef,
+        GetItemInputTypeDef,
+        GetItemOutputTypeDef,
+        PutItemInputTypeDef,
+        PutItemOutputTypeDef,
+        TransactWriteItemsInputTypeDef,
+        TransactWriteItemsOutputTypeDef,
+    )
     from types_aiobotocore_sqs import SQSClient
     from types_aiobotocore_sqs.type_defs import (
         DeleteMessageBatchRequestTypeDef,
@@ -93,11 +105,50 @@ class SqsHotPath:
         return cast("DeleteMessageBatchResultTypeDef", result)
 
 
+class DynamoDbHotPath:
+    """The DynamoDB calls made for every batch of orders, through the lean JSON-protocol client.
+
+    Same signatures as the aiobotocore client's; `exceptions` are that client's, so
+    `except hot.exceptions.TransactionCanceledException` catches what the SDK would raise.
+    """
+
+    def __init__(self, client: aws_json.JsonProtocolClient, sdk: DynamoDBClient) -> None:
+        self._client = client
+        self.exceptions = sdk.exceptions
+
+    async def get_item(self, **kwargs: Unpack[GetItemInputTypeDef]) -> GetItemOutputTypeDef:
+        return cast("GetItemOutputTypeDef", await self._client.call("GetItem", kwargs))
+
+    async def put_item(self, **kwargs: Unpack[PutItemInputTypeDef]) -> PutItemOutputTypeDef:
+        return cast("PutItemOutputTypeDef", await self._client.call("PutItem", kwargs))
+
+    async def batch_get_item(
+        self, **kwargs: Unpack[BatchGetItemInputTypeDef]
+    ) -> BatchGetItemOutputTypeDef:
+        result = await self._client.call("BatchGetItem", kwargs)
+        return cast("BatchGetItemOutputTypeDef", result)
+
+    async def batch_write_item(
+        self, **kwargs: Unpack[BatchWriteItemInputTypeDef]
+    ) -> BatchWriteItemOutputTypeDef:
+        result = await self._client.call("BatchWriteItem", kwargs)
+        return cast("BatchWriteItemOutputTypeDef", result)
+
+    async def transact_write_items(
+        self, **kwargs: Unpack[TransactWriteItemsInputTypeDef]
+    ) -> TransactWriteItemsOutputTypeDef:
+        result = await self._client.call("TransactWriteItems", kwargs)
+        return cast("TransactWriteItemsOutputTypeDef", result)
+
+
 @contextlib.asynccontextmanager
-async def sqs_hot_path(
-    client: SQSClient, settings: settings_module.AwsSettings, *, read_timeout: float
-) -> AsyncIterator[SqsHotPath]:
-    """The hot SQS calls on `client`'s endpoint and region, with the same credentials."""
+async def _json_protocol(
+    client: SQSClient | DynamoDBClient,
+    settings: settings_module.AwsSettings,
+    *,
+    read_timeout: float,
+) -> AsyncIterator[aws_json.JsonProtocolClient]:
+    """A lean client on `client`'s endpoint and region, with the same credentials."""
     credentials = await aiobotocore.session.get_session().get_credentials()
     json_client = aws_json.JsonProtocolClient.create(
         client,
@@ -107,6 +158,22 @@ async def sqs_hot_path(
         read_timeout=read_timeout,
     )
     try:
-        yield SqsHotPath(json_client)
+        yield json_client
     finally:
         await json_client.close()
+
+
+@contextlib.asynccontextmanager
+async def sqs_hot_path(
+    client: SQSClient, settings: settings_module.AwsSettings, *, read_timeout: float
+) -> AsyncIterator[SqsHotPath]:
+    async with _json_protocol(client, settings, read_timeout=read_timeout) as json_client:
+        yield SqsHotPath(json_client)
+
+
+@contextlib.asynccontextmanager
+async def dynamodb_hot_path(
+    client: DynamoDBClient, settings: settings_module.AwsSettings, *, read_timeout: float = 10
+) -> AsyncIterator[DynamoDbHotPath]:
+    async with _json_protocol(client, settings, read_timeout=read_timeout) as json_client:
+        yield DynamoDbHotPath(json_client, client)

@@ -15,10 +15,9 @@ import uuid
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
-from order_common import items
+from order_common import aws, items
 
 if TYPE_CHECKING:
-    from types_aiobotocore_dynamodb import DynamoDBClient
     from types_aiobotocore_dynamodb.type_defs import WriteRequestTypeDef
 
 DECLINE_PREFIX = "tok_decline"
@@ -62,7 +61,7 @@ class SimulatedPaymentGateway:
     token is approved. Approvals are recorded once per order in the ledger table.
     """
 
-    client: DynamoDBClient
+    client: aws.DynamoDbHotPath
     ledger_table: str
     _transient_failures: collections.Counter[str] = field(default_factory=collections.Counter)
     _writer: _LedgerWriter | None = None
@@ -103,7 +102,7 @@ class _LedgerWriter:
     BatchWriteItem: a receive batch's orders are charged together, so their entries share a
     request instead of taking one each."""
 
-    client: DynamoDBClient
+    client: aws.DynamoDbHotPath
     table: str
     _pending: list[tuple[dict[str, Any], asyncio.Future[None]]] = field(default_factory=list)
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)

@@ -86,6 +86,7 @@ async def run(settings: settings_module.ProcessorSettings) -> None:
             aws.sqs_hot_path(
                 sqs, settings, read_timeout=settings.wait_time_seconds + 10
             ) as sqs_hot,
+            aws.dynamodb_hot_path(dynamodb, settings) as dynamodb_hot,
         ):
             queue = await _wait_for_queue(sqs, settings.queue_name, stopping)
             if queue is None:
@@ -98,13 +99,13 @@ async def run(settings: settings_module.ProcessorSettings) -> None:
                 queue.dlq_url,
             )
             store = stores.ProcessorStore(
-                client=dynamodb,
+                client=dynamodb_hot,
                 settings=settings,
                 catalog_cache_seconds=settings.catalog_cache_seconds,
                 velocity_window_seconds=settings.velocity_window_seconds,
             )
             gateway = payments.SimulatedPaymentGateway(
-                client=dynamodb, ledger_table=settings.payments_table
+                client=dynamodb_hot, ledger_table=settings.payments_table
             )
             worker = consumer.Consumer(
                 client=sqs,

@@ -19,12 +19,11 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from order_common import contract, items
+from order_common import aws, contract, items
 from order_common import settings as common_settings
 from order_processor import metrics
 
 if TYPE_CHECKING:
-    from types_aiobotocore_dynamodb import DynamoDBClient
     from types_aiobotocore_dynamodb.type_defs import (
         KeysAndAttributesTypeDef,
         TransactWriteItemTypeDef,
@@ -78,7 +77,7 @@ class ReserveResult:
 
 @dataclass
 class ProcessorStore:
-    client: DynamoDBClient
+    client: aws.DynamoDbHotPath
     settings: common_settings.AwsSettings
     catalog_cache_seconds: float
     velocity_window_seconds: int

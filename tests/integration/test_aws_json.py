@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 import pytest
 from aiohttp import web
 from botocore.exceptions import ClientError, EndpointConnectionError
+from types_aiobotocore_dynamodb.type_defs import TransactWriteItemTypeDef
 from types_aiobotocore_sqs.type_defs import (
     MessageAttributeValueTypeDef,
     SendMessageBatchRequestEntryTypeDef,
@@ -184,3 +185,57 @@ async def test_client_errors_are_not_retried_and_requests_are_signed() -> None:
     assert headers["Authorization"].startswith("AWS4-HMAC-SHA256 Credential=local/")
     assert "/eu-west-1/sqs/aws4_request" in headers["Authorization"]
     assert "X-Amz-Date" in headers
+
+
+async def test_dynamodb_reads_writes_and_cancelled_transactions_match_the_sdk(
+    local_engines: engines.Engines,
+) -> None:
+    settings = settings_module.AwsSettings(dynamodb_endpoint_url=local_engines.dynamodb_endpoint)
+    table = f"json-{uuid.uuid4().hex[:8]}"
+    async with (
+        aws.dynamodb_client(settings) as sdk,
+        aws.dynamodb_hot_path(sdk, settings) as hot,
+    ):
+        await sdk.create_table(
+            TableName=table,
+            KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+            AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+            BillingMode="PAY_PER_REQUEST",
+        )
+        item = {"pk": {"S": "a"}, "n": {"N": "7"}, "tags": {"L": [{"S": "x"}, {"BOOL": True}]}}
+        await hot.put_item(
+            TableName=table, Item=item, ConditionExpression="attribute_not_exists(pk)"
+        )
+        assert (await hot.get_item(TableName=table, Key={"pk": {"S": "a"}}))["Item"] == (
+            await sdk.get_item(TableName=table, Key={"pk": {"S": "a"}})
+        )["Item"]
+        with pytest.raises(hot.exceptions.ConditionalCheckFailedException):
+            await hot.put_item(
+                TableName=table, Item=item, ConditionExpression="attribute_not_exists(pk)"
+            )
+        await hot.batch_write_item(
+            RequestItems={table: [{"PutRequest": {"Item": {"pk": {"S": "b"}}}}]}
+        )
+        found = await hot.batch_get_item(
+            RequestItems={table: {"Keys": [{"pk": {"S": "a"}}, {"pk": {"S": "b"}}]}}
+        )
+        assert sorted(i["pk"]["S"] for i in found["Responses"][table]) == ["a", "b"]
+
+        clashing: list[TransactWriteItemTypeDef] = [
+            {"Put": {"TableName": table, "Item": {"pk": {"S": "c"}}}},
+            {
+                "Put": {
+                    "TableName": table,
+                    "Item": item,
+                    "ConditionExpression": "attribute_not_exists(pk)",
+                }
+            },
+        ]
+        with pytest.raises(sdk.exceptions.TransactionCanceledException) as from_sdk:
+            await sdk.transact_write_items(TransactItems=clashing)
+        with pytest.raises(hot.exceptions.TransactionCanceledException) as from_hot:
+            await hot.transact_write_items(TransactItems=clashing)
+        reasons = from_hot.value.response.get("CancellationReasons")
+        assert reasons == from_sdk.value.response.get("CancellationReasons")
+        assert [r["Code"] for r in reasons or []] == ["None", "ConditionalCheckFailed"]
+        await sdk.delete_table(TableName=table)

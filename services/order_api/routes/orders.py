@@ -6,10 +6,12 @@ import datetime
 import hashlib
 import logging
 import time
-from typing import Annotated, Any
+from collections.abc import Callable, Coroutine
+from typing import Annotated, Any, cast
 
 import fastapi
 import fastapi.exceptions
+import fastapi.routing
 import orjson
 import pydantic
 
@@ -112,22 +114,22 @@ def _accepted_response(body: dict[str, Any], retry_after: int) -> fastapi.Respon
     )
 
 
-@router.post(
-    "",
-    status_code=202,
-    response_model=schemas.OrderAccepted,
-    openapi_extra=_ACCEPT_OPENAPI,
-    responses={
-        400: {"description": "The body is not valid JSON"},
-        401: {"description": "Missing, garbled or expired bearer token"},
-        409: {"description": "A request with this Idempotency-Key is still in flight"},
-        413: {"description": "The body is larger than the configured limit"},
-        415: {"description": "The body is not sent as application/json"},
-        422: {"description": "Invalid body, or Idempotency-Key reused with another body"},
-        429: {"description": "Rate limit exceeded"},
-        503: {"description": "The queue is unreachable; nothing was accepted"},
-    },
-)
+class _BareRequestRoute(fastapi.routing.APIRoute):
+    """A route whose endpoint takes the bare Request and reads what it needs itself.
+
+    FastAPI's handler still solves the (empty) dependencies and parses query parameters on every
+    request; for the accept route that was about a tenth of the API's CPU per order. The route
+    is documented like any other (its body and header through `openapi_extra`).
+    """
+
+    def get_route_handler(
+        self,
+    ) -> Callable[[fastapi.Request], Coroutine[Any, Any, fastapi.Response]]:
+        return cast(
+            Callable[[fastapi.Request], Coroutine[Any, Any, fastapi.Response]], self.endpoint
+        )
+
+
 async def create_order(request: fastapi.Request) -> fastapi.Response:
     """Accept an order for asynchronous processing (202 once the queue has it)."""
     # The hot path: authentication, the Idempotency-Key header and the body are read here, not
@@ -201,6 +203,27 @@ async def create_order(request: fastapi.Request) -> fastapi.Response:
     metrics.ORDERS_ACCEPTED.inc()
     log.info("order accepted")
     return _accepted_response(body, retry_after)
+
+
+router.add_api_route(
+    "",
+    create_order,
+    methods=["POST"],
+    route_class_override=_BareRequestRoute,
+    status_code=202,
+    response_model=schemas.OrderAccepted,
+    openapi_extra=_ACCEPT_OPENAPI,
+    responses={
+        400: {"description": "The body is not valid JSON"},
+        401: {"description": "Missing, garbled or expired bearer token"},
+        409: {"description": "A request with this Idempotency-Key is still in flight"},
+        413: {"description": "The body is larger than the configured limit"},
+        415: {"description": "The body is not sent as application/json"},
+        422: {"description": "Invalid body, or Idempotency-Key reused with another body"},
+        429: {"description": "Rate limit exceeded"},
+        503: {"description": "The queue is unreachable; nothing was accepted"},
+    },
+)
 
 
 def _require_json(content_type: str | None) -> None:
