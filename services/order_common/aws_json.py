@@ -21,7 +21,7 @@ import asyncio
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol, cast
+from typing import TYPE_CHECKING, Any, Protocol
 
 import aiohttp
 from botocore import exceptions as botocore_exceptions
@@ -50,10 +50,13 @@ class ErrorFactory(Protocol):
 
 
 @dataclass(frozen=True)
-class _HttpStatus:
-    """What botocore's retry conditions read from an HTTP response."""
+class _HttpResponse:
+    """What botocore's retry conditions read from an HTTP response (DynamoDB's CRC32 check
+    reads the headers and the body)."""
 
     status_code: int
+    headers: Mapping[str, str]
+    content: bytes
 
 
 class JsonProtocolClient:
@@ -123,54 +126,58 @@ class JsonProtocolClient:
         attempt = 0
         while True:
             attempt += 1
-            parsed_error: dict[str, Any] | None = None
-            status: _HttpStatus | None = None
+            parsed: dict[str, Any] | None = None
+            response: _HttpResponse | None = None
             failure: Exception | None = None
             try:
-                code, response_headers, data = await self._send(body, headers)
+                response = await self._send(body, headers)
             except (TimeoutError, aiohttp.ClientError) as exc:
                 failure = self._as_botocore_error(exc)
             else:
-                if code < 300:
-                    return cast(dict[str, Any], json.loads(data)) if data else {}
-                status = _HttpStatus(code)
-                parsed_error = self._parse_error(code, response_headers, data, operation_model)
+                if response.status_code < 300:
+                    parsed = json.loads(response.content) if response.content else {}
+                else:
+                    parsed = self._parse_error(response, operation_model)
             context = standard.RetryContext(
                 attempt_number=attempt,
                 operation_model=operation_model,
-                parsed_response=parsed_error,
-                http_response=status,
+                parsed_response=parsed,
+                http_response=response,
                 caught_exception=failure,
             )
-            if not self._retry_conditions.is_retryable(context):
-                if failure is not None:
-                    raise failure
-                assert parsed_error is not None
-                error_class = self._errors.from_code(parsed_error["Error"]["Code"])
-                raise error_class(parsed_error, operation)  # type: ignore[arg-type]
-            await asyncio.sleep(self._backoff.delay_amount(context))
+            # Asked of successes too, as botocore does: a DynamoDB answer whose CRC32 does not
+            # match its body is retried.
+            if self._retry_conditions.is_retryable(context):
+                await asyncio.sleep(self._backoff.delay_amount(context))
+                continue
+            if failure is not None:
+                raise failure
+            assert response is not None
+            assert parsed is not None
+            if response.status_code < 300:
+                return parsed
+            error_class = self._errors.from_code(parsed["Error"]["Code"])
+            raise error_class(parsed, operation)  # type: ignore[arg-type]
 
     def _parse_error(
-        self,
-        code: int,
-        headers: Mapping[str, str],
-        data: bytes,
-        operation_model: OperationModel,
+        self, response: _HttpResponse, operation_model: OperationModel
     ) -> dict[str, Any]:
         """Code and message, plus the error's modelled members (a cancelled transaction's
         CancellationReasons), as botocore's endpoint adds them."""
-        response = {"status_code": code, "headers": headers, "body": data}
+        raw = {
+            "status_code": response.status_code,
+            "headers": response.headers,
+            "body": response.content,
+        }
         # The generic error parse never reads the output shape (some operations have none).
         output_shape: Any = operation_model.output_shape
-        parsed: dict[str, Any] = self._error_parser.parse(response, output_shape)
+        parsed: dict[str, Any] = self._error_parser.parse(raw, output_shape)
         error_shape = self._service_model.shape_for_error_code(parsed["Error"]["Code"])
         if error_shape is not None:
-            parsed.update(self._error_parser.parse(response, error_shape))
+            parsed.update(self._error_parser.parse(raw, error_shape))
         return parsed
 
-    async def _send(
-        self, body: bytes, headers: dict[str, str]
-    ) -> tuple[int, Mapping[str, str], bytes]:
+    async def _send(self, body: bytes, headers: dict[str, str]) -> _HttpResponse:
         if self._credentials is None:  # as the SDK client fails, at call time
             raise botocore_exceptions.NoCredentialsError()
         credentials = await self._credentials.get_frozen_credentials()
@@ -179,7 +186,7 @@ class JsonProtocolClient:
         async with self._http.post(
             self._endpoint_url, data=body, headers=dict(request.headers.items())
         ) as response:
-            return response.status, response.headers, await response.read()
+            return _HttpResponse(response.status, response.headers, await response.read())
 
     def _as_botocore_error(self, exc: Exception) -> Exception:
         """The exception botocore raises for the same transport failure (its retry conditions

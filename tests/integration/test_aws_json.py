@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import contextlib
 import uuid
-from collections.abc import AsyncIterator
+import zlib
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 from aiohttp import web
@@ -138,18 +139,27 @@ class FlakyService:
 
 
 @contextlib.asynccontextmanager
-async def flaky_service(statuses: list[int]) -> AsyncIterator[tuple[FlakyService, str]]:
-    service = FlakyService(statuses)
+async def loopback_service(
+    handle: Callable[[web.Request], Awaitable[web.Response]],
+) -> AsyncIterator[str]:
+    """An HTTP server on loopback answering every POST with `handle`; yields its URL."""
     app = web.Application()
-    app.router.add_post("/", service.handle)
+    app.router.add_post("/", handle)
     runner = web.AppRunner(app)
     await runner.setup()
     port = local.free_port()
     await web.TCPSite(runner, "127.0.0.1", port).start()
     try:
-        yield service, f"http://127.0.0.1:{port}"
+        yield f"http://127.0.0.1:{port}"
     finally:
         await runner.cleanup()
+
+
+@contextlib.asynccontextmanager
+async def flaky_service(statuses: list[int]) -> AsyncIterator[tuple[FlakyService, str]]:
+    service = FlakyService(statuses)
+    async with loopback_service(service.handle) as endpoint:
+        yield service, endpoint
 
 
 async def test_server_errors_are_retried_as_the_sdks_standard_mode_does() -> None:
@@ -239,3 +249,25 @@ async def test_dynamodb_reads_writes_and_cancelled_transactions_match_the_sdk(
         assert reasons == from_sdk.value.response.get("CancellationReasons")
         assert [r["Code"] for r in reasons or []] == ["None", "ConditionalCheckFailed"]
         await sdk.delete_table(TableName=table)
+
+
+async def test_a_dynamodb_answer_failing_its_crc32_is_retried() -> None:
+    answers: list[bytes] = []
+
+    async def handle(request: web.Request) -> web.Response:
+        body = b'{"Item":{"pk":{"S":"a"}}}'
+        answers.append(body)
+        crc = zlib.crc32(body) & 0xFFFFFFFF
+        if len(answers) == 1:
+            crc ^= 1  # corrupted on the way, as far as the client can tell
+        return web.Response(body=body, headers={"x-amz-crc32": str(crc)})
+
+    async with loopback_service(handle) as endpoint:
+        settings = settings_module.AwsSettings(dynamodb_endpoint_url=endpoint)
+        async with (
+            aws.dynamodb_client(settings) as sdk,
+            aws.dynamodb_hot_path(sdk, settings) as hot,
+        ):
+            item = await hot.get_item(TableName="t", Key={"pk": {"S": "a"}})
+    assert item["Item"] == {"pk": {"S": "a"}}
+    assert len(answers) == 2
