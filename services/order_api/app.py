@@ -15,7 +15,7 @@ from order_api import middleware, problems, ratelimit, security, stores
 from order_api import services as services_module
 from order_api import settings as settings_module
 from order_api.routes import auth, health, orders
-from order_common import aws, logs
+from order_common import aws, logs, memory
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +50,7 @@ async def _lifespan(app: fastapi.FastAPI) -> AsyncIterator[None]:
             await services.send_batcher()
         except Exception as exc:  # start anyway: /readyz says why, sends retry the lookup
             log.warning("queue %s not reachable at start-up: %s", settings.queue_name, exc)
+        memory.freeze_startup_objects()
         yield
         if services.batcher is not None:
             await services.batcher.close()

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 import prometheus_client
 from aiohttp import web
 
-from order_common import aws
+from order_common import aws, memory
 from order_processor import consumer, payments, stores, workflow
 from order_processor import settings as settings_module
 
@@ -119,6 +119,7 @@ async def run(settings: settings_module.ProcessorSettings) -> None:
                 wait_time_seconds=settings.wait_time_seconds,
             )
             active.append(worker)
+            memory.freeze_startup_objects()
             if stopping.is_set():
                 worker.stop()
             await worker.run(shutdown_grace=settings.shutdown_grace_seconds)
