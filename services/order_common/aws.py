@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     )
 
 CONNECT_TIMEOUT_SECONDS = 2
+MAX_ATTEMPTS = 3  # per call, in botocore's standard retry mode (throttling, 5xx, transport)
 
 
 def _config(
@@ -48,7 +49,7 @@ def _config(
         connect_timeout=CONNECT_TIMEOUT_SECONDS,
         read_timeout=read_timeout,
         # Standard mode retries throttling and 5xx with jitter; our own code retries the rest.
-        retries={"mode": "standard", "max_attempts": 3},
+        retries={"mode": "standard", "max_attempts": MAX_ATTEMPTS},
         # Requests are typed against the service models (mypy, types-aiobotocore) and the
         # service validates them again; checking each one here too costs CPU on every call.
         parameter_validation=False,
@@ -156,6 +157,7 @@ async def _json_protocol(
         max_connections=settings.aws_max_pool_connections,
         connect_timeout=CONNECT_TIMEOUT_SECONDS,
         read_timeout=read_timeout,
+        max_attempts=MAX_ATTEMPTS,
     )
     try:
         yield json_client

@@ -34,8 +34,6 @@ if TYPE_CHECKING:
     from botocore.credentials import ReadOnlyCredentials
     from botocore.model import OperationModel, ServiceModel
 
-MAX_ATTEMPTS = 3  # as the SDK clients are configured (standard mode)
-
 
 class CredentialSource(Protocol):
     """aiobotocore's credentials: static ones, or ones that refresh themselves before expiry."""
@@ -60,6 +58,8 @@ class _HttpResponse:
 
 
 class JsonProtocolClient:
+    """Calls one JSON-protocol service (SQS, DynamoDB) by operation name and boto's params."""
+
     def __init__(
         self,
         *,
@@ -69,6 +69,7 @@ class JsonProtocolClient:
         credentials: CredentialSource | None,
         errors: ErrorFactory,
         http: aiohttp.ClientSession,
+        max_attempts: int,
     ) -> None:
         self._service_model = service_model
         self._endpoint_url = endpoint_url
@@ -79,7 +80,7 @@ class JsonProtocolClient:
         self._content_type = f"application/x-amz-json-{service_model.metadata['jsonVersion']}"
         self._target_prefix = service_model.metadata["targetPrefix"]
         self._error_parser = parsers.create_parser(service_model.protocol)
-        self._retry_conditions = standard.StandardRetryConditions(max_attempts=MAX_ATTEMPTS)
+        self._retry_conditions = standard.StandardRetryConditions(max_attempts=max_attempts)
         self._backoff = standard.ExponentialBackoff()
         self._operations: dict[str, OperationModel] = {}
 
@@ -92,6 +93,7 @@ class JsonProtocolClient:
         max_connections: int,
         connect_timeout: float,
         read_timeout: float,
+        max_attempts: int,
     ) -> JsonProtocolClient:
         """A client for the same service, endpoint and region as `client` (an aiobotocore
         client); call inside the event loop that will use it."""
@@ -106,6 +108,7 @@ class JsonProtocolClient:
             credentials=credentials,
             errors=client.exceptions,
             http=http,
+            max_attempts=max_attempts,
         )
 
     async def close(self) -> None:
