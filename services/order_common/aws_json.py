@@ -82,7 +82,6 @@ class JsonProtocolClient:
         self._error_parser = parsers.create_parser(service_model.protocol)
         self._retry_conditions = standard.StandardRetryConditions(max_attempts=max_attempts)
         self._backoff = standard.ExponentialBackoff()
-        self._operations: dict[str, OperationModel] = {}
 
     @classmethod
     def create(
@@ -117,10 +116,7 @@ class JsonProtocolClient:
     async def call(self, operation: str, params: Mapping[str, Any]) -> dict[str, Any]:
         """Call `operation` with `params` as boto would take them; return its parsed result,
         or raise what the aiobotocore client would have raised."""
-        operation_model = self._operations.get(operation)
-        if operation_model is None:
-            operation_model = self._service_model.operation_model(operation)
-            self._operations[operation] = operation_model
+        operation_model = self._service_model.operation_model(operation)  # cached by botocore
         body = json.dumps(params, separators=(",", ":")).encode()
         headers = {
             "Content-Type": self._content_type,
