@@ -14,7 +14,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import pytest
 from aiohttp import web
 from botocore.exceptions import ClientError, EndpointConnectionError
+from types_aiobotocore_dynamodb import DynamoDBClient
 from types_aiobotocore_dynamodb.type_defs import TransactWriteItemTypeDef
+from types_aiobotocore_sqs import SQSClient
 from types_aiobotocore_sqs.type_defs import (
     MessageAttributeValueTypeDef,
     SendMessageBatchRequestEntryTypeDef,
@@ -27,6 +29,26 @@ from order_devtools import engines, local
 pytestmark = pytest.mark.integration
 
 
+@contextlib.asynccontextmanager
+async def sqs_clients(
+    settings: settings_module.AwsSettings,
+) -> AsyncIterator[tuple[SQSClient, aws.SqsHotPath]]:
+    """The SDK client and the lean one on the same endpoint, made as the services make them."""
+    async with (
+        aws.sqs_client(settings) as sdk,
+        aws.sqs_hot_path(sdk, settings, read_timeout=10) as hot,
+    ):
+        yield sdk, hot
+
+
+@contextlib.asynccontextmanager
+async def dynamodb_clients(
+    settings: settings_module.AwsSettings,
+) -> AsyncIterator[tuple[DynamoDBClient, aws.DynamoDbHotPath]]:
+    async with aws.dynamodb_client(settings) as sdk, aws.dynamodb_hot_path(sdk, settings) as hot:
+        yield sdk, hot
+
+
 @pytest.fixture
 def sqs_settings(local_engines: engines.Engines) -> settings_module.AwsSettings:
     return settings_module.AwsSettings(sqs_endpoint_url=local_engines.sqs_endpoint)
@@ -35,10 +57,7 @@ def sqs_settings(local_engines: engines.Engines) -> settings_module.AwsSettings:
 async def test_send_receive_delete_return_what_the_sdk_returns(
     sqs_settings: settings_module.AwsSettings,
 ) -> None:
-    async with (
-        aws.sqs_client(sqs_settings) as sdk,
-        aws.sqs_hot_path(sdk, sqs_settings, read_timeout=10) as hot,
-    ):
+    async with sqs_clients(sqs_settings) as (sdk, hot):
         url = (await sdk.create_queue(QueueName=f"json-{uuid.uuid4().hex[:8]}"))["QueueUrl"]
         attributes: dict[str, MessageAttributeValueTypeDef] = {
             "request_id": {"DataType": "String", "StringValue": "req-1"}
@@ -95,10 +114,7 @@ async def test_send_receive_delete_return_what_the_sdk_returns(
 async def test_a_service_error_raises_the_sdks_modelled_exception(
     sqs_settings: settings_module.AwsSettings,
 ) -> None:
-    async with (
-        aws.sqs_client(sqs_settings) as sdk,
-        aws.sqs_hot_path(sdk, sqs_settings, read_timeout=10) as hot,
-    ):
+    async with sqs_clients(sqs_settings) as (sdk, hot):
         missing = f"{sqs_settings.sqs_endpoint_url}/000000000000/missing-{uuid.uuid4().hex[:8]}"
         entries: list[SendMessageBatchRequestEntryTypeDef] = [{"Id": "a", "MessageBody": "x"}]
         with pytest.raises(ClientError) as from_sdk:
@@ -112,10 +128,7 @@ async def test_a_service_error_raises_the_sdks_modelled_exception(
 
 async def test_an_unreachable_endpoint_raises_the_sdks_connection_error() -> None:
     closed = settings_module.AwsSettings(sqs_endpoint_url=f"http://127.0.0.1:{local.free_port()}")
-    async with (
-        aws.sqs_client(closed) as sdk,
-        aws.sqs_hot_path(sdk, closed, read_timeout=2) as hot,
-    ):
+    async with sqs_clients(closed) as (_, hot):
         with pytest.raises(EndpointConnectionError):
             await hot.send_message_batch(QueueUrl="q", Entries=[{"Id": "a", "MessageBody": "x"}])
 
@@ -165,8 +178,7 @@ async def flaky_service(statuses: list[int]) -> AsyncIterator[tuple[FlakyService
 async def test_server_errors_are_retried_as_the_sdks_standard_mode_does() -> None:
     async with (
         flaky_service([500, 503]) as (service, endpoint),
-        aws.sqs_client(settings := settings_module.AwsSettings(sqs_endpoint_url=endpoint)) as sdk,
-        aws.sqs_hot_path(sdk, settings, read_timeout=2) as hot,
+        sqs_clients(settings_module.AwsSettings(sqs_endpoint_url=endpoint)) as (_, hot),
     ):
         result = await hot.send_message_batch(
             QueueUrl="q", Entries=[{"Id": "a", "MessageBody": "x"}]
@@ -178,12 +190,9 @@ async def test_server_errors_are_retried_as_the_sdks_standard_mode_does() -> Non
 async def test_client_errors_are_not_retried_and_requests_are_signed() -> None:
     async with (
         flaky_service([400]) as (service, endpoint),
-        aws.sqs_client(
-            settings := settings_module.AwsSettings(
-                sqs_endpoint_url=endpoint, aws_region="eu-west-1"
-            )
-        ) as sdk,
-        aws.sqs_hot_path(sdk, settings, read_timeout=2) as hot,
+        sqs_clients(
+            settings_module.AwsSettings(sqs_endpoint_url=endpoint, aws_region="eu-west-1")
+        ) as (_, hot),
     ):
         with pytest.raises(ClientError) as failed:
             await hot.send_message_batch(QueueUrl="q", Entries=[{"Id": "a", "MessageBody": "x"}])
@@ -202,10 +211,7 @@ async def test_dynamodb_reads_writes_and_cancelled_transactions_match_the_sdk(
 ) -> None:
     settings = settings_module.AwsSettings(dynamodb_endpoint_url=local_engines.dynamodb_endpoint)
     table = f"json-{uuid.uuid4().hex[:8]}"
-    async with (
-        aws.dynamodb_client(settings) as sdk,
-        aws.dynamodb_hot_path(sdk, settings) as hot,
-    ):
+    async with dynamodb_clients(settings) as (sdk, hot):
         await sdk.create_table(
             TableName=table,
             KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
@@ -264,10 +270,7 @@ async def test_a_dynamodb_answer_failing_its_crc32_is_retried() -> None:
 
     async with loopback_service(handle) as endpoint:
         settings = settings_module.AwsSettings(dynamodb_endpoint_url=endpoint)
-        async with (
-            aws.dynamodb_client(settings) as sdk,
-            aws.dynamodb_hot_path(sdk, settings) as hot,
-        ):
+        async with dynamodb_clients(settings) as (_, hot):
             item = await hot.get_item(TableName="t", Key={"pk": {"S": "a"}})
     assert item["Item"] == {"pk": {"S": "a"}}
     assert len(answers) == 2
