@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     )
 
 CONNECT_TIMEOUT_SECONDS = 2
+READ_TIMEOUT_SECONDS = 10  # unless a caller waits longer on purpose (long polls, sends)
 MAX_ATTEMPTS = 3  # per call, in botocore's standard retry mode (throttling, 5xx, transport)
 
 
@@ -57,7 +58,7 @@ def _config(
 
 
 def sqs_client(
-    settings: settings_module.AwsSettings, *, read_timeout: float = 10
+    settings: settings_module.AwsSettings, *, read_timeout: float = READ_TIMEOUT_SECONDS
 ) -> contextlib.AbstractAsyncContextManager[SQSClient]:
     session = aiobotocore.session.get_session()
     return session.create_client(
@@ -68,7 +69,7 @@ def sqs_client(
 
 
 def dynamodb_client(
-    settings: settings_module.AwsSettings, *, read_timeout: float = 10
+    settings: settings_module.AwsSettings, *, read_timeout: float = READ_TIMEOUT_SECONDS
 ) -> contextlib.AbstractAsyncContextManager[DynamoDBClient]:
     session = aiobotocore.session.get_session()
     return session.create_client(
@@ -175,7 +176,10 @@ async def sqs_hot_path(
 
 @contextlib.asynccontextmanager
 async def dynamodb_hot_path(
-    client: DynamoDBClient, settings: settings_module.AwsSettings, *, read_timeout: float = 10
+    client: DynamoDBClient,
+    settings: settings_module.AwsSettings,
+    *,
+    read_timeout: float = READ_TIMEOUT_SECONDS,
 ) -> AsyncIterator[DynamoDbHotPath]:
     async with _json_protocol(client, settings, read_timeout=read_timeout) as json_client:
         yield DynamoDbHotPath(json_client, client)
