@@ -76,6 +76,8 @@ def create_app(settings: settings_module.ApiSettings | None = None) -> fastapi.F
     app.state.settings = settings
     problems.install(app)
     app.add_exception_handler(stores.StoreUnavailableError, _on_store_unavailable)
+    # Inside the request context (ids, body limit, metrics), outside the router.
+    app.add_middleware(orders.AcceptFastPath, handlers=app.exception_handlers)
     app.add_middleware(middleware.RequestContextMiddleware, max_body_bytes=settings.max_body_bytes)
     app.include_router(auth.router)
     app.include_router(orders.router)

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import datetime
 import hashlib
+import inspect
 import logging
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Mapping
 from typing import Annotated, Any, cast
 
 import fastapi
@@ -14,6 +15,7 @@ import fastapi.exceptions
 import fastapi.routing
 import orjson
 import pydantic
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from order_api import batcher, deps, metrics, problems, schemas, stores
 from order_api import services as services_module
@@ -224,6 +226,54 @@ router.add_api_route(
         503: {"description": "The queue is unreachable; nothing was accepted"},
     },
 )
+
+
+ExceptionHandler = Callable[[fastapi.Request, Exception], Any]
+
+
+class AcceptFastPath:
+    """ASGI middleware that serves `POST /v1/orders` itself, before the router.
+
+    Through Starlette's exception middleware and router (about ten ASGI layers, and matching
+    the routes one by one) every order cost about 60 µs more: a sixth of one worker's CPU at
+    2,500/s. Errors go to the app's own exception handlers, so the answers are the same
+    problem documents; anything they do not handle goes on to the server-error middleware
+    outside, as before. The route stays registered: it documents the endpoint, and serves it
+    when the app is mounted under a prefix.
+    """
+
+    def __init__(self, app: ASGIApp, *, handlers: Mapping[Any, ExceptionHandler]) -> None:
+        self.app = app
+        self.handlers = handlers  # the app's own dict: handlers added later are seen too
+        self.route = next(r for r in router.routes if getattr(r, "endpoint", None) is create_order)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (
+            scope["type"] != "http"
+            or scope["method"] != "POST"
+            or scope["path"] != router.prefix
+            or scope.get("root_path")
+        ):
+            await self.app(scope, receive, send)
+            return
+        scope["route"] = self.route  # what the router would set (the metrics label reads it)
+        request = fastapi.Request(scope, receive)
+        try:
+            response = await create_order(request)
+        except Exception as exc:
+            handler = self._handler_for(exc)
+            if handler is None:
+                raise
+            response = handler(request, exc)
+            if inspect.isawaitable(response):
+                response = await response
+        await response(scope, receive, send)
+
+    def _handler_for(self, exc: Exception) -> ExceptionHandler | None:
+        for kind in type(exc).__mro__:  # the most specific handler, as Starlette picks it
+            if kind in self.handlers:
+                return self.handlers[kind]
+        return None
 
 
 def _require_json(content_type: str | None) -> None:
