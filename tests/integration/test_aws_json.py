@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import uuid
 import zlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 
 import pytest
 from aiohttp import web
@@ -138,10 +138,10 @@ class FlakyService:
 
     def __init__(self, statuses: list[int]) -> None:
         self.statuses = statuses
-        self.requests: list[dict[str, str]] = []
+        self.requests: list[Mapping[str, str]] = []  # each request's headers (any case)
 
     async def handle(self, request: web.Request) -> web.Response:
-        self.requests.append(dict(request.headers))
+        self.requests.append(request.headers)
         status = self.statuses.pop(0) if self.statuses else 200
         if status == 200:
             return web.json_response({"Successful": [{"Id": "a", "MessageId": "m"}]})
@@ -204,6 +204,7 @@ async def test_client_errors_are_not_retried_and_requests_are_signed() -> None:
     assert headers["Authorization"].startswith("AWS4-HMAC-SHA256 Credential=local/")
     assert "/eu-west-1/sqs/aws4_request" in headers["Authorization"]
     assert "X-Amz-Date" in headers
+    assert headers["Host"] == endpoint.removeprefix("http://")  # the Host sent is the one signed
 
 
 async def test_dynamodb_reads_writes_and_cancelled_transactions_match_the_sdk(
