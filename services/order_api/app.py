@@ -72,6 +72,10 @@ def create_app(settings: settings_module.ApiSettings | None = None) -> fastapi.F
         version="1",
         summary="Accepts orders for asynchronous processing and reports their status.",
         lifespan=_lifespan,
+        # FastAPI's own OpenTelemetry hooks look up the global providers on every request
+        # (about 7 µs of the accept route's CPU). This service has none to feed: its metrics
+        # are Prometheus (order_api.metrics) and its logs JSON on stdout.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.state.settings = settings
     problems.install(app)
