@@ -59,10 +59,9 @@ class RequestContextMiddleware:
             logs.request_id_var.reset(token)
             route = scope.get("route")
             path = getattr(route, "path", None) or "unmatched"
-            metrics.HTTP_REQUESTS.labels(path, scope["method"], str(status_holder[0])).inc()
-            metrics.HTTP_DURATION.labels(path, scope["method"]).observe(
-                time.perf_counter() - started
-            )
+            requests, duration = metrics.http_series(path, scope["method"], str(status_holder[0]))
+            requests.inc()
+            duration.observe(time.perf_counter() - started)
 
     def _limited(self, receive: Receive, send: Send, refused: list[bool]) -> Receive:
         """Count streamed body bytes; past the limit answer 413 and tell the app we left."""
