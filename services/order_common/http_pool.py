@@ -64,9 +64,14 @@ class _Connection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         try:
             self._parser.feed_data(data)
-        except httptools.HttpParserError as exc:
-            self._fail(ConnectionLostError(f"malformed HTTP answer: {exc}"))
+        except (httptools.HttpParserError, httptools.HttpParserUpgrade) as exc:
+            self._fail(ConnectionLostError(f"malformed HTTP answer: {exc!r}"))
             self.close()
+
+    def eof_received(self) -> None:
+        # Marked now, not only in connection_lost one callback later, so the pool never hands
+        # out a connection the server has already closed.
+        self.closed = True
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -80,8 +85,12 @@ class _Connection(asyncio.Protocol):
         self._body.append(body)
 
     def on_message_complete(self) -> None:
-        response = HttpResponse(self._parser.get_status_code(), self._headers, b"".join(self._body))
+        status = self._parser.get_status_code()
+        headers, body = self._headers, b"".join(self._body)
         self._headers, self._body = {}, []
+        if 100 <= status < 200:  # an interim answer (100 Continue): the real one follows
+            return
+        response = HttpResponse(status, headers, body)
         if not self._parser.should_keep_alive():
             self.close()
         if self._answer is not None and not self._answer.done():
@@ -149,7 +158,9 @@ class HttpConnectionPool:
             except BaseException:  # cancelled or failed half way: the stream is unusable
                 connection.close()
                 raise
-            if not connection.closed and not self._closed:
+            if connection.closed or self._closed:
+                connection.close()
+            else:
                 self._idle.append(connection)
             return response
 

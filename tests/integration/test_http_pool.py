@@ -131,6 +131,41 @@ async def test_an_answer_saying_connection_close_is_not_reused() -> None:
     assert server.connections == 3
 
 
+async def test_an_interim_100_continue_is_skipped_for_the_real_answer() -> None:
+    async def continue_first(n: int, body: bytes, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        await writer.drain()
+        await asyncio.sleep(0.02)  # the real answer in a later packet
+        await echo(n, body, writer)
+
+    async with serving(continue_first) as (_, url):
+        client = pool(url)
+        answers = [await client.post(HEADERS, b"%d" % i) for i in range(2)]
+        await client.close()
+    assert [(a.status_code, a.content) for a in answers] == [
+        (200, b'{"n":0,"echo":0}'),
+        (200, b'{"n":1,"echo":1}'),
+    ]
+
+
+async def test_closing_the_pool_closes_connections_still_in_use() -> None:
+    started = asyncio.Event()
+
+    async def slow(n: int, body: bytes, writer: asyncio.StreamWriter) -> None:
+        started.set()
+        await asyncio.sleep(0.1)
+        await echo(n, body, writer)
+
+    async with serving(slow) as (server, url):
+        client = pool(url)
+        in_flight = asyncio.create_task(client.post(HEADERS, b"1"))
+        await started.wait()
+        await client.close()
+        assert (await in_flight).content == b'{"n":0,"echo":1}'
+        await asyncio.sleep(0.05)
+        assert server.writers[0].transport.is_closing()  # the server saw the client hang up
+
+
 async def test_a_chunked_answer_is_joined() -> None:
     async def chunked(n: int, body: bytes, writer: asyncio.StreamWriter) -> None:
         writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
