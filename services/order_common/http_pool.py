@@ -1,9 +1,10 @@
-"""POSTs to one origin over kept-alive HTTP/1.1 connections, at a third of aiohttp's CPU.
+"""POSTs to one origin over kept-alive HTTP/1.1 connections, for less CPU than aiohttp's.
 
 The lean AWS client makes one small POST per SQS or DynamoDB call, more than a thousand a second
-under load. Through an aiohttp session each took about 185 µs of CPU (request and response
-objects, multidicts, URL and cookie handling, tracing hooks); written straight to the event
-loop's transport and parsed by httptools, the parser uvicorn uses, it takes about 60 µs.
+under load. Through an aiohttp session the POST alone took about 185 µs of CPU (request and
+response objects, multidicts, URL and cookie handling, tracing hooks). Written straight to the
+event loop's transport and parsed by httptools, the parser uvicorn uses, a whole lean-client
+`SendMessageBatch` of 1 (signing and JSON included) takes 145-198 µs instead of 228-260 µs.
 Only what these calls need is here: POST with a whole body, answers with a length or chunked,
 TLS for https origins. No redirects, proxies, cookies, compression or streaming.
 """
