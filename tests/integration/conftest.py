@@ -1,4 +1,4 @@
-"""Fixtures for tests against the real local engines (ElasticMQ, DynamoDB Local).
+"""Fixtures for tests against the real local engines (ElasticMQ, Dynoxide).
 
 One pair of engines per test session; every test gets its own queue and tables (unique names),
 and real API/processor processes started the way `make run` starts them.

@@ -1,6 +1,6 @@
 """The local engines behave like SQS and DynamoDB where the pipeline depends on it.
 
-Real boto3 calls against ElasticMQ and DynamoDB Local started by `order_devtools.engines`.
+Real boto3 calls against ElasticMQ and Dynoxide started by `order_devtools.engines`.
 """
 
 from __future__ import annotations

@@ -1,12 +1,9 @@
-"""Local SQS (ElasticMQ) and DynamoDB (DynamoDB Local) engines, run on the JVM without Docker.
+"""Local SQS (ElasticMQ) and DynamoDB (Dynoxide) engines, run as child processes without Docker.
 
-Maven Central carries these engines as libraries, not as runnable bundles, so `ensure_installed`
-resolves each one with a generated pom into a versioned cache directory outside the repo, and
-`running_engines` starts them as child processes bound to 127.0.0.1 only.
-
-DynamoDB Local has no option for its bind address (its Jetty listens on every interface), so a
-ten-line launcher, compiled once into the cache with the JDK compiler module that ships in the
-Debian JRE, sets the connector host before the server starts.
+Maven Central carries ElasticMQ as a library, not a runnable bundle, so `ensure_installed`
+resolves it with a generated pom into a versioned cache directory outside the repo. Dynoxide is a
+native binary built once from crates.io with `cargo install --locked` into the same cache.
+`running_engines` starts both bound to 127.0.0.1 only.
 """
 
 from __future__ import annotations
@@ -15,11 +12,11 @@ import concurrent.futures
 import contextlib
 import ctypes
 import dataclasses
+import fcntl
 import http.client
 import json
 import logging
 import os
-import platform
 import random
 import re
 import shutil
@@ -30,7 +27,6 @@ import sys
 import tempfile
 import threading
 import time
-import zipfile
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import IO
@@ -38,9 +34,8 @@ from typing import IO
 logger = logging.getLogger(__name__)
 
 ELASTICMQ_VERSION = "1.7.1"
-DYNAMODB_LOCAL_VERSION = "3.3.1"
 ELASTICMQ_MAIN_CLASS = "org.elasticmq.server.Main"
-DYNAMODB_LAUNCHER_CLASS = "LoopbackDynamoDBLocal"
+DYNOXIDE_VERSION = "3.2.0"
 LOOPBACK_HOST = "127.0.0.1"
 # ElasticMQ builds queue ARNs from these; any region works for clients on a custom endpoint.
 SQS_REGION = "us-east-1"
@@ -49,25 +44,21 @@ SQS_ACCOUNT_ID = "000000000000"
 # On the 2-core box G1 and SerialGC measured the same within noise (start-up and throughput);
 # SerialGC runs no concurrent GC threads beside the clients. C1-only compilation
 # (-XX:TieredStopAtLevel=1) is left out: benchmarks need the C2 peak. The class-data archive is
-# what shortens start-up. Heap caps keep several JVMs on one machine predictable.
+# what shortens start-up.
 COMMON_JVM_OPTIONS: tuple[str, ...] = ("-XX:+UseSerialGC", "-XX:+ExitOnOutOfMemoryError")
 # ElasticMQ keeps every message live until it is deleted, and under an accept burst nobody
-# deletes for a while. Grown on demand, the heap filled its old generation within 10 s at
-# 3,000 msg/s and a 106-159 ms full collection stopped the queue (the bench's slowest requests
-# fell exactly there); copying long-lived messages between survivor spaces made most young
-# pauses 10-27 ms. Committed up front with a fixed young generation, and with survivors promoted
-# at once, there was no full collection and 2-3 young pauses in 16 reached 10 ms.
+# deletes for a while. A heap committed up front with a fixed young generation, survivors
+# promoted at once, avoids full collections that stop the queue (docs/performance.md).
 ELASTICMQ_JVM_OPTIONS: tuple[str, ...] = (
     "-Xms2g",
     "-Xmx2g",
     "-Xmn128m",
     "-XX:MaxTenuringThreshold=0",
 )
-DYNAMODB_JVM_OPTIONS: tuple[str, ...] = ("-Xmx1g",)
 
 STARTUP_TIMEOUT_SECONDS = 90.0
 # ElasticMQ can linger after SIGTERM while clients keep idle connections open; every change it
-# acknowledged is already on disk (H2 with WRITE_DELAY=0, SQLite for DynamoDB Local), so a longer
+# acknowledged is already on disk (H2 with WRITE_DELAY=0, SQLite for Dynoxide), so a longer
 # wait before SIGKILL buys nothing and slows every stop.
 STOP_TIMEOUT_SECONDS = 5.0
 READINESS_POLL_SECONDS = 0.05
@@ -77,32 +68,6 @@ INSTALLED_MARKER = ".installed"
 # Bump when the cache layout changes, so older caches are resolved again.
 INSTALL_LAYOUT_VERSION = 2
 CLASS_ARCHIVE_NAME = "app-cds.jsa"
-LAUNCHER_JAR_NAME = "order-pipeline-dynamodb-launcher.jar"
-
-_LOOPBACK_LAUNCHER_SOURCE = """\
-import java.lang.reflect.Field;
-import org.eclipse.jetty.server.Connector;
-import org.eclipse.jetty.server.Server;
-import org.eclipse.jetty.server.ServerConnector;
-import software.amazon.dynamodb.services.local.main.ServerRunner;
-import software.amazon.dynamodb.services.local.server.DynamoDBProxyServer;
-
-/** Runs DynamoDB Local like its ServerRunner does, but bound to one host instead of all. */
-public final class LoopbackDynamoDBLocal {
-    public static void main(String[] args) throws Exception {
-        String host = System.getProperty("dynamodb.local.host", "127.0.0.1");
-        DynamoDBProxyServer proxy = ServerRunner.createServerFromCommandLineArgs(args);
-        Field field = DynamoDBProxyServer.class.getDeclaredField("server");
-        field.setAccessible(true);
-        Server jetty = (Server) field.get(proxy);
-        for (Connector connector : jetty.getConnectors()) {
-            ((ServerConnector) connector).setHost(host);
-        }
-        proxy.start();
-        proxy.join();
-    }
-}
-"""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -114,7 +79,7 @@ class MavenArtifact:
 
 @dataclasses.dataclass(frozen=True)
 class EngineDistribution:
-    """One engine as Maven coordinates plus where its resolved jars live in the cache."""
+    """ElasticMQ as Maven coordinates plus where its resolved jars live in the cache."""
 
     name: str
     artifact: MavenArtifact
@@ -128,13 +93,36 @@ class EngineDistribution:
         return self.install_dir / "lib"
 
 
+@dataclasses.dataclass(frozen=True)
+class CargoCrate:
+    """A binary built from crates.io with the crate's own lock file (`--locked`)."""
+
+    name: str
+    crate: str
+    version: str
+    features: tuple[str, ...]
+    minimum_rust: tuple[int, int]
+
+    @property
+    def install_dir(self) -> Path:
+        return cache_root() / f"{self.name}-{self.version}"
+
+    @property
+    def binary(self) -> Path:
+        return self.install_dir / "bin" / self.name
+
+
 ELASTICMQ = EngineDistribution(
     name="elasticmq",
     artifact=MavenArtifact("org.elasticmq", "elasticmq-server_2.13", ELASTICMQ_VERSION),
 )
-DYNAMODB_LOCAL = EngineDistribution(
-    name="dynamodb-local",
-    artifact=MavenArtifact("software.amazon.dynamodb", "DynamoDBLocal", DYNAMODB_LOCAL_VERSION),
+# Only the HTTP server and its CLI over the bundled SQLite: no MCP server, no encryption.
+DYNOXIDE = CargoCrate(
+    name="dynoxide",
+    crate="dynoxide-rs",
+    version=DYNOXIDE_VERSION,
+    features=("native-sqlite", "http-server", "cli"),
+    minimum_rust=(1, 88),
 )
 
 
@@ -176,153 +164,158 @@ def _pom_for(artifact: MavenArtifact) -> str:
 """
 
 
-def _run_checked(command: Sequence[str], *, cwd: Path, what: str) -> None:
+def _run_checked(
+    command: Sequence[str], *, cwd: Path, what: str, env: dict[str, str] | None = None
+) -> None:
     completed = subprocess.run(
-        command, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, check=False
+        command,
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        check=False,
     )
     if completed.returncode != 0:
         tail = "\n".join(completed.stdout.splitlines()[-40:])
         raise RuntimeError(f"{what} failed (exit {completed.returncode}):\n{tail}")
 
 
-def _jar_classpath(lib_dir: Path) -> str:
-    return os.pathsep.join(str(jar) for jar in sorted(lib_dir.glob("*.jar")))
+@contextlib.contextmanager
+def _install_lock(name: str) -> Iterator[None]:
+    """One installer per engine at a time across processes (parallel test sessions, CI)."""
+    cache_root().mkdir(parents=True, exist_ok=True)
+    with (cache_root() / f".{name}.lock").open("w") as lock_file:
+        fcntl.flock(lock_file, fcntl.LOCK_EX)
+        yield
 
 
-def _sqlite4java_platform() -> str:
-    machine = platform.machine().lower()
-    names = {"x86_64": "linux-amd64", "amd64": "linux-amd64", "aarch64": "linux-aarch64"}
-    if sys.platform != "linux" or machine not in names:
-        raise RuntimeError(f"no sqlite4java native library known for {sys.platform}/{machine}")
-    return names[machine]
+def _installed_marker_text(what: object) -> str:
+    return f"{what} layout={INSTALL_LAYOUT_VERSION}\n"
 
 
-def _prepare_dynamodb_local(staging_dir: Path) -> None:
-    """Put the sqlite4java native library where sqlite4java looks, and compile the launcher."""
-    lib_dir = staging_dir / "lib"
-    native_name = f"libsqlite4java-{_sqlite4java_platform()}"
-    candidates = sorted(lib_dir.glob(f"{native_name}-*.so"))
-    if not candidates:
-        raise RuntimeError(f"{native_name}-*.so missing from the resolved DynamoDB Local jars")
-    native_dir = staging_dir / "native"
-    native_dir.mkdir()
-    # sqlite4java loads the library by its unversioned name.
-    shutil.copy2(candidates[-1], native_dir / f"{native_name}.so")
-
-    _strip_manifest_class_path(lib_dir / f"DynamoDBLocal-{DYNAMODB_LOCAL_VERSION}.jar")
-
-    classes_dir = staging_dir / "launcher-classes"
-    classes_dir.mkdir()
-    source = classes_dir / f"{DYNAMODB_LAUNCHER_CLASS}.java"
-    source.write_text(_LOOPBACK_LAUNCHER_SOURCE)
-    # `java -m jdk.compiler/...` needs only the JRE's module image, not a `javac` binary.
-    compile_command = [
-        _require_tool("java"),
-        "-m",
-        "jdk.compiler/com.sun.tools.javac.Main",
-        "--release",
-        "17",
-        "-proc:none",
-        "-nowarn",
-        "-cp",
-        _jar_classpath(lib_dir),
-        "-d",
-        str(classes_dir),
-        str(source),
-    ]
-    _run_checked(compile_command, cwd=staging_dir, what="compiling the DynamoDB Local launcher")
-    # A jar, not a class directory: class-data archives refuse directories on the classpath.
-    class_file = f"{DYNAMODB_LAUNCHER_CLASS}.class"
-    with zipfile.ZipFile(lib_dir / LAUNCHER_JAR_NAME, "w") as launcher_jar:
-        launcher_jar.write(classes_dir / class_file, class_file)
-    shutil.rmtree(classes_dir)
-
-
-def _strip_manifest_class_path(jar: Path) -> None:
-    """Drop the jar's manifest Class-Path in place.
-
-    DynamoDBLocal's manifest lists "." (the lib dir itself) and a DynamoDBLocal_lib/ layout that
-    does not exist here; every dependency is on -cp already, and a directory on the classpath
-    stops the JVM from using a class-data archive.
-    """
-    rewritten = jar.with_name(jar.name + ".tmp")
-    with zipfile.ZipFile(jar) as source, zipfile.ZipFile(rewritten, "w") as target:
-        for entry in source.infolist():
-            data = source.read(entry)
-            if entry.filename == "META-INF/MANIFEST.MF":
-                manifest = data.decode("utf-8").replace("\r\n", "\n")
-                manifest = re.sub(r"^Class-Path:.*\n(?: .*\n)*", "", manifest, flags=re.MULTILINE)
-                data = manifest.encode("utf-8")
-            target.writestr(entry, data)
-    rewritten.replace(jar)
-
-
-def _installed_marker_text(distribution: EngineDistribution) -> str:
-    return f"{distribution.artifact} layout={INSTALL_LAYOUT_VERSION}\n"
-
-
-def _is_installed(distribution: EngineDistribution) -> bool:
-    marker = distribution.install_dir / INSTALLED_MARKER
+def _is_installed(install_dir: Path, what: object) -> bool:
     try:
-        return marker.read_text() == _installed_marker_text(distribution)
+        return (install_dir / INSTALLED_MARKER).read_text() == _installed_marker_text(what)
     except FileNotFoundError:
         return False
 
 
-def _install(distribution: EngineDistribution) -> Path:
-    """Resolve one engine into its cache dir unless a complete earlier resolve is there."""
-    install_dir = distribution.install_dir
-    if _is_installed(distribution):
-        return install_dir
+@contextlib.contextmanager
+def _staging_dir_for(install_dir: Path, what: object) -> Iterator[Path]:
+    """A private directory renamed to `install_dir` (with its marker) when the block succeeds,
+    so an interrupted install never leaves a half-filled directory that looks installed."""
     install_dir.parent.mkdir(parents=True, exist_ok=True)
-    artifact = distribution.artifact
-    _progress(
-        f"resolving {artifact.group_id}:{artifact.artifact_id}:{artifact.version} into "
-        f"{install_dir} (first run only)"
-    )
-    started = time.monotonic()
-    # Resolve into a private staging dir and rename it into place, so an interrupted or
-    # concurrent resolve never leaves a half-filled directory that looks installed.
     staging_dir = Path(tempfile.mkdtemp(prefix=f".{install_dir.name}.", dir=install_dir.parent))
     staging_dir.chmod(0o755)
     try:
-        (staging_dir / "pom.xml").write_text(_pom_for(artifact))
-        resolve_command = [
-            _require_tool("mvn"),
-            "-q",
-            "-B",
-            "-f",
-            str(staging_dir / "pom.xml"),
-            "dependency:copy-dependencies",
-            "-DincludeScope=runtime",
-            f"-DoutputDirectory={staging_dir / 'lib'}",
-        ]
-        _run_checked(resolve_command, cwd=staging_dir, what=f"resolving {distribution.name}")
-        if not any((staging_dir / "lib").glob("*.jar")):
-            raise RuntimeError(f"resolving {distribution.name} produced no jars")
-        if distribution is DYNAMODB_LOCAL:
-            _prepare_dynamodb_local(staging_dir)
-        (staging_dir / INSTALLED_MARKER).write_text(_installed_marker_text(distribution))
+        yield staging_dir
+        (staging_dir / INSTALLED_MARKER).write_text(_installed_marker_text(what))
         shutil.rmtree(install_dir, ignore_errors=True)
-        try:
-            staging_dir.rename(install_dir)
-        except OSError:
-            # Another process finished first; its copy is as good as ours.
-            if not _is_installed(distribution):
-                raise
+        staging_dir.rename(install_dir)
     finally:
         shutil.rmtree(staging_dir, ignore_errors=True)
-    _progress(f"{distribution.name} ready in {time.monotonic() - started:.1f}s")
-    return install_dir
+
+
+def _install_maven(distribution: EngineDistribution) -> None:
+    """Resolve the engine's jars into its cache dir unless a complete earlier resolve is there."""
+    install_dir, artifact = distribution.install_dir, distribution.artifact
+    if _is_installed(install_dir, artifact):
+        return
+    with _install_lock(distribution.name):
+        if _is_installed(install_dir, artifact):  # another process finished while we waited
+            return
+        _progress(
+            f"resolving {artifact.group_id}:{artifact.artifact_id}:{artifact.version} into "
+            f"{install_dir} (first run only)"
+        )
+        started = time.monotonic()
+        with _staging_dir_for(install_dir, artifact) as staging_dir:
+            (staging_dir / "pom.xml").write_text(_pom_for(artifact))
+            resolve_command = [
+                _require_tool("mvn"),
+                "-q",
+                "-B",
+                "-f",
+                str(staging_dir / "pom.xml"),
+                "dependency:copy-dependencies",
+                "-DincludeScope=runtime",
+                f"-DoutputDirectory={staging_dir / 'lib'}",
+            ]
+            _run_checked(resolve_command, cwd=staging_dir, what=f"resolving {distribution.name}")
+            if not any((staging_dir / "lib").glob("*.jar")):
+                raise RuntimeError(f"resolving {distribution.name} produced no jars")
+        _progress(f"{distribution.name} ready in {time.monotonic() - started:.1f}s")
+
+
+def _cargo() -> str:
+    """The cargo to build with, checked to be new enough for every crate built here."""
+    cargo = shutil.which("cargo") or str(Path.home() / ".cargo" / "bin" / "cargo")
+    needed = ".".join(map(str, DYNOXIDE.minimum_rust))
+    hint = (
+        f"Dynoxide, the local DynamoDB engine, is built once from crates.io with cargo "
+        f"(Rust {needed} or newer); install a Rust toolchain with rustup"
+    )
+    if not os.access(cargo, os.X_OK):
+        raise RuntimeError(f"'cargo' is not on PATH. {hint}")
+    version = subprocess.run(
+        [cargo, "--version"], capture_output=True, text=True, check=False
+    ).stdout
+    match = re.match(r"cargo (\d+)\.(\d+)", version)
+    if match is None or (int(match[1]), int(match[2])) < DYNOXIDE.minimum_rust:
+        found = version.strip() or "an unknown version"
+        raise RuntimeError(f"{cargo} is {found}, too old. {hint} (`rustup update`)")
+    return cargo
+
+
+def _install_cargo(crate: CargoCrate) -> None:
+    """Build the crate's binary into its cache dir unless a complete earlier build is there."""
+    what = f"{crate.crate}@{crate.version} features={','.join(crate.features)}"
+    if _is_installed(crate.install_dir, what):
+        return
+    cargo = _cargo()
+    with _install_lock(crate.name):
+        if _is_installed(crate.install_dir, what):
+            return
+        _progress(
+            f"building {crate.crate} {crate.version} with cargo into {crate.install_dir} "
+            "(first run only; about 5 minutes on 2 cores)"
+        )
+        started = time.monotonic()
+        # A target dir that outlives the attempt: an interrupted build resumes where it stopped.
+        target_dir = cache_root() / f".{crate.name}-{crate.version}-target"
+        with _staging_dir_for(crate.install_dir, what) as staging_dir:
+            build_command = [
+                cargo,
+                "install",
+                crate.crate,
+                "--version",
+                crate.version,
+                "--locked",
+                "--no-default-features",
+                "--features",
+                ",".join(crate.features),
+                "--root",
+                str(staging_dir),
+                "--target-dir",
+                str(target_dir),
+            ]
+            _run_checked(build_command, cwd=staging_dir, what=f"building {crate.crate}")
+            (staging_dir / ".crates.toml").unlink(missing_ok=True)
+            (staging_dir / ".crates2.json").unlink(missing_ok=True)
+            if not os.access(staging_dir / "bin" / crate.name, os.X_OK):
+                raise RuntimeError(f"building {crate.crate} produced no bin/{crate.name}")
+        shutil.rmtree(target_dir, ignore_errors=True)
+        _progress(f"{crate.name} ready in {time.monotonic() - started:.1f}s")
 
 
 def ensure_installed() -> None:
-    """Resolve both engines into the cache; cheap when they are already there."""
+    """Resolve ElasticMQ and build Dynoxide into the cache; cheap when they are already there."""
     _require_tool("java")
-    for distribution in (ELASTICMQ, DYNAMODB_LOCAL):
-        _install(distribution)
-    if not all(_class_archive(d).exists() for d in (ELASTICMQ, DYNAMODB_LOCAL)):
-        _train_class_archives()
+    _install_maven(ELASTICMQ)
+    _install_cargo(DYNOXIDE)
+    if not _class_archive(ELASTICMQ).exists():
+        _train_class_archive()
 
 
 def _class_archive(distribution: EngineDistribution) -> Path:
@@ -334,50 +327,29 @@ def _class_archive_options(distribution: EngineDistribution) -> list[str]:
     return [f"-XX:SharedArchiveFile={archive}"] if archive.exists() else []
 
 
-def _train_class_archives() -> None:
-    """Boot each engine once with -XX:ArchiveClassesAtExit to record an AppCDS archive.
+def _train_class_archive() -> None:
+    """Boot ElasticMQ once with -XX:ArchiveClassesAtExit to record an AppCDS archive.
 
     Loading the engine classes from that archive instead of ~100 jars cuts JVM start-up by
     roughly 40% on the 2-core box. The archive embeds the classpath, so it is recorded from the
     final install dir; a JVM that finds it stale ignores it with a warning and starts normally.
     """
-    _progress("recording class-data archives for faster engine start-up (first run only)")
+    _progress("recording a class-data archive for faster ElasticMQ start-up (first run only)")
     started = time.monotonic()
-    partials = {
-        distribution: _class_archive(distribution).with_name(
-            f"{CLASS_ARCHIVE_NAME}.{os.getpid()}.partial"
-        )
-        for distribution in (ELASTICMQ, DYNAMODB_LOCAL)
-    }
-
-    def recording(distribution: EngineDistribution) -> list[str]:
-        return [f"-XX:ArchiveClassesAtExit={partials[distribution]}", "-Xlog:cds=off"]
-
+    archive = _class_archive(ELASTICMQ)
+    partial = archive.with_name(f"{CLASS_ARCHIVE_NAME}.{os.getpid()}.partial")
+    recording = [f"-XX:ArchiveClassesAtExit={partial}", "-Xlog:cds=off"]
     with tempfile.TemporaryDirectory(prefix="engines-cds-") as scratch:
-        engines = Engines(
-            sqs=elasticmq_process(
-                Path(scratch),
-                port=0,
-                persistent=True,
-                extra_jvm_options=recording(ELASTICMQ),
-            ),
-            dynamodb=dynamodb_local_process(
-                Path(scratch),
-                port=0,
-                persistent=True,
-                extra_jvm_options=recording(DYNAMODB_LOCAL),
-            ),
-        )
+        sqs = elasticmq_process(Path(scratch), port=0, persistent=True, extra_jvm_options=recording)
         try:
-            engines.start()
+            sqs.start()
         except RuntimeError as error:
-            logger.warning("recording class-data archives failed; starting without: %s", error)
+            logger.warning("recording the class-data archive failed; starting without: %s", error)
         finally:
-            engines.stop()
-    for distribution, partial in partials.items():
-        if partial.exists():
-            partial.replace(_class_archive(distribution))
-    _progress(f"class-data archives recorded in {time.monotonic() - started:.1f}s")
+            sqs.stop()
+    if partial.exists():
+        partial.replace(archive)
+    _progress(f"class-data archive recorded in {time.monotonic() - started:.1f}s")
 
 
 # --- processes ---------------------------------------------------------------------------------
@@ -495,7 +467,9 @@ def _dynamodb_answers(port: int) -> bool:
     headers = {
         "X-Amz-Target": "DynamoDB_20120810.ListTables",
         "Content-Type": "application/x-amz-json-1.0",
-        # DynamoDB Local checks only that a credential is present, never the signature.
+        # Dynoxide checks that a request is signed the way DynamoDB wants it (a credential
+        # scope and a date), not the signature itself.
+        "X-Amz-Date": "20240101T000000Z",
         "Authorization": (
             "AWS4-HMAC-SHA256 Credential=local/20240101/us-east-1/dynamodb/aws4_request, "
             "SignedHeaders=host, Signature=0"
@@ -509,7 +483,7 @@ class PortTakenError(RuntimeError):
 
 
 class EngineProcess:
-    """One engine JVM on a fixed loopback port; restarts reuse the port and the data dir."""
+    """One engine process on a fixed loopback port; restarts reuse the port and the data dir."""
 
     def __init__(
         self,
@@ -565,7 +539,7 @@ class EngineProcess:
         self.port = pick_free_port()
 
     def spawn(self) -> None:
-        """Launch the JVM without waiting, so several engines can boot at the same time."""
+        """Launch the engine without waiting, so several engines can boot at the same time."""
         if self.is_running():
             return
         if not _port_is_free(self.port):
@@ -681,7 +655,7 @@ class Engines:
         return (self.sqs, self.dynamodb)
 
     def start(self) -> None:
-        """Start both, booting the JVMs in parallel."""
+        """Start both, booting them in parallel."""
         start_together(self.all())
 
     def stop(self) -> None:
@@ -692,7 +666,7 @@ class Engines:
 
 
 def start_together(engines: Sequence[EngineProcess]) -> None:
-    """Boot the JVMs in parallel and wait for all; a port picked by us that turns out taken is
+    """Boot the engines in parallel and wait for all; a port picked by us that turns out taken is
     replaced and that engine retried. On failure every engine given is stopped."""
     pending = list(engines)
     try:
@@ -815,45 +789,29 @@ def elasticmq_process(
     )
 
 
-def dynamodb_local_process(
-    state_dir: Path,
-    *,
-    port: int,
-    persistent: bool,
-    extra_jvm_options: Sequence[str] = (),
-) -> EngineProcess:
-    work_dir = state_dir / "dynamodb-local"
-    install_dir = DYNAMODB_LOCAL.install_dir
+def dynoxide_process(state_dir: Path, *, port: int, persistent: bool) -> EngineProcess:
+    work_dir = state_dir / "dynoxide"
 
     def build_command(bound_port: int) -> list[str]:
-        # -sharedDb: one database whatever credentials/region a client uses, as in one account.
-        storage = ["-dbPath", str(work_dir.resolve())] if persistent else ["-inMemory"]
+        # One database whatever credentials or region a client uses, as in one account.
+        storage = ["--db-path", str((work_dir / "dynamodb.sqlite").resolve())] if persistent else []
         return [
-            _require_tool("java"),
-            *COMMON_JVM_OPTIONS,
-            *DYNAMODB_JVM_OPTIONS,
-            *(extra_jvm_options or _class_archive_options(DYNAMODB_LOCAL)),
-            f"-Dsqlite4java.library.path={install_dir / 'native'}",
-            f"-Ddynamodb.local.host={LOOPBACK_HOST}",
-            "-cp",
-            f"{DYNAMODB_LOCAL.lib_dir}/*",
-            DYNAMODB_LAUNCHER_CLASS,
-            "-port",
+            str(DYNOXIDE.binary),
+            "serve",
+            "--host",
+            LOOPBACK_HOST,
+            "--port",
             str(bound_port),
             *storage,
-            "-sharedDb",
-            "-disableTelemetry",
         ]
 
     return EngineProcess(
-        name="dynamodb-local",
+        name="dynoxide",
         port=port,
         build_command=build_command,
         answers=_dynamodb_answers,
-        log_path=state_dir / "dynamodb-local.log",
+        log_path=state_dir / "dynoxide.log",
         work_dir=work_dir,
-        port_taken_markers=("Address already in use", "Could not start server on port"),
-        env={"DDB_LOCAL_TELEMETRY": "0"},
     )
 
 
@@ -874,7 +832,7 @@ def running_engines(
     state_dir.mkdir(parents=True, exist_ok=True)
     engines = Engines(
         sqs=elasticmq_process(state_dir, port=sqs_port, persistent=persistent),
-        dynamodb=dynamodb_local_process(state_dir, port=dynamodb_port, persistent=persistent),
+        dynamodb=dynoxide_process(state_dir, port=dynamodb_port, persistent=persistent),
     )
     engines.start()
     try:
@@ -924,8 +882,8 @@ def main() -> int:
             persistent=True,
         ) as engines:
             print(
-                f"SQS (ElasticMQ {ELASTICMQ_VERSION}):            {engines.sqs_endpoint}\n"
-                f"DynamoDB (DynamoDB Local {DYNAMODB_LOCAL_VERSION}): {engines.dynamodb_endpoint}\n"
+                f"SQS (ElasticMQ {ELASTICMQ_VERSION}):     {engines.sqs_endpoint}\n"
+                f"DynamoDB (Dynoxide {DYNOXIDE_VERSION}):  {engines.dynamodb_endpoint}\n"
                 f"data and logs: {state_dir}\n\n"
                 f"export AWS_ENDPOINT_URL_SQS={engines.sqs_endpoint}\n"
                 f"export AWS_ENDPOINT_URL_DYNAMODB={engines.dynamodb_endpoint}\n\n"

@@ -74,7 +74,7 @@ order-pipeline is running (Ctrl-C stops everything)
   metrics        {base}/metrics
   demo client    client_id=demo  client_secret=demo-secret
   SQS (ElasticMQ)       {running.sqs_endpoint}
-  DynamoDB (Local)      {running.dynamodb_endpoint}
+  DynamoDB (Dynoxide)   {running.dynamodb_endpoint}
   logs           {logs}/
 
 Try it:
