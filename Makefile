@@ -11,7 +11,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 API_PORT ?= 8000
 
-.PHONY: help venv lock java run engines test lint bench operator cluster-up cluster-down clean
+.PHONY: help venv lock java run engines test lint bench chaos operator cluster-up cluster-down clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
@@ -55,6 +55,9 @@ lint:  venv ## ruff, mypy strict, import-linter
 
 bench: venv java  ## open-loop benchmark; writes bench-results/ JSON + PNG
 	$(PY) -m tests.bench.run
+
+chaos: venv java  ## chaos soak: 20,000 orders under injected faults, invariants checked (ORDERS=...)
+	$(PY) -m tests.chaos --orders $(or $(ORDERS),20000)
 
 operator: venv  ## run the OrderPipeline operator against $$KUBECONFIG
 	$(PY) -m order_operator

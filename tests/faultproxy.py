@@ -26,6 +26,7 @@ from collections.abc import Iterator
 from urllib.parse import urlsplit
 
 _MAX_HEADER_BYTES = 64 * 1024
+_UPSTREAM_TIMEOUT_SECONDS = 60.0
 
 
 class FaultKind(enum.Enum):
@@ -39,6 +40,8 @@ class FaultKind(enum.Enum):
     """Answer 500 InternalServerError without forwarding."""
     THROTTLE = "throttle"
     """Answer 400 ThrottlingException without forwarding (retryable for the SDKs)."""
+    CANCEL_TRANSACTION = "cancel_transaction"
+    """Answer TransactionCanceledException with `reasons` as the cancellation codes."""
 
 
 @dataclasses.dataclass
@@ -50,9 +53,22 @@ class Fault:
     """How many matching requests get the fault; None: every one, while the fault is set."""
     probability: float = 1.0
     seconds: float = 0.0
+    body_contains: str | tuple[str, ...] = ""
+    """Only requests whose body holds this text, or all of these (e.g. an order id and the
+    status being written)."""
+    reasons: tuple[str, ...] = ()
 
-    def matches(self, target: str) -> bool:
-        return (self.times is None or self.times > 0) and self.operation in target
+    def matches(self, target: str, body: bytes) -> bool:
+        return (
+            (self.times is None or self.times > 0)
+            and self.operation in target
+            and all(needle.encode() in body for needle in self._needles())
+        )
+
+    def _needles(self) -> tuple[str, ...]:
+        if isinstance(self.body_contains, str):
+            return (self.body_contains,)
+        return self.body_contains
 
 
 @dataclasses.dataclass
@@ -66,7 +82,8 @@ class FaultProxy:
 
     def __init__(self, upstream: str, *, seed: int | None = None) -> None:
         parts = urlsplit(upstream)
-        assert parts.scheme == "http" and parts.hostname and parts.port, upstream
+        if parts.scheme != "http" or not parts.hostname or not parts.port:
+            raise ValueError(f"not an http://host:port endpoint: {upstream}")
         self._upstream = (parts.hostname, parts.port)
         self._faults: list[Fault] = []
         self._lock = threading.Lock()
@@ -74,6 +91,7 @@ class FaultProxy:
         self.stats = ProxyStats()
         self._loop = asyncio.new_event_loop()
         self._server: asyncio.Server | None = None
+        self._serving: set[asyncio.Task[None]] = set()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self.port = 0
 
@@ -93,9 +111,10 @@ class FaultProxy:
         async def close() -> None:
             assert self._server is not None
             self._server.close()
-            for task in asyncio.all_tasks():
-                if task is not asyncio.current_task():
-                    task.cancel()
+            serving = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for task in serving:
+                task.cancel()
+            await asyncio.gather(*serving, return_exceptions=True)
 
         asyncio.run_coroutine_threadsafe(close(), self._loop).result()
         self._loop.call_soon_threadsafe(self._loop.stop)
@@ -117,10 +136,10 @@ class FaultProxy:
         finally:
             self.clear()
 
-    def _pick(self, target: str) -> Fault | None:
+    def _pick(self, target: str, body: bytes) -> Fault | None:
         with self._lock:
             for fault in self._faults:
-                if fault.matches(target) and self._random.random() < fault.probability:
+                if fault.matches(target, body) and self._random.random() < fault.probability:
                     if fault.times is not None:
                         fault.times -= 1
                     name = fault.kind.value
@@ -129,6 +148,9 @@ class FaultProxy:
         return None
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._serving.add(task)  # a strong reference while it runs
         try:
             while True:
                 request = await _read_request(reader)
@@ -136,12 +158,12 @@ class FaultProxy:
                     return
                 head, body = request
                 target = _target_of(head, body)
-                fault = self._pick(target)
+                fault = self._pick(target, body)
                 if fault is not None and fault.kind is FaultKind.RESET:
                     _reset(writer)
                     return
-                if fault is not None and fault.kind in (FaultKind.SERVER_ERROR, FaultKind.THROTTLE):
-                    writer.write(_error_response(fault.kind))
+                if fault is not None and fault.kind in _ANSWERED_HERE:
+                    writer.write(_error_response(fault))
                     await writer.drain()
                     continue
                 if fault is not None and fault.kind is FaultKind.DELAY:
@@ -153,17 +175,21 @@ class FaultProxy:
                     return
                 writer.write(answer)
                 await writer.drain()
-        except (ConnectionError, asyncio.IncompleteReadError):
+        except (ConnectionError, asyncio.IncompleteReadError, TimeoutError):
+            return
+        except asyncio.CancelledError:  # the proxy is stopping
             return
         finally:
             writer.close()
+            self._serving.discard(task)
 
     async def _forward(self, head: bytes, body: bytes) -> bytes:
         upstream_reader, upstream_writer = await asyncio.open_connection(*self._upstream)
         try:
             upstream_writer.write(_with_connection_close(head) + body)
             await upstream_writer.drain()
-            answer = await upstream_reader.read()  # the engine closes after its answer
+            # The engine closes after its answer; one stopped mid-request may never answer.
+            answer = await asyncio.wait_for(upstream_reader.read(), _UPSTREAM_TIMEOUT_SECONDS)
         finally:
             upstream_writer.close()
         # The client keeps its connection: drop the engine's "Connection: close".
@@ -224,12 +250,21 @@ def _reset(writer: asyncio.StreamWriter) -> None:
     writer.close()
 
 
-def _error_response(kind: FaultKind) -> bytes:
-    if kind is FaultKind.THROTTLE:
+_ANSWERED_HERE = {FaultKind.SERVER_ERROR, FaultKind.THROTTLE, FaultKind.CANCEL_TRANSACTION}
+
+
+def _error_response(fault: Fault) -> bytes:
+    document: dict[str, object] = {"message": "injected fault"}
+    if fault.kind is FaultKind.THROTTLE:
         status, code = "400 Bad Request", "ThrottlingException"
+    elif fault.kind is FaultKind.CANCEL_TRANSACTION:
+        status, code = "400 Bad Request", "TransactionCanceledException"
+        document["CancellationReasons"] = [
+            {"Code": r, "Message": "injected"} for r in fault.reasons
+        ]
     else:
         status, code = "500 Internal Server Error", "InternalServerError"
-    body = json.dumps({"__type": f"com.amazonaws#{code}", "message": "injected fault"}).encode()
+    body = json.dumps({"__type": f"com.amazonaws#{code}", **document}).encode()
     return (
         f"HTTP/1.1 {status}\r\nContent-Type: application/x-amz-json-1.0\r\n"
         f"Content-Length: {len(body)}\r\n\r\n"

@@ -15,6 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, Unpack
 
+from order_common import aws
+
 if TYPE_CHECKING:
     from types_aiobotocore_sqs.type_defs import (
         SendMessageBatchRequestEntryTypeDef,
@@ -37,7 +39,12 @@ class MessageBatchSender(Protocol):
 
 
 class QueueUnavailableError(Exception):
-    """The queue did not acknowledge the message; nothing was accepted."""
+    """The queue refused the message or could not be reached: nothing was accepted."""
+
+
+class DeliveryUncertainError(Exception):
+    """The queue did not confirm the message, but may have stored it (a timeout, a connection
+    lost mid-answer, a server error): the order must be treated as possibly accepted."""
 
 
 @dataclass
@@ -94,11 +101,13 @@ class SendBatcher:
             response = await self.client.send_message_batch(
                 QueueUrl=self.queue_url, Entries=[p.entry for p in batch]
             )
-        except Exception as exc:  # any transport or service error: none of these were accepted
+        except Exception as exc:
             log.warning("SendMessageBatch of %s failed: %s", len(batch), exc)
+            refused = aws.surely_not_applied(exc)
             for pending in batch:
                 if not pending.future.done():
-                    pending.future.set_exception(QueueUnavailableError(str(exc)))
+                    error_type = QueueUnavailableError if refused else DeliveryUncertainError
+                    pending.future.set_exception(error_type(str(exc)))
             return
         finally:
             self._in_flight -= 1

@@ -15,6 +15,9 @@ if TYPE_CHECKING:
     from types_aiobotocore_sqs import SQSClient
 
 
+SQS_DEFAULT_RETENTION_SECONDS = 4 * 86400
+
+
 @dataclass
 class QueueLocator:
     """Resolves the queue URL on first use, so the API starts (not ready) while SQS is down."""
@@ -23,6 +26,7 @@ class QueueLocator:
     queue_name: str
     _url: str | None = None
     _lock: asyncio.Lock | None = None
+    _retention_seconds: int | None = None
 
     async def url(self) -> str:
         if self._url is None:
@@ -35,6 +39,21 @@ class QueueLocator:
                         raise batching.QueueUnavailableError(str(exc)) from exc
                     self._url = response["QueueUrl"]
         return self._url
+
+    async def retention_seconds(self) -> int | None:
+        """How long the queue keeps a message (its MessageRetentionPeriod); None while the
+        queue cannot be asked."""
+        if self._retention_seconds is None:
+            try:
+                attributes = await self.client.get_queue_attributes(
+                    QueueUrl=await self.url(), AttributeNames=["MessageRetentionPeriod"]
+                )
+                # SQS always reports it; ElasticMQ never does, and then SQS's default applies.
+                reported = attributes.get("Attributes", {}).get("MessageRetentionPeriod")
+                self._retention_seconds = int(reported or SQS_DEFAULT_RETENTION_SECONDS)
+            except Exception:  # unknown for now; the caller says less
+                return None
+        return self._retention_seconds
 
 
 @dataclass

@@ -88,6 +88,10 @@ class IdempotencyOutcome(enum.Enum):
 @dataclass(frozen=True)
 class IdempotencyResult:
     outcome: IdempotencyOutcome
+    order_id: str | None = None
+    """For STARTED: the order id to send. A key keeps its first order id for its lifetime, so a
+    retry after an uncertain send re-sends the same order, which the processor's conditional
+    writes apply once."""
     response: dict[str, Any] | None = None
 
 
@@ -101,11 +105,16 @@ class IdempotencyStore:
     in_progress_seconds: int
 
     @_unavailable_on_error
-    async def begin(self, key: str, payload_hash: str, *, now: float) -> IdempotencyResult:
+    async def begin(
+        self, key: str, payload_hash: str, *, order_id: str, now: float
+    ) -> IdempotencyResult:
+        """Claim the key for this request. `order_id` is used only if the key is new (or
+        expired); a claim of an abandoned or released key keeps the order id it had."""
         record = {
             "key": key,
             "status": "IN_PROGRESS",
             "payload_hash": payload_hash,
+            "order_id": order_id,
             "in_progress_until": int(now) + self.in_progress_seconds,
             "expires_at": int(now) + self.ttl_seconds,
         }
@@ -113,29 +122,51 @@ class IdempotencyStore:
             await self.client.put_item(
                 TableName=self.table,
                 Item=items.to_item(record),
-                # A key is free when new, expired (TTL deletion is lazy), or abandoned mid-flight.
-                ConditionExpression=(
-                    "attribute_not_exists(#k) OR expires_at < :now"
-                    " OR (#s = :in_progress AND in_progress_until < :now)"
-                ),
-                ExpressionAttributeNames={"#k": "key", "#s": "status"},
-                ExpressionAttributeValues={
-                    ":now": items.to_value(int(now)),
-                    ":in_progress": {"S": "IN_PROGRESS"},
-                },
+                # A key is new when absent or expired (TTL deletion is lazy).
+                ConditionExpression="attribute_not_exists(#k) OR expires_at < :now",
+                ExpressionAttributeNames={"#k": "key"},
+                ExpressionAttributeValues={":now": items.to_value(int(now))},
             )
         except self.client.exceptions.ConditionalCheckFailedException:
             existing = await self._get(key)
-            if existing is None:  # freed between our write and read: try once more
-                return await self.begin(key, payload_hash, now=now)
+            if existing is None:  # expired and deleted between our write and read
+                return await self.begin(key, payload_hash, order_id=order_id, now=now)
             if existing["payload_hash"] != payload_hash:
                 return IdempotencyResult(IdempotencyOutcome.MISMATCH)
             if existing["status"] == "COMPLETED":
                 return IdempotencyResult(
                     IdempotencyOutcome.REPLAY, response=json.loads(existing["response"])
                 )
-            return IdempotencyResult(IdempotencyOutcome.IN_FLIGHT)
-        return IdempotencyResult(IdempotencyOutcome.STARTED)
+            if existing["in_progress_until"] >= int(now):
+                return IdempotencyResult(IdempotencyOutcome.IN_FLIGHT)
+            return await self._take_over(existing, order_id=order_id, now=now)
+        return IdempotencyResult(IdempotencyOutcome.STARTED, order_id=order_id)
+
+    async def _take_over(
+        self, existing: dict[str, Any], *, order_id: str, now: float
+    ) -> IdempotencyResult:
+        """Claim a key whose request died or gave up, keeping its order id."""
+        try:
+            await self.client.update_item(
+                TableName=self.table,
+                Key={"key": {"S": existing["key"]}},
+                UpdateExpression=(
+                    "SET in_progress_until = :until, order_id = if_not_exists(order_id, :fresh)"
+                ),
+                ConditionExpression="#s = :in_progress AND in_progress_until = :seen",
+                ExpressionAttributeNames={"#s": "status"},
+                ExpressionAttributeValues={
+                    ":until": items.to_value(int(now) + self.in_progress_seconds),
+                    ":in_progress": {"S": "IN_PROGRESS"},
+                    ":seen": items.to_value(existing["in_progress_until"]),
+                    ":fresh": {"S": order_id},
+                },
+            )
+        except self.client.exceptions.ConditionalCheckFailedException:
+            return IdempotencyResult(IdempotencyOutcome.IN_FLIGHT)  # another retry won
+        return IdempotencyResult(
+            IdempotencyOutcome.STARTED, order_id=existing.get("order_id", order_id)
+        )
 
     @_unavailable_on_error
     async def complete(self, key: str, response: dict[str, Any]) -> None:
@@ -152,8 +183,21 @@ class IdempotencyStore:
 
     @_unavailable_on_error
     async def abandon(self, key: str) -> None:
-        """Free the key after a failure, so the client's retry is not refused."""
+        """Free the key after a send the queue refused: nothing was accepted under it."""
         await self.client.delete_item(TableName=self.table, Key={"key": {"S": key}})
+
+    @_unavailable_on_error
+    async def release(self, key: str) -> None:
+        """Let a retry claim the key at once after an uncertain send, keeping its body hash
+        and order id: the retry re-sends the same order."""
+        await self.client.update_item(
+            TableName=self.table,
+            Key={"key": {"S": key}},
+            UpdateExpression="SET in_progress_until = :past",
+            ConditionExpression="#s = :in_progress",
+            ExpressionAttributeNames={"#s": "status"},
+            ExpressionAttributeValues={":past": {"N": "0"}, ":in_progress": {"S": "IN_PROGRESS"}},
+        )
 
     async def _get(self, key: str) -> dict[str, Any] | None:
         response = await self.client.get_item(

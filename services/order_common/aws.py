@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Unpack, cast
 
 import aiobotocore.config
 import aiobotocore.session
+from botocore import exceptions as botocore_exceptions
 
 from order_common import aws_json
 from order_common import settings as settings_module
@@ -25,6 +26,8 @@ if TYPE_CHECKING:
         PutItemOutputTypeDef,
         TransactWriteItemsInputTypeDef,
         TransactWriteItemsOutputTypeDef,
+        UpdateItemInputTypeDef,
+        UpdateItemOutputTypeDef,
     )
     from types_aiobotocore_sqs import SQSClient
     from types_aiobotocore_sqs.type_defs import (
@@ -79,6 +82,21 @@ def dynamodb_client(
     )
 
 
+def surely_not_applied(error: BaseException) -> bool:
+    """Whether a failed call certainly had no effect: the connection was never made, or the
+    service answered with a client error (4xx: it refused the request). A timeout, a
+    connection lost mid-answer or a server error (5xx) may follow an applied request, and the
+    lean client raises those whenever any of its attempts ended that way."""
+    if isinstance(
+        error, botocore_exceptions.EndpointConnectionError | botocore_exceptions.ConnectTimeoutError
+    ):
+        return True
+    if isinstance(error, botocore_exceptions.ClientError):
+        status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 500)
+        return 400 <= status < 500
+    return False
+
+
 class SqsHotPath:
     """The SQS calls made for every batch of orders, through the lean JSON-protocol client.
 
@@ -123,6 +141,11 @@ class DynamoDbHotPath:
 
     async def put_item(self, **kwargs: Unpack[PutItemInputTypeDef]) -> PutItemOutputTypeDef:
         return cast("PutItemOutputTypeDef", await self._client.call("PutItem", kwargs))
+
+    async def update_item(
+        self, **kwargs: Unpack[UpdateItemInputTypeDef]
+    ) -> UpdateItemOutputTypeDef:
+        return cast("UpdateItemOutputTypeDef", await self._client.call("UpdateItem", kwargs))
 
     async def batch_get_item(
         self, **kwargs: Unpack[BatchGetItemInputTypeDef]

@@ -194,6 +194,10 @@ class JsonProtocolClient:
         body = json.dumps(params, separators=(",", ":")).encode()
         target = f"{self._target_prefix}.{operation}"
         attempt = 0
+        # The first attempt that may have been applied without us seeing the answer. If every
+        # later attempt fails before reaching the service, that one describes the outcome:
+        # "maybe applied", never "refused".
+        uncertain: Exception | None = None
         while True:
             attempt += 1
             parsed: dict[str, Any] | None = None
@@ -203,6 +207,8 @@ class JsonProtocolClient:
                 response = await self._send(body, target)
             except (TimeoutError, http_pool.HttpTransportError) as exc:
                 failure = self._as_botocore_error(exc)
+                if uncertain is None and not isinstance(exc, http_pool.ConnectFailedError):
+                    uncertain = failure
             else:
                 if response.status_code < 300:
                     parsed = json.loads(response.content) if response.content else {}
@@ -221,11 +227,13 @@ class JsonProtocolClient:
                 await asyncio.sleep(self._backoff.delay_amount(context))
                 continue
             if failure is not None:
-                raise failure
+                raise uncertain or failure
             assert response is not None
             assert parsed is not None
             if response.status_code < 300:
                 return parsed
+            if uncertain is not None and response.status_code < 500:
+                raise uncertain  # refused now, but an earlier attempt may have been applied
             error_class = self._errors.from_code(parsed["Error"]["Code"])
             raise error_class(parsed, operation)  # type: ignore[arg-type]
 

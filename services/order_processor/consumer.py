@@ -9,6 +9,7 @@ after maxReceiveCount receives. A message that cannot be parsed is moved to the 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import math
@@ -27,6 +28,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+DEAD_LETTER_RETRY_SECONDS = 30
+
 
 @dataclass(frozen=True)
 class QueueInfo:
@@ -36,8 +39,13 @@ class QueueInfo:
     visibility_timeout: int
 
 
-async def describe_queue(client: SQSClient, queue_name: str) -> QueueInfo:
-    """Find the queue, its DLQ and limits from the queue's own attributes (one source of truth)."""
+async def describe_queue(
+    client: SQSClient, queue_name: str, *, receives_without_redrive: int
+) -> QueueInfo:
+    """Find the queue, its DLQ and limits from the queue's own attributes (one source of truth).
+
+    A queue with no redrive policy would hand a failing message out forever: then the
+    processor gives up after `receives_without_redrive` receives itself."""
     url = (await client.get_queue_url(QueueName=queue_name))["QueueUrl"]
     attributes = (
         await client.get_queue_attributes(
@@ -45,7 +53,7 @@ async def describe_queue(client: SQSClient, queue_name: str) -> QueueInfo:
         )
     )["Attributes"]
     dlq_url = None
-    max_receive_count = 1_000_000
+    max_receive_count = receives_without_redrive
     if "RedrivePolicy" in attributes:
         policy = json.loads(attributes["RedrivePolicy"])
         max_receive_count = int(policy["maxReceiveCount"])
@@ -76,6 +84,7 @@ class Consumer:
     concurrency: int
     batch_size: int = 10
     wait_time_seconds: int = 20
+    dead_letter_recheck_seconds: int = 12 * 3600
     _stopping: asyncio.Event = field(default_factory=asyncio.Event)
     _in_flight: dict[str, _InFlight] = field(default_factory=dict)
     processed: int = 0
@@ -94,7 +103,10 @@ class Consumer:
     async def run(self, *, shutdown_grace: float) -> None:
         heartbeat = asyncio.create_task(self._extend_visibility_forever())
         pollers = [asyncio.create_task(self._poll_forever(i)) for i in range(self.pollers)]
+        reconciler = asyncio.create_task(self._reconcile_dead_letters_forever())
         await self._stopping.wait()
+        reconciler.cancel()
+        await asyncio.gather(reconciler, return_exceptions=True)
         log.info("stopping: %s messages in flight", len(self._in_flight))
         _, pending = await asyncio.wait(pollers, timeout=shutdown_grace)
         for task in pending:
@@ -140,9 +152,21 @@ class Consumer:
 
     async def _handle_batch(self, messages: list[MessageTypeDef]) -> None:
         received = time.monotonic()
+        # Keyed by receipt handle: a message redelivered while an earlier receive of it is
+        # still being worked on is held twice, and each hold is extended and let go on its own.
         for m in messages:
-            self._in_flight[m["MessageId"]] = _InFlight(m["ReceiptHandle"], received)
+            self._in_flight[m["ReceiptHandle"]] = _InFlight(m["ReceiptHandle"], received)
+        try:
+            await self._process_batch(messages)
+        except Exception:  # a bug, not a fault: never hold (and extend) its messages forever
+            log.exception(
+                "batch of %s failed; its messages come back after the timeout", len(messages)
+            )
         # Cancelled at shutdown, the entries stay in `_in_flight` for `_release_unfinished`.
+        for m in messages:
+            self._in_flight.pop(m["ReceiptHandle"], None)
+
+    async def _process_batch(self, messages: list[MessageTypeDef]) -> None:
         deliveries: list[tuple[MessageTypeDef, workflow.Delivery]] = []
         done: list[MessageTypeDef] = []
         for m in messages:
@@ -169,16 +193,80 @@ class Consumer:
                 elapsed = time.perf_counter() - started
                 for _ in deliveries:  # each message of the batch took this long to its outcome
                     metrics.PROCESSING_DURATION.observe(elapsed)
-            for (m, _), disposition in zip(deliveries, dispositions, strict=True):
+            for (m, delivery), disposition in zip(deliveries, dispositions, strict=True):
                 if disposition is workflow.Disposition.ACK:
                     self.processed += 1
                     done.append(m)
+                elif self._exhausted_without_dlq(delivery):
+                    done.append(m)  # recorded FAILED on this last receive; no DLQ to go to
                 else:
                     self.retried += 1
         if done:
             await self._delete(done)
-        for m in messages:
-            self._in_flight.pop(m["MessageId"], None)
+
+    async def _reconcile_dead_letters_forever(self) -> None:
+        """Every order whose message reaches the DLQ ends FAILED with a reason.
+
+        The processor records FAILED on a message's last receive itself, but not when that
+        write fails, when a message was released at shutdown until redrive took it, or when it
+        could not be parsed. The messages stay in the DLQ for people to inspect or redrive;
+        each recorded one is hidden for `dead_letter_recheck_seconds`, and recording it again
+        when it reappears changes nothing.
+        """
+        dlq_url = self.queue.dlq_url
+        if dlq_url is None:
+            return
+        while True:
+            try:
+                # Hidden briefly while being recorded (a processor killed meanwhile leaves it
+                # to the next), then for long once recorded.
+                response = await self.client.receive_message(
+                    QueueUrl=dlq_url,
+                    MaxNumberOfMessages=10,
+                    WaitTimeSeconds=self.wait_time_seconds,
+                    VisibilityTimeout=DEAD_LETTER_RETRY_SECONDS,
+                    MessageAttributeNames=["All"],
+                )
+            except Exception as exc:  # engine down: try again later
+                log.warning("reading the DLQ failed: %s", exc)
+                await asyncio.sleep(5.0)
+                continue
+            for message in response.get("Messages", []):
+                await self._record_dead_letter(dlq_url, message)
+
+    async def _record_dead_letter(self, dlq_url: str, message: MessageTypeDef) -> None:
+        try:
+            order = contract.decode_message(message["Body"])
+        except pydantic.ValidationError:
+            metrics.DEAD_LETTERS_RECORDED.labels("unparseable").inc()
+            with contextlib.suppress(Exception):  # no order to record: it stays for people
+                await self.client.change_message_visibility(
+                    QueueUrl=dlq_url,
+                    ReceiptHandle=message["ReceiptHandle"],
+                    VisibilityTimeout=self.dead_letter_recheck_seconds,
+                )
+            return
+        attribute = message.get("MessageAttributes", {}).get("dead_letter_reason")
+        reason = (attribute.get("StringValue") if attribute else None) or (
+            "processing did not succeed within the queue's maxReceiveCount"
+            f" ({self.queue.max_receive_count}); the message is in the dead-letter queue"
+        )
+        try:
+            await self.order_workflow.record_failed(order, reason)
+        except Exception as exc:  # it reappears after the short hold and is tried again
+            log.warning("could not record dead-lettered order %s: %s", order.order_id, exc)
+            metrics.DEAD_LETTERS_RECORDED.labels("retry").inc()
+            return
+        metrics.DEAD_LETTERS_RECORDED.labels("failed").inc()
+        with contextlib.suppress(Exception):  # if not, it is recorded again, changing nothing
+            await self.client.change_message_visibility(
+                QueueUrl=dlq_url,
+                ReceiptHandle=message["ReceiptHandle"],
+                VisibilityTimeout=self.dead_letter_recheck_seconds,
+            )
+
+    def _exhausted_without_dlq(self, delivery: workflow.Delivery) -> bool:
+        return self.queue.dlq_url is None and delivery.receive_count >= self.queue.max_receive_count
 
     async def _dead_letter(self, message: MessageTypeDef, reason: str) -> bool:
         log.error("moving message %s to the DLQ: %s", message["MessageId"], reason)
@@ -228,7 +316,7 @@ class Consumer:
             for start in range(0, len(due), 10):
                 chunk = due[start : start + 10]
                 try:
-                    await self.client.change_message_visibility_batch(
+                    response = await self.client.change_message_visibility_batch(
                         QueueUrl=self.queue.url,
                         Entries=[
                             {
@@ -241,9 +329,17 @@ class Consumer:
                     )
                 except Exception as exc:  # next period tries again
                     log.warning("could not extend visibility: %s", exc)
+                    metrics.VISIBILITY_EXTENSION_FAILURES.inc(len(chunk))
                     continue
-                for f in chunk:
-                    f.received = now
+                failed = {int(f["Id"]) for f in response.get("Failed", [])}
+                for i, f in enumerate(chunk):
+                    if i not in failed:
+                        f.received = now
+                if failed:
+                    # Left due: the next period tries them again. A message whose handle is no
+                    # longer valid was redelivered; its conditional writes make that harmless.
+                    log.warning("could not extend visibility of %s messages", len(failed))
+                    metrics.VISIBILITY_EXTENSION_FAILURES.inc(len(failed))
 
     async def _release_unfinished(self) -> None:
         """Make messages we will not finish visible again at once, for another processor."""

@@ -34,10 +34,22 @@ LAST_POLL = prometheus_client.Gauge(
 )
 BATCH_STEP_FALLBACKS = prometheus_client.Counter(
     "batch_step_fallbacks_total",
-    "Receive batches whose shared reservation or completion gave way to one write per order",
+    "Receive batches whose shared step (reservation, velocity, completion) went order by order",
     ["step"],
 )
 TRANSACTION_CONFLICTS = prometheus_client.Counter(
     "dynamodb_transaction_conflicts_total",
     "Transactions that collided with another on the same items and were tried again",
+)
+REFUNDS = prometheus_client.Counter(
+    "payment_refunds_total", "Charges refunded because their order ended FAILED"
+)
+DEAD_LETTERS_RECORDED = prometheus_client.Counter(
+    "dead_letters_recorded_total",
+    "Orders found in the DLQ and recorded FAILED by the reconciler",
+    ["outcome"],
+)
+VISIBILITY_EXTENSION_FAILURES = prometheus_client.Counter(
+    "visibility_extension_failures_total",
+    "Messages whose visibility could not be extended (tried again sooner)",
 )

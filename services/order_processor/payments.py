@@ -45,10 +45,30 @@ class TransientPaymentError(Exception):
     """The gateway could not decide now; asking again later may succeed."""
 
 
+@dataclass(frozen=True)
+class Charge:
+    """A charge the gateway made for an order, as it reports it afterwards."""
+
+    payment_id: str
+    amount_cents: int
+    refunded: bool
+
+
 class PaymentGateway(Protocol):
+    """A card processor. Charges are keyed by order id (the gateway's idempotency key)."""
+
     async def charge(
         self, *, order_id: str, amount_cents: int, currency: str, token: str
     ) -> Approved | Declined: ...
+
+    async def find_charge(self, order_id: str) -> Charge | None:
+        """The order's charge, if one was made (a resumed order must not be decided again)."""
+        ...
+
+    async def refund(self, *, order_id: str, reason: str) -> bool:
+        """Refund the order's charge in full; True if this call refunded it, False if it was
+        refunded before. Safe to repeat."""
+        ...
 
 
 @dataclass
@@ -89,6 +109,37 @@ class SimulatedPaymentGateway:
         }
         await self._ledger_writer().put(items.to_item(charge))
         return Approved(payment_id=payment_id)
+
+    async def find_charge(self, order_id: str) -> Charge | None:
+        response = await self.client.get_item(
+            TableName=self.ledger_table, Key={"order_id": {"S": order_id}}, ConsistentRead=True
+        )
+        if "Item" not in response:
+            return None
+        entry = items.from_item(response["Item"])
+        return Charge(
+            payment_id=entry["payment_id"],
+            amount_cents=entry["amount_cents"],
+            refunded="refunded_at" in entry,
+        )
+
+    async def refund(self, *, order_id: str, reason: str) -> bool:
+        try:
+            await self.client.update_item(
+                TableName=self.ledger_table,
+                Key={"order_id": {"S": order_id}},
+                UpdateExpression="SET refunded_at = :now, refund_reason = :reason",
+                ConditionExpression=(
+                    "attribute_exists(order_id) AND attribute_not_exists(refunded_at)"
+                ),
+                ExpressionAttributeValues={
+                    ":now": items.to_value(time.time()),
+                    ":reason": {"S": reason[:1000]},
+                },
+            )
+        except self.client.exceptions.ConditionalCheckFailedException:
+            return False
+        return True
 
     def _ledger_writer(self) -> _LedgerWriter:
         if self._writer is None:

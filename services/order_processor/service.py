@@ -24,12 +24,14 @@ _LIVENESS_SLACK_SECONDS = 60
 
 
 async def _wait_for_queue(
-    client: SQSClient, queue_name: str, stopping: asyncio.Event
+    client: SQSClient, queue_name: str, stopping: asyncio.Event, *, receives_without_redrive: int
 ) -> consumer.QueueInfo | None:
     delay = 0.5
     while not stopping.is_set():
         try:
-            return await consumer.describe_queue(client, queue_name)
+            return await consumer.describe_queue(
+                client, queue_name, receives_without_redrive=receives_without_redrive
+            )
         except Exception as exc:  # engine not up yet: wait, as a Kubernetes pod would
             log.warning("queue %s not reachable yet: %s", queue_name, exc)
             await asyncio.sleep(delay)
@@ -88,7 +90,12 @@ async def run(settings: settings_module.ProcessorSettings) -> None:
             ) as sqs_hot,
             aws.dynamodb_hot_path(dynamodb, settings) as dynamodb_hot,
         ):
-            queue = await _wait_for_queue(sqs, settings.queue_name, stopping)
+            queue = await _wait_for_queue(
+                sqs,
+                settings.queue_name,
+                stopping,
+                receives_without_redrive=settings.receives_without_redrive,
+            )
             if queue is None:
                 return
             log.info(
@@ -117,6 +124,7 @@ async def run(settings: settings_module.ProcessorSettings) -> None:
                 concurrency=settings.concurrency,
                 batch_size=settings.batch_size,
                 wait_time_seconds=settings.wait_time_seconds,
+                dead_letter_recheck_seconds=settings.dead_letter_recheck_seconds,
             )
             active.append(worker)
             memory.freeze_startup_objects()

@@ -32,6 +32,14 @@ class ProcessorSettings(common_settings.AwsSettings):
     payment_attempts: int = pydantic.Field(default=3, ge=1, le=10)
     """In-process attempts at a payment that fails transiently, before the message is retried."""
 
+    receives_without_redrive: int = pydantic.Field(default=5, ge=1, le=1000)
+    """Receives after which an order that keeps failing ends FAILED, when the queue has no
+    redrive policy (with one, the policy's maxReceiveCount decides and the DLQ keeps it)."""
+
+    dead_letter_recheck_seconds: int = pydantic.Field(default=12 * 3600, ge=1, le=12 * 3600)
+    """How long a DLQ message stays hidden once its order is recorded FAILED (it is checked
+    again when it reappears; SQS allows at most 12 h)."""
+
     catalog_cache_seconds: float = pydantic.Field(default=5.0, ge=0)
     """How long catalog prices are reused; stock is always checked by the reservation itself."""
 

@@ -30,6 +30,9 @@ if TYPE_CHECKING:
     )
 
 _CONFLICT_ATTEMPTS = 8
+_CONDITION_FAILED = "ConditionalCheckFailed"
+# Cancellations that say "not now" rather than "not so": tried again here.
+_RETRYABLE_CANCELLATIONS = {"TransactionConflict", "ThrottlingError"}
 _MAX_TRANSACTION_ACTIONS = 100  # DynamoDB's limit per TransactWriteItems
 _MAX_BATCH_GET_KEYS = 100  # and per BatchGetItem
 
@@ -59,7 +62,7 @@ class Completion:
 
     order_id: str
     payment_id: str
-    fraud_score: int
+    fraud_score: int | None
 
 
 class ReserveOutcome(enum.Enum):
@@ -147,12 +150,15 @@ class ProcessorStore:
         reasons = await self._transact(operations)
         if reasons is None:
             return ReserveResult(ReserveOutcome.RESERVED)
-        if reasons[0] == "ConditionalCheckFailed":
+        if reasons[0] == _CONDITION_FAILED:
             return ReserveResult(
                 ReserveOutcome.ALREADY_RECORDED, existing=await self.get_order(message.order_id)
             )
-        short = next(i for i, code in enumerate(reasons) if code == "ConditionalCheckFailed")
-        return ReserveResult(ReserveOutcome.OUT_OF_STOCK, short_sku=lines[short - 1].sku)
+        stock_reasons = reasons[1 : 1 + len(lines)]
+        if _CONDITION_FAILED in stock_reasons:
+            short = lines[stock_reasons.index(_CONDITION_FAILED)]
+            return ReserveResult(ReserveOutcome.OUT_OF_STOCK, short_sku=short.sku)
+        raise TransactionNotAppliedError(reasons)
 
     async def reserve_together(
         self,
@@ -254,7 +260,12 @@ class ProcessorStore:
             fraud_score=fraud_score,
         )
         stock = [self._stock_update(line.sku, line.quantity) for line in release]
-        return await self._transact([order_update, *stock]) is None
+        reasons = await self._transact([order_update, *stock])
+        if reasons is None:
+            return True
+        if reasons[0] == _CONDITION_FAILED:
+            return False  # no longer PROCESSING (or its stock already given back): final
+        raise TransactionNotAppliedError(reasons)
 
     def _final_update(
         self,
@@ -411,7 +422,7 @@ class ProcessorStore:
                 await self.client.transact_write_items(TransactItems=operations)
             except self.client.exceptions.TransactionCanceledException as exc:
                 codes = [r.get("Code", "None") for r in exc.response.get("CancellationReasons", [])]
-                if "TransactionConflict" in codes and "ConditionalCheckFailed" not in codes:
+                if _CONDITION_FAILED not in codes and _RETRYABLE_CANCELLATIONS & set(codes):
                     metrics.TRANSACTION_CONFLICTS.inc()
                     await asyncio.sleep(random.uniform(0, 0.01 * 2**attempt))
                     continue
@@ -428,3 +439,13 @@ class ProcessorStore:
 
 class TransactionContendedError(Exception):
     """Too many concurrent transactions on the same items; the message is retried later."""
+
+
+class TransactionNotAppliedError(Exception):
+    """A transaction was cancelled for a reason other than its conditions (throttling, an
+    invalid request, a conflict that would not clear); nothing was written, so the message is
+    retried rather than taken as done."""
+
+    def __init__(self, reasons: Sequence[str]) -> None:
+        super().__init__(f"transaction cancelled: {', '.join(reasons)}")
+        self.reasons = list(reasons)

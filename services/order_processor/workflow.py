@@ -55,21 +55,39 @@ class OrderWorkflow:
         (batch), reservations that could not be shared (each), velocity counts (batch), fraud
         and payment (each), COMPLETED (batch).
         """
+        # SQS delivers at least once, and a retried send queues an order twice: each order
+        # goes through once per batch, and its copies share its disposition.
+        first_copy: dict[str, int] = {}
+        for index, delivery in enumerate(deliveries):
+            first_copy.setdefault(delivery.message.order_id, index)
+        if len(first_copy) < len(deliveries):
+            unique = [deliveries[i] for i in first_copy.values()]
+            outcome = dict(
+                zip(
+                    first_copy,
+                    await self.run_batch(unique, max_receive_count=max_receive_count),
+                    strict=True,
+                )
+            )
+            return [outcome[d.message.order_id] for d in deliveries]
+
         try:
             prices = await self.store.prices(
                 item.sku for d in deliveries for item in d.message.items
             )
-            priced = [_price(d.message, prices) for d in deliveries]
-            unknown = [sorted({i.sku for i in d.message.items} - prices.keys()) for d in deliveries]
-            fresh = [
-                (d.message, lines) for d, lines in zip(deliveries, priced, strict=True) if lines
-            ]
-            reserved_together = await self.store.reserve_together(fresh, now=time.time())
-            if len(fresh) > 1 and not reserved_together:
-                metrics.BATCH_STEP_FALLBACKS.labels("reserve").inc()
-        except Exception as exc:  # engine trouble: retry the whole batch later
-            log.warning("batch preparation failed: %s", exc)
+        except Exception as exc:  # no order can go on without its prices: retry them all
+            log.warning("reading prices failed: %s", exc)
             return await self._all_failed(deliveries, exc, max_receive_count)
+        priced = [_price(d.message, prices) for d in deliveries]
+        unknown = [sorted({i.sku for i in d.message.items} - prices.keys()) for d in deliveries]
+        fresh = [(d.message, lines) for d, lines in zip(deliveries, priced, strict=True) if lines]
+        try:
+            reserved_together = await self.store.reserve_together(fresh, now=time.time())
+        except Exception as exc:  # each order reserves on its own, which says which one failed
+            log.warning("reserving %s orders together failed: %s", len(fresh), exc)
+            reserved_together = False
+        if len(fresh) > 1 and not reserved_together:
+            metrics.BATCH_STEP_FALLBACKS.labels("reserve").inc()
 
         steps: list[Disposition | _Reserved] = await asyncio.gather(
             *(
@@ -82,16 +100,15 @@ class OrderWorkflow:
         reserved = [s for s in steps if isinstance(s, _Reserved)]
         if not reserved:
             return [s for s in steps if isinstance(s, Disposition)]
+        recent: dict[str, int] | None
         try:
             recent = await self.store.recent_orders(
                 [r.delivery.message for r in reserved], now=time.time()
             )
-        except Exception as exc:  # retried later; the reservations are resumed then
-            log.warning("reading velocity failed: %s", exc)
-            failed = iter(
-                await self._all_failed([r.delivery for r in reserved], exc, max_receive_count)
-            )
-            return [next(failed) if isinstance(s, _Reserved) else s for s in steps]
+        except Exception as exc:  # each order reads its own customer's window
+            log.warning("reading velocity for %s orders failed: %s", len(reserved), exc)
+            metrics.BATCH_STEP_FALLBACKS.labels("velocity").inc()
+            recent = None
 
         after = iter(
             await asyncio.gather(
@@ -163,13 +180,21 @@ class OrderWorkflow:
                 if existing is None or existing["status"] != contract.OrderStatus.PROCESSING:
                     return Disposition.ACK  # final or cancelled already: nothing left to do
                 # A redelivery of an order we started: resume with the prices recorded then.
-                lines = _recorded_lines(existing)
+                return _Reserved(delivery, _recorded_lines(existing), resumed=True)
         return _Reserved(delivery, lines)
 
     async def _after_reservation(
-        self, reserved: _Reserved, recent: dict[str, int]
+        self, reserved: _Reserved, recent: dict[str, int] | None
     ) -> Disposition | _Paid:
         message, lines = reserved.delivery.message, reserved.lines
+        if reserved.resumed:
+            # Decisions taken before are never taken again: a charged order was cleared by the
+            # fraud rules then, so it completes, whatever its customer did since.
+            charge = await self.gateway.find_charge(message.order_id)
+            if charge is not None and not charge.refunded:
+                return _Paid(message, charge.payment_id, fraud_score=None)
+        if recent is None:
+            recent = await self.store.recent_orders([message], now=time.time())
         total = sum(line.line_total_cents for line in lines)
         assessment = fraud.assess(
             customer_id=message.customer_id,
@@ -286,16 +311,27 @@ class OrderWorkflow:
     async def _fail(self, message: contract.OrderMessage, reason: str) -> None:
         """Last receive failed: record FAILED (releasing stock if taken); redrive takes the rest."""
         try:
-            existing = await self.store.get_order(message.order_id)
-            status = contract.OrderStatus.FAILED
-            if existing is None:
-                if await self.store.record_unreserved(message, status, reason, now=time.time()):
-                    self._observe_final(message, status, reason)
-            elif existing["status"] == contract.OrderStatus.PROCESSING:
-                lines = _recorded_lines(existing) if existing.get("reserved") else []
-                await self._finish(message, status, reason=reason, release=lines)
-        except Exception as exc:  # the store is down too: the DLQ still holds the message
+            await self.record_failed(message, reason)
+        except Exception as exc:  # the store is down too: the DLQ reconciler finishes it
             log.error("could not record FAILED: %s", exc)
+
+    async def record_failed(self, message: contract.OrderMessage, reason: str) -> None:
+        """End the order FAILED unless it is final already: its stock released, its charge (if
+        any) refunded. Safe to repeat; raises if the store or the gateway cannot be reached."""
+        existing = await self.store.get_order(message.order_id)
+        status = contract.OrderStatus.FAILED
+        if existing is None:
+            if await self.store.record_unreserved(message, status, reason, now=time.time()):
+                self._observe_final(message, status, reason)
+        elif existing["status"] == contract.OrderStatus.PROCESSING:
+            # Charged but not completable: give the money back before saying FAILED.
+            charge = await self.gateway.find_charge(message.order_id)
+            if charge is not None and await self.gateway.refund(
+                order_id=message.order_id, reason=reason
+            ):
+                metrics.REFUNDS.inc()
+            lines = _recorded_lines(existing) if existing.get("reserved") else []
+            await self._finish(message, status, reason=reason, release=lines)
 
     def _observe_final(
         self, message: contract.OrderMessage, status: contract.OrderStatus, reason: str | None
@@ -316,6 +352,8 @@ class _Reserved:
 
     delivery: Delivery
     lines: list[stores.PricedLine]
+    resumed: bool = False
+    """Started by an earlier delivery: its decisions may already be taken."""
 
 
 @dataclass
@@ -324,7 +362,8 @@ class _Paid:
 
     message: contract.OrderMessage
     payment_id: str
-    fraud_score: int
+    fraud_score: int | None
+    """None for an order resumed after its charge (the score was not recorded then)."""
     disposition: Disposition = Disposition.ACK
 
 

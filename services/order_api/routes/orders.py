@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime
-import hashlib
 import inspect
 import logging
 import time
@@ -17,7 +16,7 @@ import orjson
 import pydantic
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from order_api import batcher, deps, metrics, problems, schemas, stores
+from order_api import accepting, deps, problems, schemas
 from order_api import services as services_module
 from order_common import contract, logs
 
@@ -64,12 +63,6 @@ def _utc(timestamp: float | None) -> datetime.datetime | None:
     if timestamp is None:
         return None
     return datetime.datetime.fromtimestamp(timestamp, tz=datetime.UTC)
-
-
-def _utc_text(timestamp: float) -> str:
-    """RFC 3339 in UTC with a Z, as pydantic writes the datetimes of the other responses."""
-    text = datetime.datetime.fromtimestamp(timestamp, tz=datetime.UTC).isoformat()
-    return text.removesuffix("+00:00") + "Z"
 
 
 def _status_url(
@@ -143,68 +136,45 @@ async def create_order(request: fastapi.Request) -> fastapi.Response:
     idempotency_key, order = _validated(
         request.headers.get(IDEMPOTENCY_KEY_HEADER), await request.body()
     )
-    now = time.time()
-    retry_after = services.settings.retry_after_seconds
-    record_key: str | None = None
-    if idempotency_key is not None:
-        record_key = f"{client_id}#{idempotency_key}"
-        payload_hash = hashlib.sha256(order.model_dump_json().encode()).hexdigest()
-        outcome = await services.idempotency.begin(record_key, payload_hash, now=now)
-        if outcome.outcome is stores.IdempotencyOutcome.REPLAY:
-            assert outcome.response is not None
-            return _accepted_response(outcome.response, retry_after)
-        if outcome.outcome is stores.IdempotencyOutcome.MISMATCH:
-            raise problems.ProblemError(
-                422, "this Idempotency-Key was already used with a different request body"
-            )
-        if outcome.outcome is stores.IdempotencyOutcome.IN_FLIGHT:
-            raise problems.ProblemError(
-                409,
-                "a request with this Idempotency-Key is still being processed; retry shortly",
-                headers={"Retry-After": str(retry_after)},
-            )
-
-    order_id = services.signer.new_order_id(client_id)
-    logs.order_id_var.set(order_id)
-    message = contract.OrderMessage(
-        order_id=order_id,
-        client_id=client_id,
-        customer_id=order.customer_id,
-        items=tuple(order.items),
-        currency=order.currency,
-        payment_token=order.payment_token,
-        accepted_at=now,
-    )
-    attributes = {
-        "request_id": {"DataType": "String", "StringValue": logs.request_id_var.get() or ""}
-    }
+    retry_after = {"Retry-After": str(services.settings.retry_after_seconds)}
     try:
-        send_batcher = await services.send_batcher()
-        await send_batcher.send(contract.encode_message(message), attributes)
-    except batcher.QueueUnavailableError as exc:
-        log.warning("order not accepted, queue unavailable: %s", exc)
-        metrics.ORDERS_REFUSED.labels("queue_unavailable").inc()
-        if record_key is not None:
-            await _abandon_quietly(services, record_key)
+        body = await accepting.accept(
+            services,
+            client_id=client_id,
+            order=order,
+            idempotency_key=idempotency_key,
+            status_url_for=lambda order_id: _status_url(services, request, order_id),
+        )
+    except accepting.IdempotencyKeyReusedError as exc:
+        raise problems.ProblemError(
+            422, "this Idempotency-Key was already used with a different request body"
+        ) from exc
+    except accepting.IdempotencyKeyInFlightError as exc:
+        raise problems.ProblemError(
+            409,
+            "a request with this Idempotency-Key is still being processed; retry shortly",
+            headers=retry_after,
+        ) from exc
+    except accepting.QueueRefusedError as exc:
         raise problems.ProblemError(
             503,
             "the order queue is unavailable; nothing was accepted, retry later",
-            headers={"Retry-After": str(retry_after)},
+            headers=retry_after,
         ) from exc
-
-    # The documented response model is schemas.OrderAccepted; built as a plain dict because
-    # this runs once per accepted order.
-    body = {
-        "order_id": order_id,
-        "status": contract.OrderStatus.QUEUED.value,
-        "status_url": _status_url(services, request, order_id),
-        "accepted_at": _utc_text(now),
-    }
-    if record_key is not None:
-        await services.idempotency.complete(record_key, body)
-    metrics.ORDERS_ACCEPTED.inc()
-    log.info("order accepted")
-    return _accepted_response(body, retry_after)
+    except accepting.AcceptanceUncertainError as exc:
+        advice = (
+            "retry with the same Idempotency-Key: it never creates a second order"
+            if exc.idempotent
+            else "follow status_url before placing it again"
+        )
+        raise problems.ProblemError(
+            503,
+            f"the order queue did not confirm order {exc.order_id}; it may have been accepted:"
+            f" {advice}",
+            headers=retry_after,
+            extra={"order_id": exc.order_id, "status_url": exc.status_url},
+        ) from exc
+    return _accepted_response(body, services.settings.retry_after_seconds)
 
 
 router.add_api_route(
@@ -313,13 +283,6 @@ def _validated(idempotency_key: str | None, body: bytes) -> tuple[str | None, sc
     return key, order
 
 
-async def _abandon_quietly(services: services_module.ApiServices, record_key: str) -> None:
-    try:
-        await services.idempotency.abandon(record_key)
-    except Exception as exc:  # the key then frees itself after the in-progress deadline
-        log.warning("could not free idempotency key: %s", exc)
-
-
 def _view(order_id: str, record: dict[str, Any] | None) -> schemas.OrderView:
     if record is None:
         return schemas.OrderView(order_id=order_id, status=contract.OrderStatus.QUEUED)
@@ -375,6 +338,21 @@ async def get_order(
     record = await services.orders.get(order_id)
     if record is not None and owner is not None and record.get("client_id") != owner:
         raise _not_found(order_id)
+    if record is None and expires is not None:
+        # The signature dates the acceptance. Past the queue's retention with no record, the
+        # message is gone (the DLQ reconciler records every order it sees): it never will be.
+        accepted_at = expires - services.settings.status_url_ttl_seconds
+        retention = await services.queue.retention_seconds()
+        if retention is not None and time.time() - accepted_at > retention:
+            return schemas.OrderView(
+                order_id=order_id,
+                status=contract.OrderStatus.FAILED,
+                reason=(
+                    f"not processed: no record {retention} s after acceptance, longer than the"
+                    " queue keeps a message; place the order again"
+                ),
+                accepted_at=_utc(accepted_at),
+            )
     return _view(order_id, record)
 
 

@@ -1,0 +1,332 @@
+"""The order path under faults injected on the real engines' traffic.
+
+Each test puts a `FaultProxy` between one service and one engine and injects the fault a real
+network or a real AWS gives now and then; the promise holds each time: one order per
+Idempotency-Key, every order in exactly one final state, charged at most once (and refunded
+when it ends FAILED after its charge), stock taken once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import boto3
+import httpx
+import pytest
+
+from order_api import security
+from order_common import contract
+from order_devtools import local
+from tests import faultproxy
+from tests.faultproxy import Fault, FaultKind
+from tests.integration import helpers
+from tests.integration.conftest import PipelineFactory, ServiceFactory
+
+pytestmark = pytest.mark.integration
+
+Clients = Callable[[local.ServiceProcess], httpx.Client]
+COMPLETED = '"COMPLETED"'  # in a request body: a write of that status
+
+
+@pytest.fixture
+def sqs_proxy(pipeline: local.LocalPipeline) -> Iterator[faultproxy.FaultProxy]:
+    with faultproxy.proxied(pipeline.sqs_endpoint) as proxy:
+        yield proxy
+
+
+@pytest.fixture
+def dynamodb_proxy(pipeline: local.LocalPipeline) -> Iterator[faultproxy.FaultProxy]:
+    with faultproxy.proxied(pipeline.dynamodb_endpoint) as proxy:
+        yield proxy
+
+
+def _orders(pipeline: local.LocalPipeline) -> dict[str, dict[str, Any]]:
+    """order id -> its record (status, customer), read straight from the table."""
+    dynamodb = boto3.client("dynamodb", endpoint_url=pipeline.dynamodb_endpoint)
+    found: dict[str, dict[str, Any]] = {}
+    for page in dynamodb.get_paginator("scan").paginate(
+        TableName=f"{pipeline.table_prefix}orders", ConsistentRead=True
+    ):
+        for item in page["Items"]:
+            found[item["order_id"]["S"]] = {
+                "status": item["status"]["S"],
+                "customer_id": item.get("customer_id", {}).get("S"),
+                "reason": item.get("reason", {}).get("S"),
+            }
+    return found
+
+
+def _ledger(pipeline: local.LocalPipeline) -> dict[str, dict[str, Any]]:
+    dynamodb = boto3.client("dynamodb", endpoint_url=pipeline.dynamodb_endpoint)
+    items = dynamodb.scan(TableName=f"{pipeline.table_prefix}payments", ConsistentRead=True)
+    return {i["order_id"]["S"]: i for i in items["Items"]}
+
+
+def _send_raw(pipeline: local.LocalPipeline, queue_name: str, *bodies: str) -> None:
+    sqs = boto3.client("sqs", endpoint_url=pipeline.sqs_endpoint)
+    url = sqs.get_queue_url(QueueName=queue_name)["QueueUrl"]
+    sqs.send_message_batch(
+        QueueUrl=url, Entries=[{"Id": str(i), "MessageBody": b} for i, b in enumerate(bodies)]
+    )
+
+
+def _message(order_id: str, *, customer_id: str = "cust-raw", sku: str = "SKU-MUG") -> str:
+    return contract.encode_message(
+        contract.OrderMessage(
+            order_id=order_id,
+            client_id="demo",
+            customer_id=customer_id,
+            items=(contract.OrderItem(sku=sku, quantity=1),),
+            currency="USD",
+            payment_token="tok_ok",
+            accepted_at=time.time(),
+        )
+    )
+
+
+def test_a_send_whose_answer_is_lost_never_becomes_a_second_order_on_retry(
+    pipeline: local.LocalPipeline,
+    sqs_proxy: faultproxy.FaultProxy,
+    start_api: ServiceFactory,
+    start_processor: ServiceFactory,
+    api_client: Clients,
+) -> None:
+    api = start_api(dataclasses.replace(pipeline, sqs_endpoint=sqs_proxy.endpoint))
+    start_processor(pipeline)
+    client = api_client(api)
+    headers = {**helpers.auth(helpers.token(client)), "Idempotency-Key": "lost-answer-1"}
+    body = helpers.order_body(customer_id="cust-lost", SKU_MUG=1)
+
+    # SQS stores the batch every time, and the API never hears back (all its attempts).
+    with sqs_proxy.faults(Fault(FaultKind.DROP_RESPONSE, "SendMessageBatch", times=None)):
+        uncertain = client.post("/v1/orders", json=body, headers=headers)
+    retried = client.post("/v1/orders", json=body, headers=headers)
+
+    assert uncertain.status_code == 503, uncertain.text
+    problem = uncertain.json()
+    assert "may have been accepted" in problem["detail"]
+    assert retried.status_code == 202, retried.text
+    assert retried.json()["order_id"] == problem["order_id"]
+    final = helpers.wait_final(client, retried.json()["status_url"])
+    assert final["status"] == "COMPLETED"
+    helpers.eventually(
+        lambda: helpers.queue_depths(pipeline)[pipeline.queue_name], until=lambda n: n == 0
+    )
+    mine = [o for o, r in _orders(pipeline).items() if r["customer_id"] == "cust-lost"]
+    assert mine == [problem["order_id"]]
+    assert list(helpers.charges(pipeline)) == mine
+
+
+def test_a_failed_idempotency_record_after_the_send_still_answers_202(
+    pipeline: local.LocalPipeline,
+    dynamodb_proxy: faultproxy.FaultProxy,
+    start_api: ServiceFactory,
+    start_processor: ServiceFactory,
+    api_client: Clients,
+) -> None:
+    api = start_api(dataclasses.replace(pipeline, dynamodb_endpoint=dynamodb_proxy.endpoint))
+    start_processor(pipeline)
+    client = api_client(api)
+    headers = {**helpers.auth(helpers.token(client)), "Idempotency-Key": "record-fails-1"}
+
+    with dynamodb_proxy.faults(Fault(FaultKind.SERVER_ERROR, "UpdateItem", times=None)):
+        accepted = client.post("/v1/orders", json=helpers.order_body(), headers=headers)
+
+    assert accepted.status_code == 202, accepted.text
+    final = helpers.wait_final(client, accepted.json()["status_url"])
+    assert final["status"] == "COMPLETED"
+
+
+def test_a_transaction_cancelled_for_throttling_is_retried_not_taken_as_final(
+    pipeline: local.LocalPipeline,
+    dynamodb_proxy: faultproxy.FaultProxy,
+    start_api: ServiceFactory,
+    start_processor: ServiceFactory,
+    api_client: Clients,
+) -> None:
+    client = api_client(start_api(pipeline))
+    start_processor(dataclasses.replace(pipeline, dynamodb_endpoint=dynamodb_proxy.endpoint))
+    dynamodb_proxy.inject(
+        Fault(
+            FaultKind.CANCEL_TRANSACTION,
+            "TransactWriteItems",
+            body_contains=COMPLETED,
+            reasons=("ThrottlingError",),
+        )
+    )
+
+    accepted = helpers.place(client, helpers.token(client), helpers.order_body())
+
+    assert helpers.wait_final(client, accepted["status_url"], timeout=20)["status"] == "COMPLETED"
+    assert dynamodb_proxy.stats.faulted == {"cancel_transaction": 1}
+
+
+def test_two_copies_of_an_order_in_one_batch_leave_the_rest_of_the_batch_alone(
+    pipeline: local.LocalPipeline, start_processor: ServiceFactory
+) -> None:
+    before = helpers.stock(pipeline, "SKU-MUG")
+    twice = f"ord_twice_{uuid.uuid4().hex[:8]}"
+    others = [f"ord_other_{uuid.uuid4().hex[:8]}" for _ in range(3)]
+    bodies = [_message(twice), _message(twice)] + [
+        _message(o, customer_id=f"cust-{o}") for o in others
+    ]
+    _send_raw(pipeline, pipeline.queue_name, *bodies)
+
+    start_processor(pipeline)
+
+    orders = helpers.eventually(
+        lambda: _orders(pipeline),
+        until=lambda found: all(
+            found.get(o, {}).get("status") == "COMPLETED" for o in [twice, *others]
+        ),
+    )
+    assert len(orders) == 4
+    assert sorted(helpers.charges(pipeline)) == sorted([twice, *others])
+    assert helpers.stock(pipeline, "SKU-MUG") == before - 4
+
+
+def test_a_charged_order_whose_completion_failed_completes_whatever_its_customer_did_since(
+    make_pipeline: PipelineFactory,
+    start_api: ServiceFactory,
+    start_processor: ServiceFactory,
+    api_client: Clients,
+) -> None:
+    pipeline = make_pipeline(visibility_timeout=5)
+    client = api_client(start_api(pipeline))
+    access_token = helpers.token(client)
+    body = helpers.order_body(customer_id="cust-busy")
+    first = helpers.place(client, access_token, body)
+    with faultproxy.proxied(pipeline.dynamodb_endpoint) as proxy:
+        # Its first COMPLETED write fails on all its attempts: the order is paid, not recorded.
+        proxy.inject(
+            Fault(
+                FaultKind.SERVER_ERROR,
+                "TransactWriteItems",
+                body_contains=(COMPLETED, first["order_id"]),
+                times=3,
+            )
+        )
+        start_processor(
+            dataclasses.replace(pipeline, dynamodb_endpoint=proxy.endpoint), VELOCITY_LIMIT="1"
+        )
+        helpers.eventually(lambda: proxy.stats.faulted.get("server_error", 0), until=lambda n: n)
+        # Before its redelivery, the customer orders four more times (all processed before it
+        # comes back): the velocity rule would now reject the first order, were it judged again.
+        later = [helpers.place(client, access_token, body) for _ in range(4)]
+        for order in later:
+            helpers.wait_final(client, order["status_url"], timeout=5)
+        assert client.get(first["status_url"]).json()["status"] == "PROCESSING"
+
+        final = helpers.wait_final(client, first["status_url"], timeout=30)
+
+    assert final["status"] == "COMPLETED", final
+    ledger = _ledger(pipeline)
+    assert first["order_id"] in ledger
+    assert "refunded_at" not in ledger[first["order_id"]]
+
+
+def test_an_order_that_ends_failed_after_its_charge_is_refunded_once(
+    make_pipeline: PipelineFactory,
+    start_api: ServiceFactory,
+    start_processor: ServiceFactory,
+    api_client: Clients,
+) -> None:
+    pipeline = make_pipeline(visibility_timeout=1, max_receive_count=2)
+    client = api_client(start_api(pipeline))
+    before = helpers.stock(pipeline, "SKU-MUG")
+    with faultproxy.proxied(pipeline.dynamodb_endpoint) as proxy:
+        proxy.inject(
+            Fault(
+                FaultKind.SERVER_ERROR,
+                "TransactWriteItems",
+                body_contains=COMPLETED,
+                times=None,
+            )
+        )
+        start_processor(dataclasses.replace(pipeline, dynamodb_endpoint=proxy.endpoint))
+        accepted = helpers.place(client, helpers.token(client), helpers.order_body(SKU_MUG=2))
+        final = helpers.wait_final(client, accepted["status_url"], timeout=30)
+
+    assert final["status"] == "FAILED", final
+    entry = _ledger(pipeline)[accepted["order_id"]]
+    assert "refunded_at" in entry
+    assert helpers.stock(pipeline, "SKU-MUG") == before
+
+
+def test_an_order_found_in_the_dlq_ends_failed_with_a_reason(
+    pipeline: local.LocalPipeline, start_processor: ServiceFactory
+) -> None:
+    # As after a crash on the last receive: redrive moved it, nobody recorded it.
+    order_id = f"ord_dlq_{uuid.uuid4().hex[:8]}"
+    _send_raw(pipeline, f"{pipeline.queue_name}-dlq", _message(order_id))
+
+    start_processor(pipeline)
+
+    record = helpers.eventually(
+        lambda: _orders(pipeline).get(order_id), until=lambda r: r is not None
+    )
+    assert record is not None
+    assert record["status"] == "FAILED"
+    assert "dead-letter queue" in (record["reason"] or "")
+    assert helpers.queue_depths(pipeline)[f"{pipeline.queue_name}-dlq"] == 1  # kept for people
+
+
+def test_without_a_redrive_policy_a_failing_order_ends_failed_instead_of_looping(
+    pipeline: local.LocalPipeline,
+    start_api: ServiceFactory,
+    start_processor: ServiceFactory,
+    api_client: Clients,
+) -> None:
+    bare = dataclasses.replace(pipeline, queue_name=f"{pipeline.queue_name}-bare")
+    sqs = boto3.client("sqs", endpoint_url=pipeline.sqs_endpoint)
+    sqs.create_queue(QueueName=bare.queue_name, Attributes={"VisibilityTimeout": "1"})
+    client = api_client(start_api(bare))
+    start_processor(bare, RECEIVES_WITHOUT_REDRIVE="2")
+
+    accepted = helpers.place(
+        client, helpers.token(client), helpers.order_body(token="tok_unavailable")
+    )
+
+    final = helpers.wait_final(client, accepted["status_url"], timeout=30)
+    assert final["status"] == "FAILED"
+    assert "2 times" in final["reason"]
+    url = sqs.get_queue_url(QueueName=bare.queue_name)["QueueUrl"]
+    helpers.eventually(
+        lambda: sqs.get_queue_attributes(
+            QueueUrl=url,
+            AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+        )["Attributes"],
+        until=lambda a: (
+            a["ApproximateNumberOfMessages"] == "0"
+            and a["ApproximateNumberOfMessagesNotVisible"] == "0"
+        ),
+    )
+
+
+def test_a_status_read_past_the_queues_retention_with_no_record_says_it_never_will_be(
+    pipeline: local.LocalPipeline, start_api: ServiceFactory, api_client: Clients
+) -> None:
+    # An order accepted eight days ago (its status URL is valid for seven more) that no
+    # processor ever recorded: the queue (four days' retention) no longer holds it.
+    client = api_client(start_api(pipeline, STATUS_URL_TTL_SECONDS=str(15 * 86400)))
+    signer = security.Signer(pipeline.signing_secret.encode())
+    order_id = signer.new_order_id("demo")
+    expires = int(time.time()) + 7 * 86400
+    url = f"/v1/orders/{order_id}?expires={expires}&sig={signer.sign_status(order_id, expires)}"
+
+    answer = client.get(url)
+
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["status"] == "FAILED"
+    assert "place the order again" in answer.json()["reason"]
+    fresh_id = signer.new_order_id("demo")
+    fresh_expires = int(time.time()) + 15 * 86400
+    fresh = client.get(
+        f"/v1/orders/{fresh_id}?expires={fresh_expires}"
+        f"&sig={signer.sign_status(fresh_id, fresh_expires)}"
+    )
+    assert fresh.json()["status"] == "QUEUED"
