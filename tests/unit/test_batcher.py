@@ -6,6 +6,12 @@ import asyncio
 from typing import Any
 
 import pytest
+from botocore.exceptions import (
+    ClientError,
+    ConnectionClosedError,
+    EndpointConnectionError,
+    ReadTimeoutError,
+)
 
 from order_api import batcher
 
@@ -18,7 +24,7 @@ class RecordingQueue:
         *,
         fail_once: set[str] = frozenset(),
         sender_fault: set[str] = frozenset(),
-        broken: bool = False,
+        broken: Exception | None = None,
     ) -> None:
         self.batches: list[list[str]] = []
         self.fail_once = set(fail_once)
@@ -29,8 +35,8 @@ class RecordingQueue:
         self, *, QueueUrl: str, Entries: list[dict[str, Any]]
     ) -> dict[str, Any]:
         await asyncio.sleep(0.001)
-        if self.broken:
-            raise ConnectionError("queue unreachable")
+        if self.broken is not None:
+            raise self.broken
         self.batches.append([e["MessageBody"] for e in Entries])
         ok, failed = [], []
         for entry in Entries:
@@ -84,6 +90,26 @@ async def test_sender_fault_and_unreachable_queue_raise_queue_unavailable() -> N
     sender = _batcher(RecordingQueue(sender_fault={"bad"}))
     with pytest.raises(batcher.QueueUnavailableError, match="too big"):
         await sender.send("bad")
-    broken = _batcher(RecordingQueue(broken=True))
+    refused = EndpointConnectionError(endpoint_url="http://127.0.0.1:1")
+    broken = _batcher(RecordingQueue(broken=refused))
     results = await asyncio.gather(*(broken.send(str(i)) for i in range(3)), return_exceptions=True)
     assert all(isinstance(r, batcher.QueueUnavailableError) for r in results)
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        ReadTimeoutError(endpoint_url="http://127.0.0.1:1"),
+        ConnectionClosedError(endpoint_url="http://127.0.0.1:1"),
+        ClientError(
+            {"Error": {"Code": "InternalError"}, "ResponseMetadata": {"HTTPStatusCode": 500}},
+            "SendMessageBatch",
+        ),
+        ConnectionError("reset"),
+    ],
+    ids=["read-timeout", "closed-mid-answer", "server-error", "unknown"],
+)
+async def test_a_send_that_may_have_been_stored_is_uncertain_not_refused(error: Exception) -> None:
+    broken = _batcher(RecordingQueue(broken=error))
+    results = await asyncio.gather(*(broken.send(str(i)) for i in range(3)), return_exceptions=True)
+    assert all(isinstance(r, batcher.DeliveryUncertainError) for r in results)
