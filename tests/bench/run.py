@@ -31,6 +31,7 @@ from tests.bench import ceilings, loadgen
 from tests.bench.cpu import CpuMeter
 
 RESULTS = Path("bench-results")
+ALL_PHASES = {"ceiling", "accept", "e2e"}
 ACCEPT_P99_BUDGET_MS = 25.0
 CEILING_SECONDS = 5.0
 CEILING_WARM_UP = 5.0
@@ -135,6 +136,15 @@ def main() -> None:
     )
     parser.add_argument("--api-workers", type=int, default=1)
     parser.add_argument("--processors", type=int, default=1)
+    parser.add_argument(
+        "--concurrency", type=int, default=None, help="each processor's CONCURRENCY (its default)"
+    )
+    parser.add_argument(
+        "--phases", default="ceiling,accept,e2e", help="which phases to run (comma-separated)"
+    )
+    parser.add_argument(
+        "--e2e-start", type=int, default=50, help="the end-to-end search's first rate"
+    )
     parser.add_argument("--fixed-rate", type=int, default=3000, help="accept rate to report")
     args = parser.parse_args()
 
@@ -150,30 +160,45 @@ def main() -> None:
         "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "settings": vars(args),
     }
+    phases = set(args.phases.split(","))
     with (
         tempfile.TemporaryDirectory() as scratch,
         engines.running_engines(Path(scratch) / "engines", persistent=False) as running,
     ):
         work = Path(scratch)
-        print("engine ceilings...", flush=True)
-        ceiling = {"seconds": CEILING_SECONDS, "warm_up": CEILING_WARM_UP}
-        result["engine_ceiling"] = {
-            "sqs": ceilings.sqs_ceiling(
-                vegeta, running.sqs_endpoint, running.sqs.pid or 0, work, **ceiling
-            ),
-            "dynamodb": ceilings.dynamodb_ceiling(
-                vegeta, running.dynamodb_endpoint, running.dynamodb.pid or 0, work, **ceiling
-            ),
-        }
         engine_pids = {
             "elasticmq": running.sqs.pid or 0,
             "dynoxide": running.dynamodb.pid or 0,
         }
-        result["accept"] = _accept_phase(args, running, vegeta, work, engine_pids)
-        result["end_to_end"] = _end_to_end_phase(args, running, vegeta, work, engine_pids)
+        if "ceiling" in phases:
+            print("engine ceilings...", flush=True)
+            ceiling = {"seconds": CEILING_SECONDS, "warm_up": CEILING_WARM_UP}
+            result["engine_ceiling"] = {
+                "sqs": ceilings.sqs_ceiling(
+                    vegeta, running.sqs_endpoint, running.sqs.pid or 0, work, **ceiling
+                ),
+                "dynamodb": ceilings.dynamodb_ceiling(
+                    vegeta, running.dynamodb_endpoint, running.dynamodb.pid or 0, work, **ceiling
+                ),
+            }
+        if "accept" in phases:
+            result["accept"] = _accept_phase(args, running, vegeta, work, engine_pids)
+        if "e2e" in phases:
+            result["end_to_end"] = _end_to_end_phase(args, running, vegeta, work, engine_pids)
+    if phases != ALL_PHASES:  # an exploration: kept apart from the reported run
+        (RESULTS / "exploration.json").write_text(json.dumps(result, indent=2) + "\n")
+        print(json.dumps(result, indent=2))
+        return
     (RESULTS / "latest.json").write_text(json.dumps(result, indent=2) + "\n")
     _plot(result, RESULTS / "latest.png")
     print(json.dumps({k: result[k] for k in ("accept", "end_to_end")}, indent=2))
+
+
+def _processor_env(args: argparse.Namespace) -> dict[str, str]:
+    env = {"LOG_LEVEL": "WARNING"}
+    if args.concurrency:
+        env["CONCURRENCY"] = str(args.concurrency)
+    return env
 
 
 def _service_env(args: argparse.Namespace) -> dict[str, str]:
@@ -258,7 +283,9 @@ def _end_to_end_phase(
             pipeline, port, work / "logs", API_WORKERS=str(args.api_workers), **_service_env(args)
         )
         processors = [
-            local.processor_process(pipeline, local.free_port(), work / "logs", LOG_LEVEL="WARNING")
+            local.processor_process(
+                pipeline, local.free_port(), work / "logs", **_processor_env(args)
+            )
             for _ in range(args.processors)
         ]
         api.start()
@@ -327,7 +354,7 @@ def _end_to_end_phase(
     warm_up = (200, 400)
     for rate in warm_up:
         run(rate, args.seconds)
-    best = _search(sustained, start=50, ceiling=5000, steps=4)
+    best = _search(sustained, start=args.e2e_start, ceiling=5000, steps=4)
     at_half = run(max(10, best // 2), args.e2e_seconds) if best else None
     return {"max_sustained_rate": best, "at_half_rate": at_half, "steps": steps[len(warm_up) :]}
 
