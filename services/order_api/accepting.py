@@ -57,6 +57,7 @@ async def accept(
     now = time.time()
     order_id = services.signer.new_order_id(client_id)
     record_key: str | None = None
+    fresh_key = True
     if idempotency_key is not None:
         record_key = f"{client_id}#{idempotency_key}"
         payload_hash = hashlib.sha256(order.model_dump_json().encode()).hexdigest()
@@ -71,7 +72,7 @@ async def accept(
         if claim.outcome is stores.IdempotencyOutcome.IN_FLIGHT:
             raise IdempotencyKeyInFlightError(record_key)
         assert claim.order_id is not None
-        order_id = claim.order_id
+        order_id, fresh_key = claim.order_id, claim.fresh
 
     logs.order_id_var.set(order_id)
     message = contract.OrderMessage(
@@ -92,6 +93,13 @@ async def accept(
     except batcher.QueueUnavailableError as exc:
         log.warning("order not accepted, queue unavailable: %s", exc)
         metrics.ORDERS_REFUSED.labels("queue_unavailable").inc()
+        if record_key is not None and not fresh_key:
+            # Refused now, but an earlier request with this key may have queued this very
+            # order: the key keeps it, and the answer stays "maybe".
+            await _quietly(services.idempotency.release(record_key), "release the idempotency key")
+            raise AcceptanceUncertainError(
+                order_id, status_url_for(order_id), idempotent=True
+            ) from exc
         if record_key is not None:
             await _quietly(services.idempotency.abandon(record_key), "free the idempotency key")
         raise QueueRefusedError(str(exc)) from exc

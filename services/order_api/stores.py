@@ -93,6 +93,9 @@ class IdempotencyResult:
     retry after an uncertain send re-sends the same order, which the processor's conditional
     writes apply once."""
     response: dict[str, Any] | None = None
+    fresh: bool = True
+    """For STARTED: the key was new. False when it was claimed after an earlier request that
+    may have queued its order: then the key must never be freed, only released."""
 
 
 @dataclass(frozen=True)
@@ -165,7 +168,7 @@ class IdempotencyStore:
         except self.client.exceptions.ConditionalCheckFailedException:
             return IdempotencyResult(IdempotencyOutcome.IN_FLIGHT)  # another retry won
         return IdempotencyResult(
-            IdempotencyOutcome.STARTED, order_id=existing.get("order_id", order_id)
+            IdempotencyOutcome.STARTED, order_id=existing.get("order_id", order_id), fresh=False
         )
 
     @_unavailable_on_error

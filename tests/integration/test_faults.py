@@ -121,6 +121,40 @@ def test_a_send_whose_answer_is_lost_never_becomes_a_second_order_on_retry(
     assert list(helpers.charges(pipeline)) == mine
 
 
+def test_a_refused_retry_after_an_uncertain_send_keeps_the_key_and_its_order(
+    pipeline: local.LocalPipeline,
+    sqs_proxy: faultproxy.FaultProxy,
+    start_api: ServiceFactory,
+    start_processor: ServiceFactory,
+    api_client: Clients,
+) -> None:
+    api = start_api(dataclasses.replace(pipeline, sqs_endpoint=sqs_proxy.endpoint))
+    start_processor(pipeline)
+    client = api_client(api)
+    headers = {**helpers.auth(helpers.token(client)), "Idempotency-Key": "lost-then-refused"}
+    body = helpers.order_body(customer_id="cust-lost-refused", SKU_MUG=1)
+
+    with sqs_proxy.faults(Fault(FaultKind.DROP_RESPONSE, "SendMessageBatch", times=None)):
+        uncertain = client.post("/v1/orders", json=body, headers=headers)
+    # The retry is refused outright (throttled on every attempt): that says nothing about the
+    # first attempt, whose order may be queued.
+    with sqs_proxy.faults(Fault(FaultKind.THROTTLE, "SendMessageBatch", times=None)):
+        refused = client.post("/v1/orders", json=body, headers=headers)
+    accepted = client.post("/v1/orders", json=body, headers=headers)
+
+    assert uncertain.status_code == refused.status_code == 503
+    assert refused.json()["order_id"] == uncertain.json()["order_id"]
+    assert "may have been accepted" in refused.json()["detail"]
+    assert accepted.status_code == 202, accepted.text
+    assert accepted.json()["order_id"] == uncertain.json()["order_id"]
+    helpers.wait_final(client, accepted.json()["status_url"])
+    helpers.eventually(
+        lambda: helpers.queue_depths(pipeline)[pipeline.queue_name], until=lambda n: n == 0
+    )
+    mine = [o for o, r in _orders(pipeline).items() if r["customer_id"] == "cust-lost-refused"]
+    assert mine == [uncertain.json()["order_id"]]
+
+
 def test_a_failed_idempotency_record_after_the_send_still_answers_202(
     pipeline: local.LocalPipeline,
     dynamodb_proxy: faultproxy.FaultProxy,
