@@ -229,7 +229,7 @@ def test_a_charged_order_whose_completion_failed_completes_whatever_its_customer
     start_processor: ServiceFactory,
     api_client: Clients,
 ) -> None:
-    pipeline = make_pipeline(visibility_timeout=5)
+    pipeline = make_pipeline(visibility_timeout=10)  # room for the later orders to finish
     client = api_client(start_api(pipeline))
     access_token = helpers.token(client)
     body = helpers.order_body(customer_id="cust-busy")
