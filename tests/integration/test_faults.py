@@ -44,6 +44,28 @@ def dynamodb_proxy(pipeline: local.LocalPipeline) -> Iterator[faultproxy.FaultPr
         yield proxy
 
 
+@pytest.fixture
+def client_via_sqs_proxy(
+    pipeline: local.LocalPipeline,
+    sqs_proxy: faultproxy.FaultProxy,
+    start_api: ServiceFactory,
+    start_processor: ServiceFactory,
+    api_client: Clients,
+) -> httpx.Client:
+    """A client of an API that reaches SQS through `sqs_proxy`; the processor goes direct."""
+    api = start_api(dataclasses.replace(pipeline, sqs_endpoint=sqs_proxy.endpoint))
+    start_processor(pipeline)
+    return api_client(api)
+
+
+def _orders_of_customer_once_drained(pipeline: local.LocalPipeline, customer_id: str) -> list[str]:
+    """The customer's order ids, once every message of the queue has been processed."""
+    helpers.eventually(
+        lambda: helpers.queue_depths(pipeline)[pipeline.queue_name], until=lambda n: n == 0
+    )
+    return [o for o, r in _orders(pipeline).items() if r["customer_id"] == customer_id]
+
+
 def _orders(pipeline: local.LocalPipeline) -> dict[str, dict[str, Any]]:
     """order id -> its record (status, customer), read straight from the table."""
     dynamodb = boto3.client("dynamodb", endpoint_url=pipeline.dynamodb_endpoint)
@@ -91,13 +113,9 @@ def _message(order_id: str, *, customer_id: str = "cust-raw", sku: str = "SKU-MU
 def test_a_send_whose_answer_is_lost_never_becomes_a_second_order_on_retry(
     pipeline: local.LocalPipeline,
     sqs_proxy: faultproxy.FaultProxy,
-    start_api: ServiceFactory,
-    start_processor: ServiceFactory,
-    api_client: Clients,
+    client_via_sqs_proxy: httpx.Client,
 ) -> None:
-    api = start_api(dataclasses.replace(pipeline, sqs_endpoint=sqs_proxy.endpoint))
-    start_processor(pipeline)
-    client = api_client(api)
+    client = client_via_sqs_proxy
     headers = {**helpers.auth(helpers.token(client)), "Idempotency-Key": "lost-answer-1"}
     body = helpers.order_body(customer_id="cust-lost", SKU_MUG=1)
 
@@ -113,10 +131,7 @@ def test_a_send_whose_answer_is_lost_never_becomes_a_second_order_on_retry(
     assert retried.json()["order_id"] == problem["order_id"]
     final = helpers.wait_final(client, retried.json()["status_url"])
     assert final["status"] == "COMPLETED"
-    helpers.eventually(
-        lambda: helpers.queue_depths(pipeline)[pipeline.queue_name], until=lambda n: n == 0
-    )
-    mine = [o for o, r in _orders(pipeline).items() if r["customer_id"] == "cust-lost"]
+    mine = _orders_of_customer_once_drained(pipeline, "cust-lost")
     assert mine == [problem["order_id"]]
     assert list(helpers.charges(pipeline)) == mine
 
@@ -124,13 +139,9 @@ def test_a_send_whose_answer_is_lost_never_becomes_a_second_order_on_retry(
 def test_a_refused_retry_after_an_uncertain_send_keeps_the_key_and_its_order(
     pipeline: local.LocalPipeline,
     sqs_proxy: faultproxy.FaultProxy,
-    start_api: ServiceFactory,
-    start_processor: ServiceFactory,
-    api_client: Clients,
+    client_via_sqs_proxy: httpx.Client,
 ) -> None:
-    api = start_api(dataclasses.replace(pipeline, sqs_endpoint=sqs_proxy.endpoint))
-    start_processor(pipeline)
-    client = api_client(api)
+    client = client_via_sqs_proxy
     headers = {**helpers.auth(helpers.token(client)), "Idempotency-Key": "lost-then-refused"}
     body = helpers.order_body(customer_id="cust-lost-refused", SKU_MUG=1)
 
@@ -148,10 +159,7 @@ def test_a_refused_retry_after_an_uncertain_send_keeps_the_key_and_its_order(
     assert accepted.status_code == 202, accepted.text
     assert accepted.json()["order_id"] == uncertain.json()["order_id"]
     helpers.wait_final(client, accepted.json()["status_url"])
-    helpers.eventually(
-        lambda: helpers.queue_depths(pipeline)[pipeline.queue_name], until=lambda n: n == 0
-    )
-    mine = [o for o, r in _orders(pipeline).items() if r["customer_id"] == "cust-lost-refused"]
+    mine = _orders_of_customer_once_drained(pipeline, "cust-lost-refused")
     assert mine == [uncertain.json()["order_id"]]
 
 
