@@ -37,6 +37,7 @@ from typing import Any
 import boto3
 import httpx
 
+from order_common import schema
 from order_devtools import engines, local, provision
 from tests import faultproxy
 from tests.faultproxy import Fault, FaultKind
@@ -326,7 +327,7 @@ def check_invariants(pipeline: local.LocalPipeline, placed: list[Placed]) -> Soa
         if not found or found[0]["status"]["S"] != "FAILED":
             violations.append(f"{order.key}: never payable, not FAILED")
     sqs = boto3.client("sqs", endpoint_url=pipeline.sqs_endpoint)
-    dlq_url = sqs.get_queue_url(QueueName=f"{pipeline.queue_name}-dlq")["QueueUrl"]
+    dlq_url = sqs.get_queue_url(QueueName=schema.dlq_name(pipeline.queue_name))["QueueUrl"]
     dlq = sqs.get_queue_attributes(
         QueueUrl=dlq_url,
         AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
@@ -406,7 +407,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         provision.provision(
             pipeline.aws_settings(),
-            queue=provision.QueueSettings(visibility_timeout=5, max_receive_count=5),
+            queue=schema.QueueConfig(visibility_timeout_seconds=5, max_receive_count=5),
             catalog=SKUS,
         )
         shutil.rmtree(args.logs, ignore_errors=True)

@@ -42,6 +42,8 @@ class FaultKind(enum.Enum):
     """Answer 400 ThrottlingException without forwarding (retryable for the SDKs)."""
     CANCEL_TRANSACTION = "cancel_transaction"
     """Answer TransactionCanceledException with `reasons` as the cancellation codes."""
+    FAIL_ENTRIES = "fail_entries"
+    """Answer a batch call (JSON protocol) with every entry failed, InternalError, unapplied."""
 
 
 @dataclasses.dataclass
@@ -163,7 +165,7 @@ class FaultProxy:
                     _reset(writer)
                     return
                 if fault is not None and fault.kind in _ANSWERED_HERE:
-                    writer.write(_error_response(fault))
+                    writer.write(_answer(fault, body))
                     await writer.drain()
                     continue
                 if fault is not None and fault.kind is FaultKind.DELAY:
@@ -250,10 +252,22 @@ def _reset(writer: asyncio.StreamWriter) -> None:
     writer.close()
 
 
-_ANSWERED_HERE = {FaultKind.SERVER_ERROR, FaultKind.THROTTLE, FaultKind.CANCEL_TRANSACTION}
+_ANSWERED_HERE = {
+    FaultKind.SERVER_ERROR,
+    FaultKind.THROTTLE,
+    FaultKind.CANCEL_TRANSACTION,
+    FaultKind.FAIL_ENTRIES,
+}
 
 
-def _error_response(fault: Fault) -> bytes:
+def _answer(fault: Fault, body: bytes) -> bytes:
+    if fault.kind is FaultKind.FAIL_ENTRIES:
+        entries = json.loads(body).get("Entries", [])
+        failed = [
+            {"Id": e["Id"], "SenderFault": False, "Code": "InternalError", "Message": "injected"}
+            for e in entries
+        ]
+        return _response("200 OK", {"Successful": [], "Failed": failed})
     document: dict[str, object] = {"message": "injected fault"}
     if fault.kind is FaultKind.THROTTLE:
         status, code = "400 Bad Request", "ThrottlingException"
@@ -264,7 +278,11 @@ def _error_response(fault: Fault) -> bytes:
         ]
     else:
         status, code = "500 Internal Server Error", "InternalServerError"
-    body = json.dumps({"__type": f"com.amazonaws#{code}", **document}).encode()
+    return _response(status, {"__type": f"com.amazonaws#{code}", **document})
+
+
+def _response(status: str, document: dict[str, object]) -> bytes:
+    body = json.dumps(document).encode()
     return (
         f"HTTP/1.1 {status}\r\nContent-Type: application/x-amz-json-1.0\r\n"
         f"Content-Length: {len(body)}\r\n\r\n"

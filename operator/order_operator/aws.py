@@ -18,6 +18,7 @@ import boto3
 import botocore.config
 import botocore.exceptions
 
+from order_common import schema
 from order_operator.scaling import QueueDepth
 from order_operator.v1alpha1 import spec as v1alpha1
 
@@ -28,15 +29,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 OWNER_TAG = "order-pipeline.dev/owner"
-
-# table name suffix -> (hash key attribute, TTL attribute or None); the services' shapes.
-TABLE_SHAPES: Mapping[str, tuple[str, str | None]] = {
-    "orders": ("order_id", None),
-    "catalog": ("sku", None),
-    "idempotency": ("key", "expires_at"),
-    "velocity": ("customer_id", "expires_at"),
-    "payments": ("order_id", None),
-}
 
 # Error codes that mean "this request will never succeed as it is": report, do not retry fast.
 _REJECTION_CODES = frozenset(
@@ -274,15 +266,15 @@ def ensure_tables(dynamodb: DynamoDBClient, tables: v1alpha1.TablesSpec) -> list
     return the names of tables not ACTIVE yet."""
     pending: list[str] = []
     try:
-        for suffix, (key, ttl_attribute) in TABLE_SHAPES.items():
-            name = f"{tables.prefix}{suffix}"
+        for table in schema.TABLES:
+            name = table.name(tables.prefix)
             try:
                 status = dynamodb.describe_table(TableName=name)["Table"].get("TableStatus")
             except dynamodb.exceptions.ResourceNotFoundException:
                 dynamodb.create_table(
                     TableName=name,
-                    AttributeDefinitions=[{"AttributeName": key, "AttributeType": "S"}],
-                    KeySchema=[{"AttributeName": key, "KeyType": "HASH"}],
+                    AttributeDefinitions=[{"AttributeName": table.key, "AttributeType": "S"}],
+                    KeySchema=[{"AttributeName": table.key, "KeyType": "HASH"}],
                     BillingMode="PAY_PER_REQUEST",
                 )
                 logger.info("created table %s", name)
@@ -290,8 +282,8 @@ def ensure_tables(dynamodb: DynamoDBClient, tables: v1alpha1.TablesSpec) -> list
             if status != "ACTIVE":
                 pending.append(name)
                 continue
-            if ttl_attribute is not None:
-                _ensure_ttl(dynamodb, name, ttl_attribute)
+            if table.ttl_attribute is not None:
+                _ensure_ttl(dynamodb, name, table.ttl_attribute)
     except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as error:
         raise _translate(error, "converging tables") from error
     return pending

@@ -7,11 +7,15 @@ durable write on the accept path.
 
 from __future__ import annotations
 
+import argparse
 import base64
+import getpass
 import hashlib
 import hmac
 import secrets
+import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import jwt
@@ -150,3 +154,27 @@ class Signer:
         except (ValueError, TypeError):
             return False
         return hmac.compare_digest(given, self._mac("status", order_id, str(expires)))
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """`python -m order_api.security hash`: print a client secret's hash for API_CLIENTS."""
+    parser = argparse.ArgumentParser(
+        prog="python -m order_api.security",
+        description="Hash a client secret for the API_CLIENTS setting.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser(
+        "hash", help="hash the secret read from stdin (prompted for, unechoed, on a terminal)"
+    )
+    parser.parse_args(argv)
+    if sys.stdin.isatty():
+        secret = getpass.getpass("client secret: ")
+    else:
+        secret = sys.stdin.readline().rstrip("\r\n")
+    if not secret:
+        parser.error("the secret is empty")
+    print(hash_client_secret(secret))
+
+
+if __name__ == "__main__":
+    main()

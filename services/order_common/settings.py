@@ -10,6 +10,8 @@ from __future__ import annotations
 import pydantic
 import pydantic_settings
 
+from order_common import schema
+
 
 class AwsSettings(pydantic_settings.BaseSettings):
     model_config = pydantic_settings.SettingsConfigDict(extra="ignore", frozen=True)
@@ -34,20 +36,20 @@ class AwsSettings(pydantic_settings.BaseSettings):
 
     @property
     def orders_table(self) -> str:
-        return f"{self.table_prefix}orders"
+        return schema.ORDERS.name(self.table_prefix)
 
     @property
     def catalog_table(self) -> str:
-        return f"{self.table_prefix}catalog"
+        return schema.CATALOG.name(self.table_prefix)
 
     @property
     def idempotency_table(self) -> str:
-        return f"{self.table_prefix}idempotency"
+        return schema.IDEMPOTENCY.name(self.table_prefix)
 
     @property
     def velocity_table(self) -> str:
-        return f"{self.table_prefix}velocity"
+        return schema.VELOCITY.name(self.table_prefix)
 
     @property
     def payments_table(self) -> str:
-        return f"{self.table_prefix}payments"
+        return schema.PAYMENTS.name(self.table_prefix)

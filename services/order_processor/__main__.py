@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 
+import pydantic
 import uvloop
 
 from order_common import logs
@@ -13,7 +14,11 @@ from order_processor import settings as settings_module
 
 def main() -> None:
     logs.configure_logging(component="order-processor", level=os.environ.get("LOG_LEVEL", "INFO"))
-    uvloop.run(service.run(settings_module.get_settings()))
+    try:
+        settings = settings_module.get_settings()
+    except pydantic.ValidationError as exc:  # say what to set, not a traceback
+        raise SystemExit(f"order-processor: invalid configuration: {exc}") from None
+    uvloop.run(service.run(settings))
 
 
 if __name__ == "__main__":

@@ -70,7 +70,8 @@ async def describe_queue(
 @dataclass
 class _InFlight:
     receipt_handle: str
-    received: float
+    visible_set_at: float
+    """When its visibility timeout was last set (received or extended), monotonic."""
     task: asyncio.Task[workflow.Disposition] | None = None
 
 
@@ -306,40 +307,49 @@ class Consumer:
             log.warning("could not delete message: %s", failure.get("Message"))
 
     async def _extend_visibility_forever(self) -> None:
-        """Keep slow messages invisible: extend any held for a third of the timeout."""
+        """Keep slow messages invisible: extend any held for a third of the timeout.
+
+        The check runs six times per timeout, so an extension that fails (the whole call, or
+        one entry of it) is tried again well before the message would reappear.
+        """
         timeout = self.queue.visibility_timeout
-        period = max(1.0, timeout / 3)
+        extend_after = timeout / 3
         while True:
-            await asyncio.sleep(period)
+            await asyncio.sleep(max(0.1, min(1.0, timeout / 6)))
             now = time.monotonic()
-            due = [f for f in self._in_flight.values() if now - f.received >= period]
+            due = [f for f in self._in_flight.values() if now - f.visible_set_at >= extend_after]
             for start in range(0, len(due), 10):
-                chunk = due[start : start + 10]
-                try:
-                    response = await self.client.change_message_visibility_batch(
-                        QueueUrl=self.queue.url,
-                        Entries=[
-                            {
-                                "Id": str(i),
-                                "ReceiptHandle": f.receipt_handle,
-                                "VisibilityTimeout": timeout,
-                            }
-                            for i, f in enumerate(chunk)
-                        ],
-                    )
-                except Exception as exc:  # next period tries again
-                    log.warning("could not extend visibility: %s", exc)
-                    metrics.VISIBILITY_EXTENSION_FAILURES.inc(len(chunk))
-                    continue
-                failed = {int(f["Id"]) for f in response.get("Failed", [])}
-                for i, f in enumerate(chunk):
-                    if i not in failed:
-                        f.received = now
-                if failed:
-                    # Left due: the next period tries them again. A message whose handle is no
-                    # longer valid was redelivered; its conditional writes make that harmless.
-                    log.warning("could not extend visibility of %s messages", len(failed))
-                    metrics.VISIBILITY_EXTENSION_FAILURES.inc(len(failed))
+                await self._extend(due[start : start + 10], now)
+
+    async def _extend(self, chunk: list[_InFlight], now: float) -> None:
+        timeout = self.queue.visibility_timeout
+        try:
+            response = await self.client.change_message_visibility_batch(
+                QueueUrl=self.queue.url,
+                Entries=[
+                    {"Id": str(i), "ReceiptHandle": f.receipt_handle, "VisibilityTimeout": timeout}
+                    for i, f in enumerate(chunk)
+                ],
+            )
+        except Exception as exc:  # all of them stay due
+            log.warning("could not extend visibility: %s", exc)
+            metrics.VISIBILITY_EXTENSION_FAILURES.inc(len(chunk))
+            return
+        failed = {f["Id"]: f for f in response.get("Failed", [])}
+        for i, held in enumerate(chunk):
+            failure = failed.get(str(i))
+            if failure is None:
+                held.visible_set_at = now
+                continue
+            # Stays due. A handle that is no longer valid (the message came back and was
+            # received again) keeps failing until this copy finishes; the conditional
+            # writes make the other copy harmless.
+            log.warning(
+                "could not extend visibility of a message: %s %s",
+                failure.get("Code"),
+                failure.get("Message", ""),
+            )
+            metrics.VISIBILITY_EXTENSION_FAILURES.inc()
 
     async def _release_unfinished(self) -> None:
         """Make messages we will not finish visible again at once, for another processor."""

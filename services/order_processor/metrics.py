@@ -51,5 +51,5 @@ DEAD_LETTERS_RECORDED = prometheus_client.Counter(
 )
 VISIBILITY_EXTENSION_FAILURES = prometheus_client.Counter(
     "visibility_extension_failures_total",
-    "Messages whose visibility could not be extended (tried again sooner)",
+    "Failed visibility extensions, per message (each is tried again well before it expires)",
 )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import importlib
 import logging
 import signal
 import time
@@ -37,6 +38,26 @@ async def _wait_for_queue(
             await asyncio.sleep(delay)
             delay = min(delay * 2, 10)
     return None
+
+
+def payment_gateway(
+    settings: settings_module.ProcessorSettings, dynamodb: aws.DynamoDbHotPath
+) -> payments.PaymentGateway:
+    """The gateway PAYMENT_GATEWAY names: the simulator, or a factory imported by path."""
+    if settings.payment_gateway == settings_module.SIMULATED_PAYMENTS:
+        log.warning(
+            "PAYMENT_GATEWAY=%s: payments are simulated and no card is charged;"
+            " for local runs only",
+            settings_module.SIMULATED_PAYMENTS,
+        )
+        return payments.SimulatedPaymentGateway(
+            client=dynamodb, ledger_table=settings.payments_table
+        )
+    module_name, _, factory_name = settings.payment_gateway.partition(":")
+    factory = getattr(importlib.import_module(module_name), factory_name)
+    gateway: payments.PaymentGateway = factory(settings)
+    log.info("payments through %s", settings.payment_gateway)
+    return gateway
 
 
 async def _serve_health(
@@ -111,9 +132,7 @@ async def run(settings: settings_module.ProcessorSettings) -> None:
                 catalog_cache_seconds=settings.catalog_cache_seconds,
                 velocity_window_seconds=settings.velocity_window_seconds,
             )
-            gateway = payments.SimulatedPaymentGateway(
-                client=dynamodb_hot, ledger_table=settings.payments_table
-            )
+            gateway = payment_gateway(settings, dynamodb_hot)
             worker = consumer.Consumer(
                 client=sqs,
                 hot=sqs_hot,

@@ -3,13 +3,22 @@
 from __future__ import annotations
 
 import functools
+import re
 
 import pydantic
 
 from order_common import settings as common_settings
 
+SIMULATED_PAYMENTS = "simulator"
+_FACTORY_PATH = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*")
+
 
 class ProcessorSettings(common_settings.AwsSettings):
+    payment_gateway: str = pydantic.Field(default="", validate_default=True)
+    """Who charges the cards: `package.module:factory` (a callable taking these settings and
+    returning a `payments.PaymentGateway`), or `simulator` for local runs, which charges
+    nothing. Unset: the processor refuses to start rather than guess."""
+
     concurrency: int = pydantic.Field(default=40, ge=1, le=1000)
     """Messages processed at once by this process (in receive batches of `batch_size`)."""
 
@@ -42,6 +51,17 @@ class ProcessorSettings(common_settings.AwsSettings):
 
     catalog_cache_seconds: float = pydantic.Field(default=5.0, ge=0)
     """How long catalog prices are reused; stock is always checked by the reservation itself."""
+
+    @pydantic.field_validator("payment_gateway")
+    @classmethod
+    def _names_a_gateway(cls, value: str) -> str:
+        if value != SIMULATED_PAYMENTS and not _FACTORY_PATH.fullmatch(value):
+            raise ValueError(
+                "set PAYMENT_GATEWAY to your gateway's factory as 'package.module:factory',"
+                f" or to '{SIMULATED_PAYMENTS}' for local runs (no card is charged);"
+                f" got {value!r}"
+            )
+        return value
 
     metrics_port: int = pydantic.Field(default=9100, ge=0, le=65535)
     metrics_host: str = "127.0.0.1"

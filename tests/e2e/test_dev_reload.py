@@ -56,7 +56,7 @@ def dev_spec() -> v1alpha1.OrderPipelineSpec:
             "queue": {"name": "dev-orders"},
             "tables": {"prefix": "dev-"},
             "api": {"image": "api:dev"},
-            "processor": {"image": "processor:dev"},
+            "processor": {"image": "processor:dev", "env": {"PAYMENT_GATEWAY": "simulator"}},
             "development": {"reload": True},
         }
     )

@@ -136,7 +136,7 @@ def test_image_references_reach_the_chart_and_render(helm_path: Path, tmp_path: 
 def test_dev_profile_syncs_each_components_python_sources_to_where_the_image_has_them() -> None:
     artifacts = {a["image"]: a for a in with_profile("dev")["build"]["artifacts"]}
     for image, packages in {
-        "order-pipeline/operator": ["order_operator"],
+        "order-pipeline/operator": ["order_operator", "order_common"],
         "order-pipeline/api": ["order_api", "order_common"],
         "order-pipeline/processor": ["order_processor", "order_common"],
     }.items():

@@ -13,6 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from order_common import schema
 from order_devtools import engines, local, provision
 
 
@@ -45,8 +46,8 @@ def make_pipeline(local_engines: engines.Engines) -> PipelineFactory:
         )
         provision.provision(
             pipeline.aws_settings(),
-            queue=provision.QueueSettings(
-                visibility_timeout=visibility_timeout, max_receive_count=max_receive_count
+            queue=schema.QueueConfig(
+                visibility_timeout_seconds=visibility_timeout, max_receive_count=max_receive_count
             ),
             catalog=catalog if catalog is not None else provision.DEMO_CATALOG,
         )

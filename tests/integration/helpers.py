@@ -108,3 +108,13 @@ def eventually(probe: Callable[[], T], *, until: Callable[[T], bool], timeout: f
         time.sleep(0.2)
         value = probe()
     return value
+
+
+def metric(service: local.ServiceProcess, name: str) -> float:
+    """The sum of a service's Prometheus samples whose name starts with `name`."""
+    text = httpx.get(service.health_url.replace("/healthz", "/metrics")).text
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith(name) and not line.startswith("#"):
+            total += float(line.rsplit(" ", 1)[1])
+    return total

@@ -21,15 +21,6 @@ pytestmark = pytest.mark.integration
 Clients = Callable[[local.ServiceProcess], httpx.Client]
 
 
-def _metric(service: local.ServiceProcess, name: str) -> float:
-    text = httpx.get(service.health_url.replace("/healthz", "/metrics")).text
-    total = 0.0
-    for line in text.splitlines():
-        if line.startswith(name) and not line.startswith("#"):
-            total += float(line.rsplit(" ", 1)[1])
-    return total
-
-
 def test_processor_killed_mid_batch_applies_every_order_exactly_once(
     make_pipeline: PipelineFactory,
     start_api: ServiceFactory,
@@ -52,7 +43,9 @@ def test_processor_killed_mid_batch_applies_every_order_exactly_once(
     ]
     processor = start_processor(pipeline, CONCURRENCY="40")
     helpers.eventually(
-        lambda: _metric(processor, "orders_processed_total"), until=lambda n: n >= 30, timeout=60
+        lambda: helpers.metric(processor, "orders_processed_total"),
+        until=lambda n: n >= 30,
+        timeout=60,
     )
     processor.kill()  # SIGKILL in the middle of the run: batches half done
     start_processor(pipeline, CONCURRENCY="40")
@@ -94,7 +87,9 @@ def test_sigterm_finishes_in_flight_work_and_exits_zero(
     ]
     processor = start_processor(pipeline)
     helpers.eventually(
-        lambda: _metric(processor, "orders_processed_total"), until=lambda n: n >= 5, timeout=60
+        lambda: helpers.metric(processor, "orders_processed_total"),
+        until=lambda n: n >= 5,
+        timeout=60,
     )
     assert processor.stop(timeout=30) == 0
     assert "stopped:" in processor.log_tail(5)
@@ -116,8 +111,8 @@ def test_unparseable_message_goes_to_the_dlq_at_once(
         lambda: helpers.queue_depths(pipeline), until=lambda d: d[dlq] == 1, timeout=30
     )
     assert helpers.queue_depths(pipeline) == {pipeline.queue_name: 0, dlq: 1}
-    assert _metric(processor, "messages_dead_lettered_total") == 1
-    assert _metric(processor, "messages_retried_total") == 0
+    assert helpers.metric(processor, "messages_dead_lettered_total") == 1
+    assert helpers.metric(processor, "messages_retried_total") == 0
 
 
 def test_poison_message_reaches_the_dlq_after_exactly_max_receive_count_receives(
@@ -137,7 +132,7 @@ def test_poison_message_reaches_the_dlq_after_exactly_max_receive_count_receives
         lambda: helpers.queue_depths(pipeline), until=lambda d: d[dlq] == 1, timeout=60
     )
     time.sleep(2)  # longer than the visibility timeout: no further receive may happen
-    assert _metric(processor, "messages_retried_total") == 3
+    assert helpers.metric(processor, "messages_retried_total") == 3
     final = helpers.wait_final(client, accepted["status_url"])
     assert final["status"] == "FAILED"
     sqs = boto3.client("sqs", endpoint_url=pipeline.sqs_endpoint)
@@ -266,9 +261,11 @@ def test_slow_work_keeps_its_message_by_extending_visibility(
     processor = start_processor(pipeline)
     final = helpers.wait_final(client, accepted["status_url"])
     assert final["status"] == "COMPLETED"
-    assert _metric(processor, "orders_processed_total") == 1
-    assert _metric(processor, "messages_retried_total") == 0
-    assert _metric(processor, "queue_receive_batch_size_sum") == 1  # received once, never again
+    assert helpers.metric(processor, "orders_processed_total") == 1
+    assert helpers.metric(processor, "messages_retried_total") == 0
+    assert (
+        helpers.metric(processor, "queue_receive_batch_size_sum") == 1
+    )  # received once, never again
     assert helpers.queue_depths(pipeline) == {
         pipeline.queue_name: 0,
         f"{pipeline.queue_name}-dlq": 0,

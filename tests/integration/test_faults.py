@@ -317,6 +317,30 @@ def test_an_order_found_in_the_dlq_ends_failed_with_a_reason(
     assert helpers.queue_depths(pipeline)[f"{pipeline.queue_name}-dlq"] == 1  # kept for people
 
 
+def test_a_visibility_extension_refused_for_its_entry_is_tried_again_before_the_message_returns(
+    make_pipeline: PipelineFactory,
+    sqs_proxy: faultproxy.FaultProxy,
+    start_api: ServiceFactory,
+    start_processor: ServiceFactory,
+    api_client: Clients,
+) -> None:
+    # The simulated gateway takes 4 s for tok_slow; the message would reappear after 2 s.
+    pipeline = make_pipeline(visibility_timeout=2, max_receive_count=5)
+    client = api_client(start_api(pipeline))
+    accepted = helpers.place(client, helpers.token(client), helpers.order_body(token="tok_slow"))
+    processor = start_processor(dataclasses.replace(pipeline, sqs_endpoint=sqs_proxy.endpoint))
+
+    # The call succeeds; SQS reports the entry as failed: its visibility was not extended.
+    with sqs_proxy.faults(Fault(FaultKind.FAIL_ENTRIES, "ChangeMessageVisibilityBatch")):
+        final = helpers.wait_final(client, accepted["status_url"])
+
+    assert final["status"] == "COMPLETED"
+    assert sqs_proxy.stats.faulted == {"fail_entries": 1}
+    assert helpers.metric(processor, "visibility_extension_failures_total") == 1
+    # Received once: the failed entry was extended in time, the message never came back.
+    assert helpers.metric(processor, "queue_receive_batch_size_sum") == 1
+
+
 def test_without_a_redrive_policy_a_failing_order_ends_failed_instead_of_looping(
     pipeline: local.LocalPipeline,
     start_api: ServiceFactory,

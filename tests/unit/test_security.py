@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 
 import pydantic
@@ -21,6 +23,25 @@ def test_client_secret_verifies_only_the_right_secret() -> None:
     assert security.verify_client_secret("demo-secret", hashed)
     assert not security.verify_client_secret("demo-secreT", hashed)
     assert not security.verify_client_secret("demo-secret", "garbage")
+
+
+def test_the_hash_command_prints_a_hash_of_the_secret_on_stdin() -> None:
+    def hash_command(stdin: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "order_api.security", "hash"],
+            input=stdin,
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=60,
+        )
+
+    hashed = hash_command("s3cret pass\n")
+    assert hashed.returncode == 0, hashed.stderr
+    assert security.verify_client_secret("s3cret pass", hashed.stdout.strip())
+    empty = hash_command("\n")
+    assert empty.returncode == 2
+    assert "the secret is empty" in empty.stderr
 
 
 def test_token_round_trip_names_the_client() -> None:

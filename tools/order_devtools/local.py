@@ -84,7 +84,12 @@ class LocalPipeline:
         }
 
     def processor_env(self, metrics_port: int, **overrides: str) -> dict[str, str]:
-        return {**self.common_env(), "METRICS_PORT": str(metrics_port), **overrides}
+        return {
+            **self.common_env(),
+            "METRICS_PORT": str(metrics_port),
+            "PAYMENT_GATEWAY": "simulator",  # local runs charge no card
+            **overrides,
+        }
 
 
 @dataclass

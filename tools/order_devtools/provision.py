@@ -9,19 +9,17 @@ from __future__ import annotations
 import contextlib
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import boto3
 import botocore.config
 
+from order_common import schema
 from order_common import settings as common_settings
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
     from mypy_boto3_sqs import SQSClient
-
-DEFAULT_MAX_RECEIVE_COUNT = 3
 
 DEMO_CATALOG: Mapping[str, tuple[str, int, int]] = {
     # sku: (name, price in cents, stock)
@@ -32,23 +30,6 @@ DEMO_CATALOG: Mapping[str, tuple[str, int, int]] = {
     "SKU-POSTER": ("Poster", 2499, 50),
     "SKU-LAPTOP": ("Laptop", 249_900, 20),
 }
-
-# table name suffix -> (hash key attribute, TTL attribute or None)
-_TABLES: Mapping[str, tuple[str, str | None]] = {
-    "orders": ("order_id", None),
-    "catalog": ("sku", None),
-    "idempotency": ("key", "expires_at"),
-    "velocity": ("customer_id", "expires_at"),
-    "payments": ("order_id", None),
-}
-
-
-@dataclass(frozen=True)
-class QueueSettings:
-    visibility_timeout: int = 30
-    max_receive_count: int = DEFAULT_MAX_RECEIVE_COUNT
-    retention_seconds: int = 4 * 86400
-    dlq_retention_seconds: int = 14 * 86400
 
 
 def _config(settings: common_settings.AwsSettings) -> botocore.config.Config:
@@ -68,13 +49,12 @@ def dynamodb_client(settings: common_settings.AwsSettings) -> DynamoDBClient:
 
 
 def create_queues(
-    settings: common_settings.AwsSettings, queue: QueueSettings | None = None
+    settings: common_settings.AwsSettings, queue: schema.QueueConfig = schema.QUEUE_DEFAULTS
 ) -> tuple[str, str]:
     """Create (or keep) the DLQ first, then the queue redriving to it; return both URLs."""
-    queue = queue or QueueSettings()
     sqs = sqs_client(settings)
     dlq_url = sqs.create_queue(
-        QueueName=f"{settings.queue_name}-dlq",
+        QueueName=schema.dlq_name(settings.queue_name),
         Attributes={"MessageRetentionPeriod": str(queue.dlq_retention_seconds)},
     )["QueueUrl"]
     dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"][
@@ -84,7 +64,7 @@ def create_queues(
     sqs.set_queue_attributes(
         QueueUrl=url,
         Attributes={
-            "VisibilityTimeout": str(queue.visibility_timeout),
+            "VisibilityTimeout": str(queue.visibility_timeout_seconds),
             "MessageRetentionPeriod": str(queue.retention_seconds),
             "RedrivePolicy": json.dumps(
                 {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": queue.max_receive_count}
@@ -97,21 +77,21 @@ def create_queues(
 def create_tables(settings: common_settings.AwsSettings) -> None:
     dynamodb = dynamodb_client(settings)
     existing = set(dynamodb.list_tables()["TableNames"])
-    for suffix, (key, ttl_attribute) in _TABLES.items():
-        name = f"{settings.table_prefix}{suffix}"
+    for table in schema.TABLES:
+        name = table.name(settings.table_prefix)
         if name in existing:
             continue
         dynamodb.create_table(
             TableName=name,
-            AttributeDefinitions=[{"AttributeName": key, "AttributeType": "S"}],
-            KeySchema=[{"AttributeName": key, "KeyType": "HASH"}],
+            AttributeDefinitions=[{"AttributeName": table.key, "AttributeType": "S"}],
+            KeySchema=[{"AttributeName": table.key, "KeyType": "HASH"}],
             BillingMode="PAY_PER_REQUEST",
         )
         dynamodb.get_waiter("table_exists").wait(TableName=name)
-        if ttl_attribute is not None:
+        if table.ttl_attribute is not None:
             dynamodb.update_time_to_live(
                 TableName=name,
-                TimeToLiveSpecification={"Enabled": True, "AttributeName": ttl_attribute},
+                TimeToLiveSpecification={"Enabled": True, "AttributeName": table.ttl_attribute},
             )
 
 
@@ -145,7 +125,7 @@ def seed_catalog(
 def provision(
     settings: common_settings.AwsSettings,
     *,
-    queue: QueueSettings | None = None,
+    queue: schema.QueueConfig = schema.QUEUE_DEFAULTS,
     catalog: Mapping[str, tuple[str, int, int]] = DEMO_CATALOG,
 ) -> tuple[str, str]:
     """Everything a local pipeline needs; safe to run again."""

@@ -12,12 +12,12 @@ from typing import Literal
 import pydantic
 from pydantic import alias_generators
 
+from order_common import schema
+
 GROUP = "order-pipeline.dev"
 VERSION = "v1alpha1"
 PLURAL = "orderpipelines"
 KIND = "OrderPipeline"
-
-TABLE_SUFFIXES = ("orders", "catalog", "idempotency", "velocity", "payments")
 
 
 class _Model(pydantic.BaseModel):
@@ -52,17 +52,17 @@ class AwsSpec(_Model):
 
 class QueueSpec(_Model):
     name: str
-    visibility_timeout_seconds: int = 30
-    retention_seconds: int = 345_600
+    visibility_timeout_seconds: int = schema.QUEUE_DEFAULTS.visibility_timeout_seconds
+    retention_seconds: int = schema.QUEUE_DEFAULTS.retention_seconds
     delay_seconds: int = 0
-    max_receive_count: int = 3
-    dlq_retention_seconds: int = 1_209_600
+    max_receive_count: int = schema.QUEUE_DEFAULTS.max_receive_count
+    dlq_retention_seconds: int = schema.QUEUE_DEFAULTS.dlq_retention_seconds
     tags: dict[str, str] = {}
     deletion_policy: Literal["Retain", "Delete"] = "Retain"
 
     @property
     def dlq_name(self) -> str:
-        return f"{self.name}-dlq"
+        return schema.dlq_name(self.name)
 
 
 class TablesSpec(_Model):
@@ -70,7 +70,7 @@ class TablesSpec(_Model):
 
     @property
     def names(self) -> list[str]:
-        return [f"{self.prefix}{suffix}" for suffix in TABLE_SUFFIXES]
+        return [table.name(self.prefix) for table in schema.TABLES]
 
 
 class Resources(_Model):
