@@ -11,7 +11,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 API_PORT ?= 8000
 
-.PHONY: help venv lock java run engines test lint bench chaos operator cluster-up cluster-down clean
+.PHONY: help venv lock generate java run engines test lint bench chaos operator cluster-up cluster-down clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
@@ -46,6 +46,9 @@ engines: venv java  ## only the local SQS + DynamoDB engines, in the foreground
 test: venv java  ## install what is missing and run the whole suite
 	$(MAKE) --no-print-directory lint
 	$(PY) -m pytest
+
+generate: venv  ## write the OrderPipeline CRD (operator and chart copies) from its pydantic models
+	$(PY) -m order_operator.v1alpha1.crd --write
 
 lint:  venv ## ruff, mypy strict, import-linter
 	$(VENV)/bin/ruff check .

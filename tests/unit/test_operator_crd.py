@@ -1,4 +1,4 @@
-"""The CRD file: structural basics, and defaults that agree with the spec models."""
+"""The CRD files: generated from the spec models, structural, defaults that agree with them."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 import yaml
 
+from order_operator.v1alpha1 import crd as crd_module
 from order_operator.v1alpha1 import spec as v1alpha1
 
 OPERATOR_DIR = Path(__file__).resolve().parents[2] / "operator/order_operator"
@@ -25,6 +26,26 @@ def schema_of(crd: dict[str, Any]) -> dict[str, Any]:
     (version,) = crd["spec"]["versions"]
     schema: dict[str, Any] = version["schema"]["openAPIV3Schema"]
     return schema
+
+
+@pytest.mark.parametrize("target", crd_module.TARGETS, ids=lambda p: p.parts[-3])
+def test_both_crd_files_are_what_make_generate_writes(target: Path) -> None:
+    assert target.read_text() == crd_module.render(), f"run `make generate`: {target} is stale"
+
+
+def test_the_schema_is_structural_no_references_or_untyped_fields(crd: dict[str, Any]) -> None:
+    def walk(node: dict[str, Any], path: str) -> None:
+        assert "$ref" not in node, path
+        assert "title" not in node, path
+        typed = "type" in node or node.get("x-kubernetes-int-or-string")
+        assert typed, f"{path} has no type"
+        for name, child in (node.get("properties") or {}).items():
+            walk(child, f"{path}.{name}")
+        for key in ("items", "additionalProperties"):
+            if isinstance(node.get(key), dict):
+                walk(node[key], f"{path}.{key}")
+
+    walk(schema_of(crd), "")
 
 
 def test_crd_names_match_the_group_and_version_the_operator_watches(crd: dict[str, Any]) -> None:

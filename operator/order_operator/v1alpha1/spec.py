@@ -1,13 +1,14 @@
-"""Pydantic models of an OrderPipeline's spec.
+"""Pydantic models of an OrderPipeline's spec: the one definition of the resource's API.
 
-The apiserver already validated and defaulted the object against the CRD schema; these models
-give the operator typed access and repeat the defaults so a unit test can build a spec from a
-partial dict. Field names follow the CRD (camelCase) through aliases.
+The CRD's schema is generated from these models (`make generate`, see `crd.py`): types,
+defaults, bounds, patterns, descriptions (attribute docstrings) and the apiserver's CEL rules.
+The apiserver validates and defaults each object with it; the operator reads the object back
+through these models. Field names follow the CRD (camelCase) through aliases.
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Any, Literal
 
 import pydantic
 from pydantic import alias_generators
@@ -19,6 +20,22 @@ VERSION = "v1alpha1"
 PLURAL = "orderpipelines"
 KIND = "OrderPipeline"
 
+IntOrString = Annotated[
+    int | str,
+    pydantic.WithJsonSchema(
+        {"anyOf": [{"type": "integer"}, {"type": "string"}], "x-kubernetes-int-or-string": True}
+    ),
+]
+"""A Kubernetes int-or-string (a quantity, a percentage)."""
+
+
+def immutable(field: str) -> dict[str, Any]:
+    return {"x-kubernetes-validations": [{"rule": "self == oldSelf", "message": field}]}
+
+
+def rule(expression: str, message: str) -> dict[str, Any]:
+    return {"x-kubernetes-validations": [{"rule": expression, "message": message}]}
+
 
 class _Model(pydantic.BaseModel):
     model_config = pydantic.ConfigDict(
@@ -26,39 +43,81 @@ class _Model(pydantic.BaseModel):
         populate_by_name=True,
         frozen=True,
         extra="ignore",
+        use_attribute_docstrings=True,
     )
 
 
 class SecretReference(_Model):
-    name: str
+    name: str = pydantic.Field(min_length=1)
 
 
 class AwsEndpoints(_Model):
-    sqs: str | None = None
-    dynamodb: str | None = None
+    """Endpoint overrides (local engines); unset means AWS."""
+
+    sqs: str | None = pydantic.Field(default=None, pattern=r"^https?://")
+    dynamodb: str | None = pydantic.Field(default=None, pattern=r"^https?://")
 
 
-class AwsCredentials(_Model):
+class AwsCredentials(
+    _Model,
+    json_schema_extra=rule(
+        "self.source != 'Secret' || has(self.secretRef)",
+        "credentials.secretRef is required when credentials.source is Secret",
+    ),
+):
     source: Literal["PodIdentity", "Secret"] = "PodIdentity"
+    """PodIdentity: the default AWS chain of the operator and the workloads (IRSA, instance
+    role, env). Secret: AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY from a Secret in the
+    pipeline's namespace."""
     secret_ref: SecretReference | None = None
     service_account_name: str | None = None
+    """ServiceAccount of the workloads' pods (e.g. one bound to an IAM role)."""
 
 
 class AwsSpec(_Model):
-    region: str = "us-east-1"
+    """Where the queues and tables live and how to reach them."""
+
+    region: str = pydantic.Field(default="us-east-1", pattern=r"^[a-z]{2}(-[a-z]+)+-[0-9]+$")
     endpoints: AwsEndpoints = AwsEndpoints()
     credentials: AwsCredentials = AwsCredentials()
 
 
-class QueueSpec(_Model):
-    name: str
-    visibility_timeout_seconds: int = schema.QUEUE_DEFAULTS.visibility_timeout_seconds
-    retention_seconds: int = schema.QUEUE_DEFAULTS.retention_seconds
-    delay_seconds: int = 0
-    max_receive_count: int = schema.QUEUE_DEFAULTS.max_receive_count
-    dlq_retention_seconds: int = schema.QUEUE_DEFAULTS.dlq_retention_seconds
-    tags: dict[str, str] = {}
+_QUEUE = schema.QUEUE_DEFAULTS
+_MAX_RETENTION = 14 * 86_400  # SQS's limit
+
+
+class QueueSpec(
+    _Model,
+    json_schema_extra=rule(
+        "self.dlqRetentionSeconds > self.retentionSeconds",
+        "queue.dlqRetentionSeconds must be longer than queue.retentionSeconds"
+        " (moved messages keep their original enqueue time)",
+    ),
+):
+    name: str = pydantic.Field(
+        pattern=r"^[A-Za-z0-9_-]{1,76}$",
+        json_schema_extra=immutable(
+            "queue.name is immutable; create a new OrderPipeline for a new queue"
+        ),
+    )
+    """SQS queue name; its DLQ is <name>-dlq. Immutable."""
+    visibility_timeout_seconds: int = pydantic.Field(
+        default=_QUEUE.visibility_timeout_seconds, ge=0, le=43_200
+    )
+    retention_seconds: int = pydantic.Field(
+        default=_QUEUE.retention_seconds, ge=60, le=_MAX_RETENTION
+    )
+    delay_seconds: int = pydantic.Field(default=0, ge=0, le=900)
+    max_receive_count: int = pydantic.Field(default=_QUEUE.max_receive_count, ge=1, le=1000)
+    dlq_retention_seconds: int = pydantic.Field(
+        default=_QUEUE.dlq_retention_seconds, ge=60, le=_MAX_RETENTION
+    )
+    tags: dict[str, Annotated[str, pydantic.Field(max_length=256)]] = pydantic.Field(
+        default={}, max_length=40
+    )
     deletion_policy: Literal["Retain", "Delete"] = "Retain"
+    """Retain keeps queues and tables when the OrderPipeline is deleted. Delete removes them
+    once the queue and its DLQ are empty (visible + in flight)."""
 
     @property
     def dlq_name(self) -> str:
@@ -66,7 +125,11 @@ class QueueSpec(_Model):
 
 
 class TablesSpec(_Model):
-    prefix: str
+    prefix: str = pydantic.Field(
+        pattern=r"^[A-Za-z0-9_.-]{0,200}$",
+        json_schema_extra=immutable("tables.prefix is immutable"),
+    )
+    """Tables are <prefix>orders, catalog, idempotency, velocity, payments. Immutable."""
 
     @property
     def names(self) -> list[str]:
@@ -74,56 +137,84 @@ class TablesSpec(_Model):
 
 
 class Resources(_Model):
-    requests: dict[str, str | int] = {"cpu": "100m", "memory": "128Mi"}
-    limits: dict[str, str | int] = {"memory": "256Mi"}
+    requests: dict[str, IntOrString] = {"cpu": "100m", "memory": "128Mi"}
+    limits: dict[str, IntOrString] = {"memory": "256Mi"}
 
 
 class DisruptionBudget(_Model):
-    max_unavailable: int | str = 1
+    max_unavailable: IntOrString = 1
 
 
 class ApiAutoscaling(_Model):
-    min_replicas: int = 2
-    max_replicas: int = 10
+    min_replicas: int = pydantic.Field(default=2, ge=1, le=100)
+    max_replicas: int = pydantic.Field(default=10, ge=1, le=100)
     target_cpu_utilization_percentage: int = pydantic.Field(
-        default=70, alias="targetCPUUtilizationPercentage"
+        default=70, ge=1, le=100, alias="targetCPUUtilizationPercentage"
     )
 
 
-class ApiSpec(_Model):
-    image: str
+_IMAGE = pydantic.Field(min_length=1)
+
+
+class ApiSpec(
+    _Model,
+    json_schema_extra=rule(
+        "self.autoscaling.minReplicas <= self.autoscaling.maxReplicas",
+        "api.autoscaling.minReplicas must not exceed api.autoscaling.maxReplicas",
+    ),
+):
+    image: str = _IMAGE
     resources: Resources = Resources()
     env: dict[str, str] = {}
+    """Extra environment (plain values) for the containers."""
     secret_ref: SecretReference | None = None
+    """Secret whose keys become environment variables (SIGNING_SECRET, JWT_SECRET, API_CLIENTS
+    for the API)."""
     autoscaling: ApiAutoscaling = ApiAutoscaling()
     disruption_budget: DisruptionBudget = DisruptionBudget()
 
 
-class ProcessorScaling(_Model):
-    min_replicas: int = 1
-    max_replicas: int = 10
-    target_messages_per_replica: int = 100
-    activation_threshold: int = 0
-    polling_interval_seconds: int = 15
-    cooldown_seconds: int = 300
+class ProcessorScaling(
+    _Model,
+    json_schema_extra=rule(
+        "self.minReplicas <= self.maxReplicas",
+        "processor.scaling.minReplicas must not exceed processor.scaling.maxReplicas",
+    ),
+):
+    min_replicas: int = pydantic.Field(default=1, ge=0, le=1000)
+    max_replicas: int = pydantic.Field(default=10, ge=1, le=1000)
+    target_messages_per_replica: int = pydantic.Field(default=100, ge=1)
+    activation_threshold: int = pydantic.Field(default=0, ge=0)
+    """With minReplicas 0, scale 0 -> 1 only when the backlog exceeds this."""
+    polling_interval_seconds: int = pydantic.Field(default=15, ge=1, le=3600)
+    cooldown_seconds: int = pydantic.Field(default=300, ge=0, le=86_400)
+    """How long a lower replica count must be wanted before scaling down."""
     count_in_flight: bool = True
+    """Whether in-flight (received, not yet deleted) messages count as backlog."""
 
 
 class ProcessorSpec(_Model):
-    image: str
+    image: str = _IMAGE
     resources: Resources = Resources()
     env: dict[str, str] = {}
+    """Extra environment (plain values) for the containers; PAYMENT_GATEWAY among them."""
     secret_ref: SecretReference | None = None
-    concurrency: int = 40
-    batch_size: int = 10
+    """Secret whose keys become environment variables."""
+    concurrency: int = pydantic.Field(default=40, ge=1, le=1000)
+    batch_size: int = pydantic.Field(default=10, ge=1, le=10)
     scaling: ProcessorScaling = ProcessorScaling()
     disruption_budget: DisruptionBudget = DisruptionBudget()
 
 
 class DevelopmentSpec(_Model):
+    """For a development loop such as `skaffold dev`; leave it unset in production."""
+
     reload: bool = False
-    """Run the API and the processor from a writable copy of their sources and restart them when
-    a source file changes, so `skaffold dev` can sync Python files into running containers."""
+    """Run the API and the processor from a writable copy of their sources (an emptyDir over
+    /app, filled from the image by an init container) and restart them when a Python file
+    there changes, so files synced into the running containers take effect. The root
+    filesystem stays read-only; the containers have no liveness probe, so a change that does
+    not import waits for the next one instead of crash-looping."""
 
 
 class OrderPipelineSpec(_Model):
