@@ -29,9 +29,12 @@ $(VENV)/.synced: $(UV) pyproject.toml requirements.lock
 
 venv: $(VENV)/.synced  ## create the virtualenv from the lock file
 
-lock: $(UV)  ## re-resolve requirements.lock from pyproject.toml (then commit both)
+# The runtime lock (what the images install) is resolved within the dev lock: the same pins.
+lock: $(UV)  ## re-resolve requirements.lock and requirements-runtime.lock from pyproject.toml
 	$(UV) pip compile --quiet pyproject.toml --group dev --generate-hashes --universal \
 	  --python-version 3.11 --no-header -o requirements.lock
+	$(UV) pip compile --quiet pyproject.toml --generate-hashes --universal \
+	  --python-version 3.11 --no-header -c requirements.lock -o requirements-runtime.lock
 
 java:  ## install a JRE and Maven from Debian if they are missing
 	@command -v java >/dev/null && command -v mvn >/dev/null || { \

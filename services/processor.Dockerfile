@@ -7,30 +7,9 @@ ARG BASE_IMAGE=python:3.11-slim
 FROM ${BASE_IMAGE} AS build
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
-# Dependencies first, from the hashed lock alone: this layer is reused until the lock changes.
-COPY requirements.lock /tmp/requirements.lock
-# The lock also pins the dev group (linters, test tools): keep only what the project's runtime
-# dependencies reach, following the lock's `# via` annotations.
-RUN python - /tmp/requirements.lock > /tmp/runtime.lock <<'EOF'
-import re, sys
-entries, parents, name = {}, {}, None
-for line in open(sys.argv[1]):
-    head = re.match(r"([A-Za-z0-9._-]+)==", line)
-    if head:
-        name = re.sub(r"[-_.]+", "-", head.group(1)).lower()
-        entries[name], parents[name] = [], set()
-    elif name and line.strip().startswith("#"):
-        via = line.strip().lstrip("#").strip().removeprefix("via").strip()
-        if via:
-            parents[name].add(via)
-    if name:
-        entries[name].append(line)
-def runtime(package, seen=()):
-    via = parents[package]
-    return "order-pipeline (pyproject.toml)" in via or any(
-        runtime(p, (*seen, package)) for p in via if p in entries and p not in seen)
-sys.stdout.writelines(line for n in entries if runtime(n) for line in entries[n])
-EOF
+# Dependencies first, from the hashed runtime lock alone (`make lock` writes it beside the dev
+# lock): this layer is reused until the lock changes.
+COPY requirements-runtime.lock /tmp/runtime.lock
 
 # A venv without pip: the base image's pip installs into it and stays behind in this stage.
 RUN python -m venv --without-pip /opt/venv \

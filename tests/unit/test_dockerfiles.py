@@ -47,30 +47,12 @@ def hadolint(path: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
-HEREDOC = re.compile(r"<<'?(\w+)'?$")
-
-
-def heredocs(path: Path) -> list[str]:
-    """The bodies of the Dockerfile's heredocs (`RUN ... <<'EOF'` ... `EOF`)."""
-    bodies, lines = [], path.read_text().splitlines(keepends=True)
-    for index, line in enumerate(lines):
-        match = HEREDOC.search(line.rstrip())
-        if match:
-            end = lines.index(match.group(1) + "\n", index + 1)
-            bodies.append("".join(lines[index + 1 : end]))
-    return bodies
-
-
 def instructions(path: Path) -> list[tuple[str, str]]:
-    """(INSTRUCTION, arguments) pairs with continuation lines joined, comments and heredoc
-    bodies dropped."""
-    text = path.read_text()
-    for body in heredocs(path):
-        text = text.replace(body, "", 1)
+    """(INSTRUCTION, arguments) pairs with continuation lines joined, comments dropped."""
     pairs = []
-    for line in re.sub(r"\\\n", " ", text).splitlines():
+    for line in re.sub(r"\\\n", " ", path.read_text()).splitlines():
         stripped = line.strip()
-        if stripped and not stripped.startswith("#") and not HEREDOC.fullmatch(stripped):
+        if stripped and not stripped.startswith("#"):
             keyword, _, rest = stripped.partition(" ")
             pairs.append((keyword.upper(), rest.strip()))
     return pairs
@@ -106,7 +88,7 @@ def test_dockerfile_is_multi_stage_on_an_overridable_slim_base(component: str) -
 def test_dependencies_install_from_the_lock_before_any_source_is_copied(component: str) -> None:
     steps = instructions(DOCKERFILES[component])
     copies = [arguments for keyword, arguments in steps if keyword == "COPY"]
-    assert copies[0] == "requirements.lock /tmp/requirements.lock"
+    assert copies[0] == "requirements-runtime.lock /tmp/runtime.lock"
     install = next(
         i for i, (k, a) in enumerate(steps) if k == "RUN" and re.search(r"\bpip\b.* install ", a)
     )
@@ -118,27 +100,23 @@ def test_dependencies_install_from_the_lock_before_any_source_is_copied(componen
     assert "-r /tmp/runtime.lock" in steps[install][1]
 
 
-def runtime_lock(component: str, tmp_path: Path) -> str:
-    """Run the Dockerfile's own lock filter on the repository's lock, as the build does."""
-    (script,) = heredocs(DOCKERFILES[component])
-    program = tmp_path / "runtime_lock.py"
-    program.write_text(script)
-    return subprocess.run(
-        [sys.executable, str(program), str(REPO / "requirements.lock")],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=60,
-    ).stdout
+RUNTIME_LOCK = REPO / "requirements-runtime.lock"
+DEV_LOCK = REPO / "requirements.lock"
 
 
-def pinned(lock: str) -> set[str]:
-    return {match.lower() for match in re.findall(r"^([A-Za-z0-9._-]+)==", lock, re.MULTILINE)}
+def entries(lock: str) -> dict[str, str]:
+    """Package name -> its pin line and hash lines (the `# via` comments left out)."""
+    found = {}
+    for entry in re.split(r"^(?=[A-Za-z0-9._-]+==)", lock, flags=re.MULTILINE):
+        name = re.match(r"([A-Za-z0-9._-]+)==", entry)
+        if name is not None:
+            pinned = [line for line in entry.splitlines() if not line.strip().startswith("#")]
+            found[name.group(1).lower()] = "\n".join(pinned).strip()
+    return found
 
 
-def test_image_lock_keeps_the_runtime_closure_and_drops_dev_tools(tmp_path: Path) -> None:
-    lock = runtime_lock("api", tmp_path)
-    packages = pinned(lock)
+def test_the_runtime_lock_keeps_the_runtime_closure_and_drops_dev_tools() -> None:
+    packages = entries(RUNTIME_LOCK.read_text())
     for runtime in ("fastapi", "uvicorn", "uvloop", "aiobotocore", "boto3", "kopf", "kubernetes"):
         assert runtime in packages
     # Transitive: reached only through runtime packages.
@@ -146,16 +124,22 @@ def test_image_lock_keeps_the_runtime_closure_and_drops_dev_tools(tmp_path: Path
         assert transitive in packages
     for dev_only in ("pytest", "mypy", "ruff", "matplotlib", "numpy", "kubernetes-validate"):
         assert dev_only not in packages
-    # Every kept requirement keeps its hashes (pip runs with --require-hashes).
-    entries = re.split(r"^(?=[A-Za-z0-9._-]+==)", lock, flags=re.MULTILINE)
-    assert all("--hash=sha256:" in entry for entry in entries if entry.strip())
+    # Every requirement has its hashes (pip runs with --require-hashes).
+    assert all("--hash=sha256:" in entry for entry in packages.values())
 
 
-def test_image_lock_is_closed_under_the_locks_dependency_graph(tmp_path: Path) -> None:
+def test_the_runtime_lock_pins_exactly_what_the_dev_lock_pins() -> None:
+    """The images run the versions the tests ran: `make lock` resolves one within the other."""
+    dev = entries(DEV_LOCK.read_text())
+    for name, entry in entries(RUNTIME_LOCK.read_text()).items():
+        assert dev.get(name) == entry, f"{name} differs from requirements.lock: run `make lock`"
+
+
+def test_the_runtime_lock_is_closed_under_the_dev_locks_dependency_graph() -> None:
     """No package left out is needed by a package kept: the `# via` parents of every dropped
     package are all dropped too."""
-    kept = pinned(runtime_lock("api", tmp_path))
-    full = (REPO / "requirements.lock").read_text()
+    kept = set(entries(RUNTIME_LOCK.read_text()))
+    full = DEV_LOCK.read_text()
     for entry in re.split(r"^(?=[A-Za-z0-9._-]+==)", full, flags=re.MULTILINE):
         name = re.match(r"([A-Za-z0-9._-]+)==", entry)
         if name is None or name.group(1).lower() in kept:
@@ -166,11 +150,6 @@ def test_image_lock_is_closed_under_the_locks_dependency_graph(tmp_path: Path) -
             if line.strip().startswith("#")
         }
         assert not parents & kept, f"{name.group(1)} is needed by {parents & kept}"
-
-
-def test_every_image_filters_the_lock_with_the_same_script() -> None:
-    scripts = {component: heredocs(path) for component, path in DOCKERFILES.items()}
-    assert scripts["api"] == scripts["processor"] == scripts["operator"]
 
 
 @pytest.mark.parametrize("component", sorted(DOCKERFILES))
