@@ -174,10 +174,12 @@ async def _json_protocol(
     read_timeout: float,
 ) -> AsyncIterator[aws_json.JsonProtocolClient]:
     """A lean client on `client`'s endpoint and region, with the same credentials."""
-    credentials = await aiobotocore.session.get_session().get_credentials()
+    session = aiobotocore.session.get_session()
+    credentials = await session.get_credentials()
     json_client = aws_json.JsonProtocolClient.create(
         client,
         credentials,
+        ca_bundle=session.get_config_variable("ca_bundle"),
         max_connections=settings.aws_max_pool_connections,
         connect_timeout=CONNECT_TIMEOUT_SECONDS,
         read_timeout=read_timeout,

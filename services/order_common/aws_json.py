@@ -1,46 +1,50 @@
-"""The AWS JSON protocol for the calls made once per order, at under half aiobotocore's CPU.
+"""The AWS JSON protocol for the calls made once per order, at a fraction of aiobotocore's CPU.
 
 aiobotocore spends about 1 ms of CPU on every call whatever its size (endpoint rules, event
 hooks, user-agent assembly, (de)serialisers that walk the service model). With SendMessageBatch
 behind every accepted order and ReceiveMessage/DeleteMessageBatch behind every processed one,
-that was the largest share of the services' own CPU. Measured on loopback against ElasticMQ, a
-SendMessageBatch of 10 costs about 1,000 µs of client CPU through aiobotocore and about 185 µs
-here (a SendMessageBatch of 1: 145-198 µs; posting through `http_pool` instead of an aiohttp
-session saves 60-90 µs of that per call).
+that was the largest share of the services' own CPU (docs/performance.md has the figures).
 
 This client keeps every part that carries meaning and takes each from botocore: the aiobotocore
-client's endpoint, region and service model; the session's (refreshing) credentials; botocore's
-standard-mode retry conditions and backoff; botocore's error parser and the client's modelled
-exceptions, so callers catch the same `ClientError` subclasses. What it leaves out is
-(de)serialisation by shape, so it is only for operations whose members hold no blobs or
-timestamps: for those the JSON on the wire is exactly what boto returns. It signs with
-`RequestSigner` below, whose signatures a test checks against botocore's, and sends over
-`http_pool.HttpConnectionPool`, whose transport failures it raises as botocore's.
+client's endpoint, region and service model; the session's (refreshing) credentials and CA
+bundle; botocore's standard-mode retry conditions, backoff and retry quota; botocore's error
+parser and the client's modelled exceptions, so callers catch the same `ClientError` subclasses.
+Operations whose members hold no blobs or timestamps skip (de)serialisation by shape: for those
+the JSON on the wire is exactly what boto returns. The others go through botocore's own
+serialiser and parser. It signs with `RequestSigner` below, whose signatures a test checks
+against botocore's, and posts through an aiohttp session (proxies from the environment, TLS
+verified against the CA bundle, idle connections expired), raising transport failures as
+botocore does.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import hmac
 import json
+import ssl
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import quote, urlsplit
 
+import aiohttp
 from botocore import exceptions as botocore_exceptions
-from botocore import parsers
+from botocore import parsers, serialize
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import ReadOnlyCredentials
-from botocore.retries import standard
+from botocore.retries import quota, standard
 from botocore.utils import normalize_url_path
 
-from order_common import http_pool
-
 if TYPE_CHECKING:
-    from botocore.model import OperationModel, ServiceModel
+    from botocore.model import OperationModel, ServiceModel, Shape
+
+_SHAPE_TYPES = frozenset({"blob", "timestamp"})
+"""Member types whose JSON form is not what boto returns (base64 text, epoch numbers)."""
 
 
 class CredentialSource(Protocol):
@@ -126,6 +130,38 @@ class RequestSigner:
         return self._key[2]
 
 
+@dataclass(frozen=True)
+class HttpResponse:
+    """What botocore's retry conditions and error parser read of an answer."""
+
+    status_code: int
+    headers: Mapping[str, str]
+    """Names in lower case."""
+    content: bytes
+
+
+def _holds(shape: Shape | None, types: frozenset[str], seen: frozenset[str] = frozenset()) -> bool:
+    """Whether `shape` has a member, at any depth, of one of `types`."""
+    if shape is None or shape.name in seen:
+        return False
+    if shape.type_name in types:
+        return True
+    seen = seen | {shape.name}
+    children: list[Shape] = []
+    if shape.type_name == "structure":
+        children = list(shape.members.values())  # type: ignore[attr-defined]
+    elif shape.type_name == "list":
+        children = [shape.member]  # type: ignore[attr-defined]
+    elif shape.type_name == "map":
+        children = [shape.key, shape.value]  # type: ignore[attr-defined]
+    return any(_holds(child, types, seen) for child in children)
+
+
+def _tls_context(ca_bundle: str | None) -> ssl.SSLContext:
+    """The certificates botocore would trust: the configured bundle, else the system's."""
+    return ssl.create_default_context(cafile=ca_bundle)
+
+
 class JsonProtocolClient:
     """Calls one JSON-protocol service (SQS, DynamoDB) by operation name and boto's params."""
 
@@ -137,7 +173,7 @@ class JsonProtocolClient:
         region: str,
         credentials: CredentialSource | None,
         errors: ErrorFactory,
-        http: http_pool.HttpConnectionPool,
+        http: aiohttp.ClientSession,
         max_attempts: int,
     ) -> None:
         self._service_model = service_model
@@ -151,8 +187,12 @@ class JsonProtocolClient:
         )
         self._target_prefix = service_model.metadata["targetPrefix"]
         self._error_parser = parsers.create_parser(service_model.protocol)
+        self._serializer = serialize.create_serializer(service_model.protocol)
         self._retry_conditions = standard.StandardRetryConditions(max_attempts=max_attempts)
         self._backoff = standard.ExponentialBackoff()
+        # As botocore's standard mode: retries spend from a shared bucket that successes refill,
+        # so an engine that keeps failing gets one attempt per call, not three.
+        self._retry_quota = standard.RetryQuotaChecker(quota.RetryQuota())
 
     @classmethod
     def create(
@@ -164,15 +204,23 @@ class JsonProtocolClient:
         connect_timeout: float,
         read_timeout: float,
         max_attempts: int,
+        ca_bundle: str | None = None,
     ) -> JsonProtocolClient:
         """A client for the same service, endpoint and region as `client` (an aiobotocore
-        client); call inside the event loop that will use it."""
+        client); call inside the event loop that will use it. `ca_bundle`: the certificates
+        to trust for https (botocore's `ca_bundle` setting, `AWS_CA_BUNDLE`)."""
         endpoint_url = client.meta.endpoint_url
-        http = http_pool.HttpConnectionPool(
-            endpoint_url,
-            max_connections=max_connections,
-            connect_timeout=connect_timeout,
-            read_timeout=read_timeout,
+        http = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(
+                limit=max_connections,
+                ssl=_tls_context(ca_bundle) if endpoint_url.startswith("https:") else True,
+            ),
+            timeout=aiohttp.ClientTimeout(
+                total=None, sock_connect=connect_timeout, sock_read=read_timeout
+            ),
+            trust_env=True,  # HTTP(S)_PROXY and NO_PROXY, as botocore honours them
+            auto_decompress=False,
+            skip_auto_headers=("User-Agent", "Content-Type", "Accept", "Accept-Encoding"),
         )
         return cls(
             service_model=client.meta.service_model,
@@ -191,41 +239,53 @@ class JsonProtocolClient:
         """Call `operation` with `params` as boto would take them; return its parsed result,
         or raise what the aiobotocore client would have raised."""
         operation_model = self._service_model.operation_model(operation)  # cached by botocore
-        body = json.dumps(params, separators=(",", ":")).encode()
+        by_shape_in, by_shape_out = self._shaped(operation)
+        if by_shape_in:
+            body = self._serializer.serialize_to_request(params, operation_model)["body"]
+        else:
+            body = json.dumps(params, separators=(",", ":")).encode()
         target = f"{self._target_prefix}.{operation}"
         attempt = 0
         # The first attempt that may have been applied without us seeing the answer. If every
         # later attempt fails before reaching the service, that one describes the outcome:
         # "maybe applied", never "refused".
         uncertain: Exception | None = None
+        request_context: dict[str, Any] = {}  # what the retry quota lent this call
         while True:
             attempt += 1
             parsed: dict[str, Any] | None = None
-            response: http_pool.HttpResponse | None = None
+            response: HttpResponse | None = None
             failure: Exception | None = None
             try:
                 response = await self._send(body, target)
-            except (TimeoutError, http_pool.HttpTransportError) as exc:
+            except (TimeoutError, aiohttp.ClientError) as exc:
                 failure = self._as_botocore_error(exc)
-                if uncertain is None and not isinstance(exc, http_pool.ConnectFailedError):
+                if uncertain is None and not _surely_not_sent(exc):
                     uncertain = failure
             else:
-                if response.status_code < 300:
-                    parsed = json.loads(response.content) if response.content else {}
-                else:
+                if response.status_code >= 300:
                     parsed = self._parse_error(response, operation_model)
+                elif by_shape_out:
+                    parsed = self._parse_by_shape(response, operation_model)
+                else:
+                    parsed = json.loads(response.content) if response.content else {}
             context = standard.RetryContext(
                 attempt_number=attempt,
                 operation_model=operation_model,
                 parsed_response=parsed,
                 http_response=response,
                 caught_exception=failure,
+                request_context=request_context,
             )
             # Asked of successes too, as botocore does: a DynamoDB answer whose CRC32 does not
             # match its body is retried.
-            if self._retry_conditions.is_retryable(context):
+            if self._retry_conditions.is_retryable(
+                context
+            ) and self._retry_quota.acquire_retry_quota(context):
                 await asyncio.sleep(self._backoff.delay_amount(context))
                 continue
+            # botocore hands this hook the request context, whatever its stubs say.
+            self._retry_quota.release_retry_quota(request_context, response)  # type: ignore[arg-type]
             if failure is not None:
                 raise uncertain or failure
             assert response is not None
@@ -237,8 +297,24 @@ class JsonProtocolClient:
             error_class = self._errors.from_code(parsed["Error"]["Code"])
             raise error_class(parsed, operation)  # type: ignore[arg-type]
 
+    @functools.cache  # noqa: B019 - one entry per operation, for the client's lifetime
+    def _shaped(self, operation: str) -> tuple[bool, bool]:
+        """Whether the operation's input and output need botocore's (de)serialiser."""
+        model = self._service_model.operation_model(operation)
+        return _holds(model.input_shape, _SHAPE_TYPES), _holds(model.output_shape, _SHAPE_TYPES)
+
+    def _parse_by_shape(
+        self, response: HttpResponse, operation_model: OperationModel
+    ) -> dict[str, Any]:
+        raw = {"status_code": response.status_code, "headers": response.headers}
+        shape = operation_model.output_shape
+        assert shape is not None  # an operation without output has nothing to parse by shape
+        parsed: dict[str, Any] = self._error_parser.parse({**raw, "body": response.content}, shape)
+        parsed.pop("ResponseMetadata", None)  # the fast path returns none either
+        return parsed
+
     def _parse_error(
-        self, response: http_pool.HttpResponse, operation_model: OperationModel
+        self, response: HttpResponse, operation_model: OperationModel
     ) -> dict[str, Any]:
         """Code and message, plus the error's modelled members (a cancelled transaction's
         CancellationReasons), as botocore's endpoint adds them."""
@@ -255,7 +331,7 @@ class JsonProtocolClient:
             parsed.update(self._error_parser.parse(raw, error_shape))
         return parsed
 
-    async def _send(self, body: bytes, target: str) -> http_pool.HttpResponse:
+    async def _send(self, body: bytes, target: str) -> HttpResponse:
         if self._credentials is None:  # as the SDK client fails, at call time
             raise botocore_exceptions.NoCredentialsError()
         credentials = await self._credentials.get_frozen_credentials()
@@ -263,18 +339,32 @@ class JsonProtocolClient:
         headers = self._signer.headers(
             credentials, body, content_type=self._content_type, target=target, now=time.time()
         )
-        return await self._http.post(headers, body)
+        async with self._http.post(self._endpoint_url, data=body, headers=headers) as answer:
+            content = await answer.read()
+            return HttpResponse(
+                answer.status, {k.lower(): v for k, v in answer.headers.items()}, content
+            )
 
     def _as_botocore_error(self, exc: Exception) -> Exception:
         """The exception botocore raises for the same transport failure (its retry conditions
         and our callers know those)."""
         endpoint = self._endpoint_url
-        if isinstance(exc, http_pool.ConnectFailedError):
-            if exc.timed_out:
-                return botocore_exceptions.ConnectTimeoutError(endpoint_url=endpoint)
+        if isinstance(exc, aiohttp.ConnectionTimeoutError):
+            return botocore_exceptions.ConnectTimeoutError(endpoint_url=endpoint)
+        if isinstance(exc, aiohttp.ClientSSLError):
+            return botocore_exceptions.SSLError(endpoint_url=endpoint, error=exc)
+        if isinstance(exc, aiohttp.ClientProxyConnectionError):
+            return botocore_exceptions.ProxyConnectionError(proxy_url=str(exc), error=exc)
+        if isinstance(exc, aiohttp.ClientConnectorError):
             return botocore_exceptions.EndpointConnectionError(endpoint_url=endpoint)
-        if isinstance(exc, TimeoutError):
+        if isinstance(exc, TimeoutError):  # aiohttp's read timeout is one too
             return botocore_exceptions.ReadTimeoutError(endpoint_url=endpoint)
-        if isinstance(exc, http_pool.ConnectionLostError):
+        if isinstance(exc, aiohttp.ServerDisconnectedError | aiohttp.ClientPayloadError):
             return botocore_exceptions.ConnectionClosedError(endpoint_url=endpoint)
         return botocore_exceptions.HTTPClientError(error=exc)
+
+
+def _surely_not_sent(exc: Exception) -> bool:
+    """No connection was made (refused, unreachable, TLS or proxy refused, connect timeout):
+    the request never reached the service."""
+    return isinstance(exc, aiohttp.ClientConnectorError | aiohttp.ConnectionTimeoutError)
