@@ -60,7 +60,14 @@ async def optional_client(request: fastapi.Request) -> str | None:
 
 
 async def required_client(request: fastapi.Request) -> str:
-    """The client id of the request's valid bearer token; 401 without one, 429 over the limit."""
+    return authenticated_client(request)
+
+
+def authenticated_client(request: fastapi.Request) -> str:
+    """The client id of the request's valid bearer token; 401 without one, 429 over the limit.
+
+    Plain function for routes that skip dependency solving on the hot path.
+    """
     client_id = _authenticate(request)
     if client_id is None:
         raise problems.ProblemError(

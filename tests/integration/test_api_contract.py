@@ -264,7 +264,7 @@ _VALID = helpers.order_body()
     ("content", "status", "fragment"),
     [
         (b'{"customer_id": "c1", "items": [', 400, "not valid JSON"),
-        (b"[]", 422, "should be a valid dictionary"),
+        (b"[]", 422, "should be an object"),
         ({**_VALID, "items": "SKU-MUG"}, 422, "items"),
         ({**_VALID, "customer_id": 7}, 422, "customer_id"),
         ({**_VALID, "coupon": "FREE"}, 422, "coupon"),
