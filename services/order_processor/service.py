@@ -13,7 +13,7 @@ import prometheus_client
 from aiohttp import web
 
 from order_common import aws, memory
-from order_processor import consumer, payments, stores, workflow
+from order_processor import consumer, payments, stores, velocity, workflow
 from order_processor import settings as settings_module
 
 if TYPE_CHECKING:
@@ -130,7 +130,7 @@ async def run(settings: settings_module.ProcessorSettings) -> None:
                 client=dynamodb_hot,
                 settings=settings,
                 catalog_cache_seconds=settings.catalog_cache_seconds,
-                velocity_window_seconds=settings.velocity_window_seconds,
+                velocity_windows=velocity.Windows(settings.velocity_window_seconds),
             )
             gateway = payment_gateway(settings, dynamodb_hot)
             worker = consumer.Consumer(

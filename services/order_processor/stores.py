@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import enum
-import math
 import random
 import time
 from collections.abc import Iterable, Sequence
@@ -21,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from order_common import aws, contract, items
 from order_common import settings as common_settings
-from order_processor import metrics
+from order_processor import metrics, velocity
 
 if TYPE_CHECKING:
     from types_aiobotocore_dynamodb.type_defs import (
@@ -83,7 +82,7 @@ class ProcessorStore:
     client: aws.DynamoDbHotPath
     settings: common_settings.AwsSettings
     catalog_cache_seconds: float
-    velocity_window_seconds: int
+    velocity_windows: velocity.Windows
     _prices: dict[str, tuple[float, int]] = field(default_factory=dict)
 
     async def prices(self, skus: Iterable[str]) -> dict[str, int]:
@@ -314,18 +313,16 @@ class ProcessorStore:
         One item per customer holds a set of order ids per fixed window; windows older than the
         previous one are dropped on the way.
         """
-        window = self.velocity_window_seconds
-        current = int(now) // window * window
-        stale = [f"w{current - k * window}" for k in range(2, 6)]
+        windows = self.velocity_windows
         return {
             "Update": {
                 "TableName": self.settings.velocity_table,
                 "Key": {"customer_id": {"S": customer_id}},
-                "UpdateExpression": f"ADD w{current} :orders SET expires_at = :expires REMOVE "
-                + ", ".join(stale),
+                "UpdateExpression": f"ADD {windows.current(now)} :orders SET expires_at = :expires"
+                f" REMOVE {', '.join(windows.stale(now))}",
                 "ExpressionAttributeValues": {
                     ":orders": {"SS": list(order_ids)},
-                    ":expires": {"N": str(current + 2 * window)},
+                    ":expires": {"N": str(windows.expires_at(now))},
                 },
             }
         }
@@ -340,29 +337,25 @@ class ProcessorStore:
         window boundary is still seen. A customer's orders in this batch count in arrival
         order: the first sees the history plus itself, the last sees them all.
         """
-        window = self.velocity_window_seconds
-        current = int(now) // window * window
-        overlap = 1 - (now - current) / window
-        windows = await self._batch_get(
+        windows = self.velocity_windows
+        current, previous = windows.current(now), windows.previous(now)
+        found = await self._batch_get(
             self.settings.velocity_table,
             "customer_id",
             {m.customer_id for m in messages},
             projection="customer_id, #c, #p",
-            names={"#c": f"w{current}", "#p": f"w{current - window}"},
+            names={"#c": current, "#p": previous},
         )
-        counts: dict[str, int] = {}
-        for customer, in_window in windows.items():
-            current_ids = in_window.get(f"w{current}") or set()
-            previous_ids = in_window.get(f"w{current - window}") or set()
-            counts[customer] = len(current_ids) + math.ceil(len(previous_ids) * overlap)
         by_customer: dict[str, list[str]] = {}
         for message in messages:
             by_customer.setdefault(message.customer_id, []).append(message.order_id)
         recent: dict[str, int] = {}
         for customer, order_ids in by_customer.items():
-            total = max(counts.get(customer, 0), len(order_ids))
-            for position, order_id in enumerate(order_ids):
-                recent[order_id] = total - (len(order_ids) - 1 - position)
+            item = found.get(customer, {})
+            history = windows.estimate(
+                len(item.get(current) or ()), len(item.get(previous) or ()), now
+            )
+            recent.update(velocity.in_arrival_order(history, order_ids))
         return recent
 
     async def _batch_get(

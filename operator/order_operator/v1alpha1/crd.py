@@ -3,7 +3,8 @@
 `make generate` (`python -m order_operator.v1alpha1.crd --write`) writes it to the operator's
 `crd/` and to the chart's `crds/`; a unit test regenerates it and fails on any difference.
 Pydantic's JSON schema becomes a structural schema: references inlined, optional fields plain,
-nested objects defaulted to `{}` (the apiserver then fills their own defaults).
+nested objects defaulted to `{}` (the apiserver then fills their own defaults) unless a CEL rule
+reads them.
 """
 
 from __future__ import annotations
@@ -78,7 +79,10 @@ def structural(model_schema: dict[str, Any]) -> dict[str, Any]:
         if "properties" in node:
             node["properties"] = {k: convert(v) for k, v in node["properties"].items()}
             if isinstance(node.get("default"), dict):
-                node["default"] = {}  # an object's own fields carry their defaults
+                # An object's own fields carry their defaults, but the apiserver checks a
+                # default against the object's CEL rules as it is: then it must be whole.
+                whole = "x-kubernetes-validations" in node
+                node["default"] = _without_nulls(node["default"]) if whole else {}
         if isinstance(node.get("additionalProperties"), dict):
             node["additionalProperties"] = convert(node["additionalProperties"])
             if node.get("default") == {}:
@@ -91,6 +95,12 @@ def structural(model_schema: dict[str, Any]) -> dict[str, Any]:
 
     top = {k: v for k, v in model_schema.items() if k != "$defs"}
     return convert(top)
+
+
+def _without_nulls(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _without_nulls(v) for k, v in value.items() if v is not None}
+    return value
 
 
 _KEY_ORDER = ("type", "required", "default", "description", "x-kubernetes-validations")
