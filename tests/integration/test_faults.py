@@ -324,19 +324,20 @@ def test_a_visibility_extension_refused_for_its_entry_is_tried_again_before_the_
     start_processor: ServiceFactory,
     api_client: Clients,
 ) -> None:
-    # The simulated gateway takes 4 s for tok_slow; the message would reappear after 2 s.
-    pipeline = make_pipeline(visibility_timeout=2, max_receive_count=5)
+    # The simulated gateway takes 4 s for tok_slow; the message would reappear after 3 s.
+    pipeline = make_pipeline(visibility_timeout=3, max_receive_count=5)
     client = api_client(start_api(pipeline))
     accepted = helpers.place(client, helpers.token(client), helpers.order_body(token="tok_slow"))
     processor = start_processor(dataclasses.replace(pipeline, sqs_endpoint=sqs_proxy.endpoint))
 
-    # The call succeeds; SQS reports the entry as failed: its visibility was not extended.
-    with sqs_proxy.faults(Fault(FaultKind.FAIL_ENTRIES, "ChangeMessageVisibilityBatch")):
+    # The calls succeed; SQS reports the entry as failed twice: its visibility was not
+    # extended. Tried again at once each time, it still is before the 3 s run out.
+    with sqs_proxy.faults(Fault(FaultKind.FAIL_ENTRIES, "ChangeMessageVisibilityBatch", times=2)):
         final = helpers.wait_final(client, accepted["status_url"])
 
     assert final["status"] == "COMPLETED"
-    assert sqs_proxy.stats.faulted == {"fail_entries": 1}
-    assert helpers.metric(processor, "visibility_extension_failures_total") == 1
+    assert sqs_proxy.stats.faulted == {"fail_entries": 2}
+    assert helpers.metric(processor, "visibility_extension_failures_total") == 2
     # Received once: the failed entry was extended in time, the message never came back.
     assert helpers.metric(processor, "queue_receive_batch_size_sum") == 1
 
