@@ -11,7 +11,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 API_PORT ?= 8000
 
-.PHONY: help venv lock generate java run engines test lint bench chaos operator cluster-up cluster-down clean
+.PHONY: help venv lock generate java run engines test test-fast lint bench chaos operator cluster-up cluster-down clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
@@ -49,6 +49,11 @@ engines: venv java  ## only the local SQS + DynamoDB engines, in the foreground
 test: venv java  ## install what is missing and run the whole suite
 	$(MAKE) --no-print-directory lint
 	$(PY) -m pytest
+
+# The quick loop while editing: no lint, no processes to start, no cluster.
+test-fast: venv java  ## unit tests and the in-process API and AWS-client tests (about a minute)
+	$(PY) -m pytest -q tests/unit tests/integration/test_api_contract.py \
+	  tests/integration/test_aws_json_transport.py
 
 generate: venv  ## write the OrderPipeline CRD (operator and chart copies) from its pydantic models
 	$(PY) -m order_operator.v1alpha1.crd --write

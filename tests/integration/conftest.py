@@ -1,7 +1,8 @@
 """Fixtures for tests against the real local engines (ElasticMQ, Dynoxide).
 
 One pair of engines per test session; every test gets its own queue and tables (unique names),
-and real API/processor processes started the way `make run` starts them.
+and real API/processor processes started the way `make run` starts them, or the API app served
+in the test's own process (`in_process_api`) where the HTTP contract is what is tested.
 """
 
 from __future__ import annotations
@@ -12,7 +13,10 @@ from pathlib import Path
 
 import httpx
 import pytest
+from starlette import testclient
 
+from order_api import app as api_app
+from order_api import settings as api_settings
 from order_common import schema
 from order_devtools import engines, local, provision
 
@@ -116,3 +120,28 @@ def api_client() -> Iterator[Callable[[local.ServiceProcess], httpx.Client]]:
     yield make
     for client in clients:
         client.close()
+
+
+InProcessApi = Callable[..., httpx.Client]
+
+
+@pytest.fixture
+def in_process_api(monkeypatch: pytest.MonkeyPatch) -> Iterator[InProcessApi]:
+    """`in_process_api(pipeline, **env)`: the API app on `pipeline` served in this process
+    (Starlette's TestClient: httpx over ASGI, the lifespan run), configured from the
+    environment `python -m order_api` would get; no uvicorn, no port, no process start."""
+    clients: list[testclient.TestClient] = []
+
+    def make(pipeline: local.LocalPipeline, **env: str) -> httpx.Client:
+        for name, value in pipeline.api_env(port=0, **env).items():
+            monkeypatch.setenv(name, value)
+        client = testclient.TestClient(
+            api_app.create_app(api_settings.ApiSettings()), raise_server_exceptions=False
+        )
+        client.__enter__()  # runs the lifespan: AWS clients, the send batcher
+        clients.append(client)
+        return client
+
+    yield make
+    for client in clients:
+        client.__exit__(None, None, None)

@@ -1,4 +1,8 @@
-"""The HTTP contract of the API: auth, signed URLs, idempotency, limits and bad input."""
+"""The HTTP contract of the API: auth, signed URLs, idempotency, limits and bad input.
+
+Served in the test's process on the real engines (`in_process_api`): what is tested is what the
+app answers, not how uvicorn starts (test_failures and the end-to-end tests start processes).
+"""
 
 from __future__ import annotations
 
@@ -16,11 +20,10 @@ import pytest
 from order_api import security
 from order_devtools import local
 from tests.integration import helpers
-from tests.integration.conftest import ServiceFactory
+from tests.integration.conftest import InProcessApi
 
 pytestmark = pytest.mark.integration
 
-Clients = Callable[[local.ServiceProcess], httpx.Client]
 PROBLEM = "application/problem+json"
 
 
@@ -37,10 +40,8 @@ def two_clients(make_pipeline: Callable[..., local.LocalPipeline]) -> local.Loca
 
 
 @pytest.fixture
-def api(
-    two_clients: local.LocalPipeline, start_api: ServiceFactory, api_client: Clients
-) -> httpx.Client:
-    return api_client(start_api(two_clients))
+def api(two_clients: local.LocalPipeline, in_process_api: InProcessApi) -> httpx.Client:
+    return in_process_api(two_clients)
 
 
 def _problem(response: httpx.Response, status: int) -> dict[str, Any]:
@@ -214,10 +215,9 @@ def test_concurrent_duplicates_queue_exactly_one_order(
     api: httpx.Client, two_clients: local.LocalPipeline
 ) -> None:
     headers = {**helpers.auth(helpers.token(api)), "Idempotency-Key": "race-1"}
-    url = str(api.base_url) + "/v1/orders"
 
     def post(_: int) -> httpx.Response:
-        return httpx.post(url, json=helpers.order_body(), headers=headers, timeout=10)
+        return api.post("/v1/orders", json=helpers.order_body(), headers=headers)
 
     with concurrent.futures.ThreadPoolExecutor(max_workers=12) as pool:
         responses = list(pool.map(post, range(12)))
@@ -234,9 +234,9 @@ def test_concurrent_duplicates_queue_exactly_one_order(
 
 
 def test_rate_limit_answers_429_with_retry_after(
-    two_clients: local.LocalPipeline, start_api: ServiceFactory, api_client: Clients
+    two_clients: local.LocalPipeline, in_process_api: InProcessApi
 ) -> None:
-    api = api_client(start_api(two_clients, RATE_LIMIT_PER_MINUTE="5"))
+    api = in_process_api(two_clients, RATE_LIMIT_PER_MINUTE="5")
     access_token = helpers.token(api)
     statuses = [
         api.post(
@@ -361,9 +361,19 @@ def test_an_order_not_sent_as_json_is_415(
 def test_health_readiness_metrics_and_docs(api: httpx.Client) -> None:
     assert api.get("/healthz").json() == {"status": "ok"}
     assert api.get("/readyz").json()["status"] == "ready"
+
+    def accepted() -> float:  # the app's counters live as long as its process: compare
+        (line,) = [
+            line
+            for line in api.get("/metrics").text.splitlines()
+            if line.startswith("orders_accepted_total ")
+        ]
+        return float(line.split()[1])
+
+    before = accepted()
     helpers.place(api, helpers.token(api), helpers.order_body())
+    assert accepted() == before + 1
     metrics = api.get("/metrics").text
-    assert "orders_accepted_total 1.0" in metrics
     assert 'http_requests_total{method="POST",route="/v1/orders",status="202"}' in metrics
     assert "queue_send_batch_size_bucket" in metrics
     assert api.get("/docs").status_code == 200

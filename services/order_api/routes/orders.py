@@ -86,7 +86,7 @@ def _base_url(services: services_module.ApiServices, request: fastapi.Request) -
         request.headers.get("host"),
         scope.get("root_path"),
         scope.get("app_root_path"),
-        scope.get("server"),
+        tuple(scope.get("server") or ()),  # ASGI allows a list (Starlette's test client sends one)
     )
     base = _base_urls.get(key)
     if base is None:
