@@ -17,7 +17,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import tarfile
@@ -33,7 +32,7 @@ import jsonpatch
 import pytest
 import yaml
 
-from order_devtools import local
+from order_devtools import local, processes
 from order_operator import builders
 from order_operator.v1alpha1 import spec as v1alpha1
 
@@ -155,24 +154,16 @@ def lay_out_pod(tmp_path: Path, deployment: dict[str, Any], packages: list[str])
 def running(pod: Pod, **env: str) -> Iterator[subprocess.Popen[bytes]]:
     """The workload container's command, in its working directory, until SIGTERM (as on pod
     deletion)."""
-    with pod.log_path.open("ab") as log:
-        process = subprocess.Popen(
-            pod.container["command"],
-            cwd=pod.path(pod.container["workingDir"]),
-            env={**pod.env, **env},
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            preexec_fn=local.die_with_parent,
-        )
-        try:
-            yield process
-        finally:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+    process = processes.spawn(
+        pod.container["command"],
+        log_path=pod.log_path,
+        env={**pod.env, **env},
+        cwd=pod.path(pod.container["workingDir"]),
+    )
+    try:
+        yield process
+    finally:
+        processes.stop(process, timeout=30)
 
 
 def get(url: str) -> tuple[int, bytes]:

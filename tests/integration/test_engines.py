@@ -25,6 +25,7 @@ from mypy_boto3_sqs import SQSClient
 from mypy_boto3_sqs.type_defs import SendMessageBatchRequestEntryTypeDef
 
 from order_devtools import engines as local_engines
+from order_devtools import processes
 
 pytestmark = pytest.mark.integration
 
@@ -299,11 +300,11 @@ def test_a_port_taken_before_the_engine_binds_is_replaced_when_we_picked_it(
         squatter.listen()
         taken_port = squatter.getsockname()[1]
         free_ports = iter([taken_port])
-        real_pick = local_engines.pick_free_port
-        monkeypatch.setattr(local_engines, "pick_free_port", lambda: next(free_ports, real_pick()))
+        real_pick = processes.free_port
+        monkeypatch.setattr(processes, "free_port", lambda: next(free_ports, real_pick()))
         # Let the pre-check pass once, as when another process binds in between.
         pre_checks = iter([True])
-        monkeypatch.setattr(local_engines, "_port_is_free", lambda port: next(pre_checks, True))
+        monkeypatch.setattr(processes, "port_is_free", lambda port: next(pre_checks, True))
         engine = local_engines.elasticmq_process(tmp_path, port=0, persistent=False)
 
         try:

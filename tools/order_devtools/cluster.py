@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import base64
 import contextlib
-import ctypes
 import json
 import os
 import re
@@ -35,6 +34,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from order_devtools import processes
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 BUILD_SCRIPT = REPO_ROOT / "tools" / "k8s-build" / "build.sh"
@@ -183,11 +184,7 @@ class ComponentProcess:
         return _process_start_ticks(self.pid) == self.start_ticks
 
     def log_tail(self, lines: int = 30) -> str:
-        try:
-            content = Path(self.log_path).read_text(errors="replace").splitlines()
-        except OSError:
-            return "(no log)"
-        return "\n".join(content[-lines:])
+        return processes.log_tail(Path(self.log_path), lines)
 
     def stop(self, grace_seconds: float = 10.0) -> None:
         if not self.is_alive():
@@ -216,15 +213,6 @@ class ComponentProcess:
             self.popen.poll()
 
 
-def _exit_with_parent() -> None:
-    """Runs in the child before exec: SIGTERM it when the process that started it dies, so a
-    killed test run leaves no control plane behind (Linux prctl PR_SET_PDEATHSIG). The kernel
-    ties this to the starting *thread*: start clusters from a thread that outlives them."""
-    pr_set_pdeathsig = 1
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(pr_set_pdeathsig, signal.SIGTERM, 0, 0, 0)
-
-
 def _spawn(
     name: str,
     argv: Sequence[str],
@@ -234,17 +222,10 @@ def _spawn(
     exit_with_parent: bool,
 ) -> ComponentProcess:
     log_path = log_dir / f"{name}.log"
-    with log_path.open("ab") as log_file:
-        # A session of its own: Ctrl-C in the terminal that ran `up` must not stop the cluster.
-        popen = subprocess.Popen(
-            list(argv),
-            stdin=subprocess.DEVNULL,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            env=dict(env),
-            start_new_session=True,
-            preexec_fn=_exit_with_parent if exit_with_parent else None,
-        )
+    # A session of its own: Ctrl-C in the terminal that ran `up` must not stop the cluster.
+    popen = processes.spawn(
+        argv, log_path=log_path, env=env, own_session=True, die_with_parent=exit_with_parent
+    )
     start_ticks = _process_start_ticks(popen.pid)
     if start_ticks is None:
         popen.wait()

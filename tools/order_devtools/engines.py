@@ -8,20 +8,16 @@ native binary built once from crates.io with `cargo install --locked` into the s
 
 from __future__ import annotations
 
-import concurrent.futures
 import contextlib
-import ctypes
 import dataclasses
 import fcntl
 import http.client
 import json
 import logging
 import os
-import random
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -29,14 +25,15 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import IO
+
+from order_devtools import processes
 
 logger = logging.getLogger(__name__)
 
 ELASTICMQ_VERSION = "1.7.1"
 ELASTICMQ_MAIN_CLASS = "org.elasticmq.server.Main"
 DYNOXIDE_VERSION = "3.2.0"
-LOOPBACK_HOST = "127.0.0.1"
+LOOPBACK_HOST = processes.LOOPBACK_HOST
 # ElasticMQ builds queue ARNs from these; any region works for clients on a custom endpoint.
 SQS_REGION = "us-east-1"
 SQS_ACCOUNT_ID = "000000000000"
@@ -62,7 +59,6 @@ STARTUP_TIMEOUT_SECONDS = 90.0
 # wait before SIGKILL buys nothing and slows every stop.
 STOP_TIMEOUT_SECONDS = 5.0
 READINESS_POLL_SECONDS = 0.05
-PICKED_PORT_LOW = 20000
 PORT_ATTEMPTS = 3
 INSTALLED_MARKER = ".installed"
 # Bump when the cache layout changes, so older caches are resolved again.
@@ -354,59 +350,6 @@ def _train_class_archive() -> None:
 
 # --- processes ---------------------------------------------------------------------------------
 
-_PR_SET_PDEATHSIG = 1
-_libc = ctypes.CDLL(None, use_errno=True) if sys.platform == "linux" else None
-
-# PR_SET_PDEATHSIG fires when the *thread* that forked the child exits, so every engine is
-# forked from this one worker thread, which lives as long as the interpreter does.
-_spawner = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="engine-spawn")
-
-
-def _die_with_parent(parent_pid: int) -> Callable[[], None]:
-    def preexec() -> None:
-        if _libc is not None:
-            _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
-        # The parent may have died between fork and prctl; then nobody would signal us.
-        if os.getppid() != parent_pid:
-            os._exit(1)
-
-    return preexec
-
-
-def _ephemeral_port_floor() -> int:
-    try:
-        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        return 32768
-
-
-def pick_free_port() -> int:
-    """A free loopback port below the ephemeral range.
-
-    Ports the kernel hands out with bind(0) are also used for outgoing connections, and one was
-    seen taken by a client socket in the moment between picking it and the JVM binding it.
-    """
-    floor = _ephemeral_port_floor()
-    candidates = list(range(PICKED_PORT_LOW, max(floor, PICKED_PORT_LOW + 1000)))
-    for port in random.sample(candidates, k=min(200, len(candidates))):
-        if _port_is_free(port):
-            return port
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind((LOOPBACK_HOST, 0))
-        picked: int = probe.getsockname()[1]
-        return picked
-
-
-def _port_is_free(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        # Like the JVM's server sockets: connections in TIME_WAIT from the last run don't count.
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind((LOOPBACK_HOST, port))
-        except OSError:
-            return False
-        return True
-
 
 def _listens_on(pid: int, port: int) -> bool:
     """Whether `pid` owns the listening socket on `port` (true when /proc cannot tell)."""
@@ -431,14 +374,6 @@ def _listens_on(pid: int, port: int) -> bool:
             if target.startswith("socket:[") and target[8:-1] in listening_inodes:
                 return True
     return False
-
-
-def _log_tail(log_path: Path, lines: int = 40) -> str:
-    try:
-        text = log_path.read_text(errors="replace")
-    except FileNotFoundError:
-        return "(no log written)"
-    return "\n".join(text.splitlines()[-lines:])
 
 
 def _answers(
@@ -498,7 +433,7 @@ class EngineProcess:
         env: dict[str, str] | None = None,
     ) -> None:
         self.name = name
-        self.port = port if port else pick_free_port()
+        self.port = port if port else processes.free_port()
         # A port we picked may be re-picked until the first start succeeds; after that,
         # restarts must keep it because clients hold the endpoint.
         self.may_choose_port = not port
@@ -536,40 +471,30 @@ class EngineProcess:
         start_together([self])
 
     def choose_new_port(self) -> None:
-        self.port = pick_free_port()
+        self.port = processes.free_port()
 
     def spawn(self) -> None:
         """Launch the engine without waiting, so several engines can boot at the same time."""
         if self.is_running():
             return
-        if not _port_is_free(self.port):
+        if not processes.port_is_free(self.port):
             raise PortTakenError(f"{self.name}: port {LOOPBACK_HOST}:{self.port} is already in use")
         self._work_dir.mkdir(parents=True, exist_ok=True)
         self._log_offset = self._log_path.stat().st_size if self._log_path.exists() else 0
         command = self._build_command(self.port)
-        env = {**os.environ, **self._env}
         with self._log_path.open("ab") as log_file:
             log_file.write(f"--- starting {self.name}: {' '.join(command)}\n".encode())
-            log_file.flush()
-            self._started_at = time.monotonic()
-            self._process = _spawner.submit(self._popen, command, env, log_file).result()
-        logger.info("%s started as pid %s on %s", self.name, self.pid, self.endpoint)
-
-    def _popen(
-        self, command: list[str], env: dict[str, str], log_file: IO[bytes]
-    ) -> subprocess.Popen[bytes]:
-        return subprocess.Popen(
+        self._started_at = time.monotonic()
+        # Own session: a Ctrl-C meant for the runner must not kill the engines before the
+        # runner has stopped what uses them.
+        self._process = processes.spawn(
             command,
+            log_path=self._log_path,
+            env={**os.environ, **self._env},
             cwd=self._work_dir,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            # Own session: a Ctrl-C meant for the runner must not kill the engines before the
-            # runner has stopped what uses them.
-            start_new_session=True,
-            preexec_fn=_die_with_parent(os.getpid()),
+            own_session=True,
         )
+        logger.info("%s started as pid %s on %s", self.name, self.pid, self.endpoint)
 
     def wait_until_ready(self, timeout: float = STARTUP_TIMEOUT_SECONDS) -> None:
         process = self._process
@@ -582,19 +507,19 @@ class EngineProcess:
                 self.stop()
                 raise PortTakenError(
                     f"{self.name}: port {LOOPBACK_HOST}:{self.port} was taken before it bound; "
-                    f"log {self._log_path}:\n{_log_tail(self._log_path, lines=5)}"
+                    f"log {self._log_path}:\n{processes.log_tail(self._log_path, lines=5)}"
                 )
             if process.poll() is not None:
                 self._process = None
                 raise RuntimeError(
                     f"{self.name} exited with {process.returncode} while starting; "
-                    f"log {self._log_path}:\n{_log_tail(self._log_path)}"
+                    f"log {self._log_path}:\n{processes.log_tail(self._log_path)}"
                 )
             if time.monotonic() > deadline:
                 self.stop()
                 raise RuntimeError(
                     f"{self.name} did not answer on {self.endpoint} within {timeout:.0f}s; "
-                    f"log {self._log_path}:\n{_log_tail(self._log_path)}"
+                    f"log {self._log_path}:\n{processes.log_tail(self._log_path)}"
                 )
             time.sleep(READINESS_POLL_SECONDS)
         if not _listens_on(process.pid, self.port):
@@ -626,14 +551,7 @@ class EngineProcess:
         process = self._process
         if process is None:
             return
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                logger.warning("%s ignored SIGTERM for %.0fs; killing it", self.name, timeout)
-                process.kill()
-                process.wait()
+        processes.stop(process, timeout=timeout)
         self._process = None
         logger.info("%s stopped (exit %s)", self.name, process.returncode)
 

@@ -6,11 +6,9 @@ services exactly the same way (the way a container would: `python -m ...` + envi
 
 from __future__ import annotations
 
-import ctypes
 import json
 import os
 import secrets
-import signal
 import subprocess
 import sys
 import time
@@ -19,24 +17,12 @@ import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
 
 from order_api import security
 from order_common import settings as common_settings
-from order_devtools import engines
+from order_devtools import processes
 
-_PR_SET_PDEATHSIG = 1
-
-
-def die_with_parent() -> None:
-    """preexec_fn: the kernel sends SIGTERM to the child when its parent dies (even on SIGKILL)."""
-    ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-
-
-def free_port() -> int:
-    """A free loopback port for a service, below the ephemeral range (see `pick_free_port`):
-    a port from bind(0) was once taken by an outgoing connection before the API bound it."""
-    return engines.pick_free_port()
+free_port = processes.free_port
 
 
 @dataclass(frozen=True)
@@ -101,17 +87,12 @@ class ServiceProcess:
     log_path: Path
     health_url: str
     process: subprocess.Popen[bytes] | None = None
-    _log: IO[bytes] | None = None
 
     def start(self, *, timeout: float = 30.0) -> None:
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        self._log = self.log_path.open("ab")
-        self.process = subprocess.Popen(
+        self.process = processes.spawn(
             [sys.executable, "-m", self.module],
+            log_path=self.log_path,
             env={**os.environ, **self.env},
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            preexec_fn=die_with_parent,
         )
         self.wait_healthy(timeout=timeout)
 
@@ -129,35 +110,15 @@ class ServiceProcess:
 
     def stop(self, *, timeout: float = 30.0) -> int | None:
         """SIGTERM and wait (SIGKILL after `timeout`); return the exit code."""
-        if self.process is None:
-            return None
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        return self._finish()
+        return processes.stop(self.process, timeout=timeout) if self.process else None
 
     def kill(self) -> None:
         """SIGKILL: the crash case."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.kill()
-            self.process.wait()
-        self._finish()
-
-    def _finish(self) -> int | None:
-        code = self.process.returncode if self.process else None
-        if self._log is not None:
-            self._log.close()
-            self._log = None
-        return code
+        if self.process is not None:
+            processes.kill(self.process)
 
     def log_tail(self, lines: int = 30) -> str:
-        if not self.log_path.exists():
-            return "(no log)"
-        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        return processes.log_tail(self.log_path, lines)
 
 
 def api_process(pipeline: LocalPipeline, port: int, log_dir: Path, **env: str) -> ServiceProcess:
