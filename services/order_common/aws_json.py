@@ -26,12 +26,14 @@ import hmac
 import json
 import ssl
 import time
+import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import quote, urlsplit
 
 import aiohttp
+import yarl
 from botocore import exceptions as botocore_exceptions
 from botocore import parsers, serialize
 from botocore.auth import SigV4Auth
@@ -136,7 +138,7 @@ class HttpResponse:
 
     status_code: int
     headers: Mapping[str, str]
-    """Names in lower case."""
+    """Looked up by any case."""
     content: bytes
 
 
@@ -157,6 +159,16 @@ def _holds(shape: Shape | None, types: frozenset[str], seen: frozenset[str] = fr
     return any(_holds(child, types, seen) for child in children)
 
 
+def _proxy_for(endpoint_url: str) -> str | None:
+    """The proxy for the endpoint from HTTP(S)_PROXY and NO_PROXY, read once, as botocore
+    reads them when a client is made (aiohttp's `trust_env` reads them, and ~/.netrc in a
+    worker thread, on every request)."""
+    parts = urlsplit(endpoint_url)
+    if urllib.request.proxy_bypass(parts.hostname or ""):
+        return None
+    return urllib.request.getproxies().get(parts.scheme)
+
+
 def _tls_context(ca_bundle: str | None) -> ssl.SSLContext:
     """The certificates botocore would trust: the configured bundle, else the system's."""
     return ssl.create_default_context(cafile=ca_bundle)
@@ -175,12 +187,15 @@ class JsonProtocolClient:
         errors: ErrorFactory,
         http: aiohttp.ClientSession,
         max_attempts: int,
+        proxy: str | None = None,
     ) -> None:
         self._service_model = service_model
         self._endpoint_url = endpoint_url
+        self._url = yarl.URL(endpoint_url)  # parsed once, not on every post
         self._credentials = credentials
         self._errors = errors
         self._http = http
+        self._proxy = proxy
         self._content_type = f"application/x-amz-json-{service_model.metadata['jsonVersion']}"
         self._signer = RequestSigner(
             endpoint_url, service=service_model.signing_name, region=region
@@ -218,11 +233,11 @@ class JsonProtocolClient:
             timeout=aiohttp.ClientTimeout(
                 total=None, sock_connect=connect_timeout, sock_read=read_timeout
             ),
-            trust_env=True,  # HTTP(S)_PROXY and NO_PROXY, as botocore honours them
             auto_decompress=False,
             skip_auto_headers=("User-Agent", "Content-Type", "Accept", "Accept-Encoding"),
         )
         return cls(
+            proxy=_proxy_for(endpoint_url),
             service_model=client.meta.service_model,
             endpoint_url=endpoint_url,
             region=client.meta.region_name,
@@ -339,11 +354,11 @@ class JsonProtocolClient:
         headers = self._signer.headers(
             credentials, body, content_type=self._content_type, target=target, now=time.time()
         )
-        async with self._http.post(self._endpoint_url, data=body, headers=headers) as answer:
-            content = await answer.read()
-            return HttpResponse(
-                answer.status, {k.lower(): v for k, v in answer.headers.items()}, content
-            )
+        async with self._http.post(
+            self._url, data=body, headers=headers, proxy=self._proxy
+        ) as answer:
+            # Its headers are case-insensitive already, as botocore's parsers expect.
+            return HttpResponse(answer.status, answer.headers, await answer.read())
 
     def _as_botocore_error(self, exc: Exception) -> Exception:
         """The exception botocore raises for the same transport failure (its retry conditions
