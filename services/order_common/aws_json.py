@@ -9,9 +9,10 @@ This client keeps every part that carries meaning and takes each from botocore: 
 client's endpoint, region and service model; the session's (refreshing) credentials and CA
 bundle; botocore's standard-mode retry conditions, backoff and retry quota; botocore's error
 parser and the client's modelled exceptions, so callers catch the same `ClientError` subclasses.
-Operations whose members hold no blobs or timestamps skip (de)serialisation by shape: for those
-the JSON on the wire is exactly what boto returns. The others go through botocore's own
-serialiser and parser. It signs with `RequestSigner` below, whose signatures a test checks
+Requests and answers that hold no blobs or timestamps skip (de)serialisation by shape: for those
+the JSON on the wire is exactly what boto takes and returns. The others (bytes in the request,
+a blob or timestamp member's name in the answer) go through botocore's own serialiser and
+parser. It signs with `RequestSigner` below, whose signatures a test checks
 against botocore's, and posts through an aiohttp session (proxies from the environment, TLS
 verified against the CA bundle, idle connections expired), raising transport failures as
 botocore does.
@@ -142,21 +143,39 @@ class HttpResponse:
     content: bytes
 
 
-def _holds(shape: Shape | None, types: frozenset[str], seen: frozenset[str] = frozenset()) -> bool:
-    """Whether `shape` has a member, at any depth, of one of `types`."""
+def _member_names(
+    shape: Shape | None, types: frozenset[str], seen: frozenset[str] = frozenset()
+) -> set[str]:
+    """The names of the members of `shape`, at any depth, whose type is one of `types`."""
     if shape is None or shape.name in seen:
-        return False
-    if shape.type_name in types:
-        return True
+        return set()
     seen = seen | {shape.name}
-    children: list[Shape] = []
+    found: set[str] = set()
     if shape.type_name == "structure":
-        children = list(shape.members.values())  # type: ignore[attr-defined]
+        for name, member in shape.members.items():  # type: ignore[attr-defined]
+            element = (
+                member.member  # a list of blobs (BinaryListValues, BS) is named by the list
+                if member.type_name == "list"
+                else member.value
+                if member.type_name == "map"
+                else member
+            )
+            if element.type_name in types:
+                found.add(name)
+            found |= _member_names(member, types, seen)
     elif shape.type_name == "list":
-        children = [shape.member]  # type: ignore[attr-defined]
+        found |= _member_names(shape.member, types, seen)  # type: ignore[attr-defined]
     elif shape.type_name == "map":
-        children = [shape.key, shape.value]  # type: ignore[attr-defined]
-    return any(_holds(child, types, seen) for child in children)
+        found |= _member_names(shape.value, types, seen)  # type: ignore[attr-defined]
+    return found
+
+
+def _plain_json(params: Mapping[str, Any]) -> bytes | None:
+    """The params as JSON, or None when they hold bytes (a blob member), which JSON cannot."""
+    try:
+        return json.dumps(params, separators=(",", ":")).encode()
+    except TypeError:
+        return None
 
 
 def _proxy_for(endpoint_url: str) -> str | None:
@@ -254,11 +273,10 @@ class JsonProtocolClient:
         """Call `operation` with `params` as boto would take them; return its parsed result,
         or raise what the aiobotocore client would have raised."""
         operation_model = self._service_model.operation_model(operation)  # cached by botocore
-        by_shape_in, by_shape_out = self._shaped(operation)
-        if by_shape_in:
+        timestamps_in, shaped_out = self._shaped(operation)
+        body = None if timestamps_in else _plain_json(params)
+        if body is None:  # a blob (bytes) or a timestamp member: botocore encodes them
             body = self._serializer.serialize_to_request(params, operation_model)["body"]
-        else:
-            body = json.dumps(params, separators=(",", ":")).encode()
         target = f"{self._target_prefix}.{operation}"
         attempt = 0
         # The first attempt that may have been applied without us seeing the answer. If every
@@ -280,7 +298,7 @@ class JsonProtocolClient:
             else:
                 if response.status_code >= 300:
                     parsed = self._parse_error(response, operation_model)
-                elif by_shape_out:
+                elif any(name in response.content for name in shaped_out):
                     parsed = self._parse_by_shape(response, operation_model)
                 else:
                     parsed = json.loads(response.content) if response.content else {}
@@ -313,10 +331,15 @@ class JsonProtocolClient:
             raise error_class(parsed, operation)  # type: ignore[arg-type]
 
     @functools.cache  # noqa: B019 - one entry per operation, for the client's lifetime
-    def _shaped(self, operation: str) -> tuple[bool, bool]:
-        """Whether the operation's input and output need botocore's (de)serialiser."""
+    def _shaped(self, operation: str) -> tuple[bool, tuple[bytes, ...]]:
+        """Whether the input has timestamp members (botocore encodes them, whatever type the
+        caller gave), and the output's blob or timestamp member names as they appear in JSON:
+        an answer holding one of them is parsed by botocore, by shape."""
         model = self._service_model.operation_model(operation)
-        return _holds(model.input_shape, _SHAPE_TYPES), _holds(model.output_shape, _SHAPE_TYPES)
+        names = _member_names(model.output_shape, _SHAPE_TYPES)
+        return bool(_member_names(model.input_shape, frozenset({"timestamp"}))), tuple(
+            f'"{name}"'.encode() for name in sorted(names)
+        )
 
     def _parse_by_shape(
         self, response: HttpResponse, operation_model: OperationModel

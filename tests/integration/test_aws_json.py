@@ -10,6 +10,7 @@ import contextlib
 import uuid
 import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from typing import Any
 
 import pytest
 from aiohttp import web
@@ -226,6 +227,12 @@ async def test_dynamodb_reads_writes_and_cancelled_transactions_match_the_sdk(
         assert (await hot.get_item(TableName=table, Key={"pk": {"S": "a"}}))["Item"] == (
             await sdk.get_item(TableName=table, Key={"pk": {"S": "a"}})
         )["Item"]
+        # Binary attributes (blob members) travel base64-encoded, as bytes on both sides.
+        binary: Any = {"pk": {"S": "bin"}, "raw": {"B": b"\x00\xff"}, "set": {"BS": [b"\x01"]}}
+        await hot.put_item(TableName=table, Item=binary)
+        read = (await hot.get_item(TableName=table, Key={"pk": {"S": "bin"}}))["Item"]
+        assert read == (await sdk.get_item(TableName=table, Key={"pk": {"S": "bin"}}))["Item"]
+        assert read["raw"] == {"B": b"\x00\xff"}
         with pytest.raises(hot.exceptions.ConditionalCheckFailedException):
             await hot.put_item(
                 TableName=table, Item=item, ConditionExpression="attribute_not_exists(pk)"
