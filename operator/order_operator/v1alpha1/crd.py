@@ -10,7 +10,6 @@ reads them.
 from __future__ import annotations
 
 import argparse
-import copy
 import re
 from pathlib import Path
 from typing import Any
@@ -156,9 +155,7 @@ class _NoAliases(yaml.SafeDumper):
 
 
 def render() -> str:
-    body = yaml.dump(
-        copy.deepcopy(crd()), Dumper=_NoAliases, sort_keys=False, width=100, allow_unicode=True
-    )
+    body = yaml.dump(crd(), Dumper=_NoAliases, sort_keys=False, width=100, allow_unicode=True)
     return _HEADER + body
 
 
