@@ -309,8 +309,9 @@ class Consumer:
     async def _extend_visibility_forever(self) -> None:
         """Keep slow messages invisible: extend any held for a third of the timeout.
 
-        The check runs six times per timeout, so an extension that fails (the whole call, or
-        one entry of it) is tried again well before the message would reappear.
+        The check runs every second (six times per timeout when that is shorter), so an
+        extension that fails (the whole call, or one entry of it) is tried again well before
+        the message would reappear.
         """
         timeout = self.queue.visibility_timeout
         extend_after = timeout / 3
