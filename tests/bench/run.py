@@ -25,6 +25,7 @@ from typing import Any
 
 import boto3
 import httpx
+from prometheus_client.parser import text_string_to_metric_families
 
 from order_devtools import engines, local, provision
 from tests.bench import ceilings, loadgen
@@ -146,6 +147,11 @@ def main() -> None:
         "--e2e-start", type=int, default=50, help="the end-to-end search's first rate"
     )
     parser.add_argument("--fixed-rate", type=int, default=3000, help="accept rate to report")
+    parser.add_argument(
+        "--e2e-rates",
+        default="",
+        help="end-to-end rates to run as they are, instead of the search (an exploration)",
+    )
     args = parser.parse_args()
 
     os.environ.setdefault("AWS_ACCESS_KEY_ID", "local")
@@ -185,7 +191,7 @@ def main() -> None:
             result["accept"] = _accept_phase(args, running, vegeta, work, engine_pids)
         if "e2e" in phases:
             result["end_to_end"] = _end_to_end_phase(args, running, vegeta, work, engine_pids)
-    if phases != ALL_PHASES:  # an exploration: kept apart from the reported run
+    if phases != ALL_PHASES or args.e2e_rates:  # an exploration: kept apart from the reported run
         (RESULTS / "exploration.json").write_text(json.dumps(result, indent=2) + "\n")
         print(json.dumps(result, indent=2))
         return
@@ -282,11 +288,10 @@ def _end_to_end_phase(
         api = local.api_process(
             pipeline, port, work / "logs", API_WORKERS=str(args.api_workers), **_service_env(args)
         )
+        metrics_ports = [local.free_port() for _ in range(args.processors)]
         processors = [
-            local.processor_process(
-                pipeline, local.free_port(), work / "logs", **_processor_env(args)
-            )
-            for _ in range(args.processors)
+            local.processor_process(pipeline, metrics_port, work / "logs", **_processor_env(args))
+            for metrics_port in metrics_ports
         ]
         api.start()
         for p in processors:
@@ -309,6 +314,7 @@ def _end_to_end_phase(
                 backlog_at_end = _backlog(pipeline)
             drained_after = _wait_drained(pipeline, timeout=60)
             rows = _final_latencies(pipeline)
+            receives = _receive_batches(metrics_ports)
         finally:
             for p in processors:
                 p.stop()
@@ -330,6 +336,7 @@ def _end_to_end_phase(
             "backlog_at_end": backlog_at_end,
             "drained_seconds_after_load": drained_after,
             "cpu_cores": cpu,
+            **receives,
         }
         steps.append(step)
         print(f"end-to-end {rate}/s -> {json.dumps(step)}", flush=True)
@@ -354,9 +361,32 @@ def _end_to_end_phase(
     warm_up = (200, 400)
     for rate in warm_up:
         run(rate, args.seconds)
+    if args.e2e_rates:
+        for rate in map(int, args.e2e_rates.split(",")):
+            run(rate, args.e2e_seconds)
+        return {"steps": steps[len(warm_up) :]}
     best = _search(sustained, start=args.e2e_start, ceiling=5000, steps=4)
     at_half = run(max(10, best // 2), args.e2e_seconds) if best else None
     return {"max_sustained_rate": best, "at_half_rate": at_half, "steps": steps[len(warm_up) :]}
+
+
+def _receive_batches(metrics_ports: list[int]) -> dict[str, float]:
+    """The processors' receive calls and messages per call (requests per order follow)."""
+    calls = messages = 0.0
+    for port in metrics_ports:
+        text = httpx.get(f"http://127.0.0.1:{port}/metrics").text
+        for family in text_string_to_metric_families(text):
+            if family.name != "queue_receive_batch_size":
+                continue
+            for sample in family.samples:
+                if sample.name.endswith("_count"):
+                    calls += sample.value
+                elif sample.name.endswith("_sum"):
+                    messages += sample.value
+    return {
+        "receive_calls": calls,
+        "messages_per_receive": round(messages / calls, 2) if calls else 0.0,
+    }
 
 
 def _wait_idle(base: str, *, timeout: float = 60.0) -> None:
