@@ -1,17 +1,19 @@
-"""Compare the accept path of two source trees, interleaved on one set of engines.
+"""Compare two source trees, interleaved on one set of engines.
 
     .venv/bin/python -m tests.bench.compare A=/path/to/tree B=/path/to/other-tree
+    .venv/bin/python -m tests.bench.compare --end-to-end --rates 800,1000 A=... B=...
 
 Each tree (a checkout, e.g. a `git worktree` of another commit) serves its own API process on
-the same engines; fixed-rate steps alternate between them, in both orders, so the machine's
-drift affects both alike. Prints one JSON line per step: throughput, latency and the API's CPU
-per request. Written for decisions such as "does this fast path earn its place"; `make bench`
-stays the reported run.
+the same engines (with `--end-to-end`, its API and processor on fresh queues and tables each
+step); fixed-rate steps alternate between them, in both orders, so the machine's drift affects
+both alike. Prints one JSON line per step. Written for decisions such as "does this fast path
+earn its place"; `make bench` stays the reported run.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import tempfile
@@ -39,6 +41,9 @@ def main() -> None:
     parser.add_argument("trees", nargs=2, type=_tree, metavar="NAME=TREE")
     parser.add_argument("--rates", default="1000,2000,3000", help="offered rates per step")
     parser.add_argument("--seconds", type=float, default=8.0, help="length of each step")
+    parser.add_argument(
+        "--end-to-end", action="store_true", help="API and processor, not the accept path alone"
+    )
     args = parser.parse_args()
     for name, value in (
         ("AWS_ACCESS_KEY_ID", "local"),
@@ -53,6 +58,9 @@ def main() -> None:
         engines.running_engines(Path(scratch) / "engines", persistent=False) as running,
     ):
         work = Path(scratch)
+        if args.end_to_end:
+            _compare_end_to_end(args, running, vegeta, work)
+            return
         apis = {name: _start_api(running, name, tree, work) for name, tree in args.trees}
         try:
             (first, second) = apis
@@ -68,6 +76,39 @@ def main() -> None:
                 api["process"].stop()
 
 
+def _python_path(tree: Path) -> str:
+    return os.pathsep.join(str(tree / d) for d in ("services", "tools", "operator", ""))
+
+
+def _compare_end_to_end(
+    args: argparse.Namespace, running: engines.Engines, vegeta: Path, work: Path
+) -> None:
+    engine_pids = {"elasticmq": running.sqs.pid or 0, "dynoxide": running.dynamodb.pid or 0}
+    steps = itertools.count()
+
+    def step(name: str, tree: Path, rate: int, seconds: float) -> dict[str, Any]:
+        env = {"PYTHONPATH": _python_path(tree), "LOG_LEVEL": "WARNING"}
+        return bench.end_to_end_step(
+            running,
+            vegeta,
+            work,
+            name=f"compare-{name}-{rate}-{next(steps)}",
+            rate=rate,
+            seconds=seconds,
+            api_env={**env, "RATE_LIMIT_PER_MINUTE": "1000000000"},
+            processor_env=env,
+            engine_pids=engine_pids,
+        )
+
+    for name, tree in args.trees:  # warm-up, not reported: the engines' JIT, the caches
+        step(name, tree, 400, 5)
+    for rate in (int(r) for r in args.rates.split(",")):
+        for order in (args.trees, args.trees[::-1]):
+            for name, tree in order:
+                row = step(name, tree, rate, args.seconds)
+                print(json.dumps({"tree": name, **row}), flush=True)
+
+
 def _start_api(running: engines.Engines, name: str, tree: Path, work: Path) -> dict[str, Any]:
     pipeline = bench._pipeline(running, f"compare-{name}")
     port = local.free_port()
@@ -75,7 +116,7 @@ def _start_api(running: engines.Engines, name: str, tree: Path, work: Path) -> d
         pipeline,
         port,
         work / f"logs-{name}",
-        PYTHONPATH=os.pathsep.join(str(tree / d) for d in ("services", "tools", "operator", "")),
+        PYTHONPATH=_python_path(tree),
         RATE_LIMIT_PER_MINUTE="1000000000",
         LOG_LEVEL="WARNING",
     )

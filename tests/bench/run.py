@@ -283,61 +283,18 @@ def _end_to_end_phase(
     runs = itertools.count()  # every step gets fresh queues and tables
 
     def run(rate: int, seconds: float) -> dict[str, Any]:
-        pipeline = _pipeline(running, f"bench-e2e-{rate}-{next(runs)}")
-        port = local.free_port()
-        api = local.api_process(
-            pipeline, port, work / "logs", API_WORKERS=str(args.api_workers), **_service_env(args)
+        step = end_to_end_step(
+            running,
+            vegeta,
+            work,
+            name=f"bench-e2e-{rate}-{next(runs)}",
+            rate=rate,
+            seconds=seconds,
+            api_env={"API_WORKERS": str(args.api_workers), **_service_env(args)},
+            processor_env=_processor_env(args),
+            processors=args.processors,
+            engine_pids=engine_pids,
         )
-        metrics_ports = [local.free_port() for _ in range(args.processors)]
-        processors = [
-            local.processor_process(pipeline, metrics_port, work / "logs", **_processor_env(args))
-            for metrics_port in metrics_ports
-        ]
-        api.start()
-        for p in processors:
-            p.start()
-        try:
-            base = f"http://127.0.0.1:{port}"
-            token = httpx.post(
-                f"{base}/v1/auth/token",
-                json={"client_id": "demo", "client_secret": "demo-secret"},
-            ).json()["access_token"]
-            targets = work / f"targets-e2e-{rate}.json"
-            loadgen.write_targets(targets, f"{base}/v1/orders", token, _bodies(5000))
-            pids = {"api": api.process.pid if api.process else 0, **engine_pids}
-            pids.update(
-                {f"processor{i}": p.process.pid for i, p in enumerate(processors) if p.process}
-            )
-            cpu: dict[str, float] = {}
-            with CpuMeter(pids).measure(cpu):
-                attack = loadgen.attack(vegeta, targets, rate=rate, seconds=seconds, workdir=work)
-                backlog_at_end = _backlog(pipeline)
-            drained_after = _wait_drained(pipeline, timeout=60)
-            rows = _final_latencies(pipeline)
-            receives = _receive_batches(metrics_ports)
-        finally:
-            for p in processors:
-                p.stop()
-            api.stop()
-        latencies = [(finished - accepted) * 1000 for accepted, finished in rows]
-        span = max(f for _, f in rows) - min(a for a, _ in rows) if rows else float("nan")
-        accepted = int(attack.throughput * seconds)
-        step = {
-            "rate": rate,
-            "seconds": seconds,
-            "accepted": accepted,
-            "accept_p99_ms": attack.p99_ms,
-            "finished": len(rows),
-            "processed_per_second": round(len(rows) / span, 1) if rows else 0.0,
-            # What the pipeline got through while the load ran (the rest was the backlog).
-            "processed_per_second_under_load": round((accepted - backlog_at_end) / seconds, 1),
-            "accept_to_final_p50_ms": round(_percentile(latencies, 0.50), 1),
-            "accept_to_final_p99_ms": round(_percentile(latencies, 0.99), 1),
-            "backlog_at_end": backlog_at_end,
-            "drained_seconds_after_load": drained_after,
-            "cpu_cores": cpu,
-            **receives,
-        }
         steps.append(step)
         print(f"end-to-end {rate}/s -> {json.dumps(step)}", flush=True)
         return step
@@ -370,19 +327,105 @@ def _end_to_end_phase(
     return {"max_sustained_rate": best, "at_half_rate": at_half, "steps": steps[len(warm_up) :]}
 
 
-def _receive_batches(metrics_ports: list[int]) -> dict[str, float]:
-    """The processors' receive calls and messages per call (requests per order follow)."""
-    calls = messages = 0.0
-    for port in metrics_ports:
-        text = httpx.get(f"http://127.0.0.1:{port}/metrics").text
-        for family in text_string_to_metric_families(text):
-            if family.name != "queue_receive_batch_size":
-                continue
+def end_to_end_step(
+    running: engines.Engines,
+    vegeta: Path,
+    work: Path,
+    *,
+    name: str,
+    rate: int,
+    seconds: float,
+    api_env: dict[str, str],
+    processor_env: dict[str, str],
+    processors: int = 1,
+    engine_pids: dict[str, int] | None = None,
+) -> dict[str, Any]:
+    """One open-loop step through API and processors on fresh queues and tables: what was
+    accepted, what got through while loaded, accept->final latency, CPU per process."""
+    pipeline = _pipeline(running, name)
+    port = local.free_port()
+    api = local.api_process(pipeline, port, work / "logs", **api_env)
+    metrics_ports = [local.free_port() for _ in range(processors)]
+    consumers = [
+        local.processor_process(pipeline, metrics_port, work / "logs", **processor_env)
+        for metrics_port in metrics_ports
+    ]
+    api.start()
+    for c in consumers:
+        c.start()
+    try:
+        base = f"http://127.0.0.1:{port}"
+        token = httpx.post(
+            f"{base}/v1/auth/token",
+            json={"client_id": "demo", "client_secret": "demo-secret"},
+        ).json()["access_token"]
+        targets = work / f"targets-{name}.json"
+        loadgen.write_targets(targets, f"{base}/v1/orders", token, _bodies(5000))
+        pids = {"api": api.process.pid if api.process else 0, **(engine_pids or {})}
+        pids.update({f"processor{i}": c.process.pid for i, c in enumerate(consumers) if c.process})
+        cpu: dict[str, float] = {}
+        with CpuMeter(pids).measure(cpu):
+            attack = loadgen.attack(vegeta, targets, rate=rate, seconds=seconds, workdir=work)
+            backlog_at_end = _backlog(pipeline)
+        drained_after = _wait_drained(pipeline, timeout=60)
+        rows = _final_latencies(pipeline)
+        receives = _receive_batches(metrics_ports)
+        sends = _send_batches(port)
+    finally:
+        for c in consumers:
+            c.stop()
+        api.stop()
+    latencies = [(finished - accepted) * 1000 for accepted, finished in rows]
+    span = max(f for _, f in rows) - min(a for a, _ in rows) if rows else float("nan")
+    accepted = int(attack.throughput * seconds)
+    return {
+        "rate": rate,
+        "seconds": seconds,
+        "accepted": accepted,
+        "accept_p99_ms": attack.p99_ms,
+        "finished": len(rows),
+        "processed_per_second": round(len(rows) / span, 1) if rows else 0.0,
+        # What the pipeline got through while the load ran (the rest was the backlog).
+        "processed_per_second_under_load": round((accepted - backlog_at_end) / seconds, 1),
+        "accept_to_final_p50_ms": round(_percentile(latencies, 0.50), 1),
+        "accept_to_final_p99_ms": round(_percentile(latencies, 0.99), 1),
+        "backlog_at_end": backlog_at_end,
+        "drained_seconds_after_load": drained_after,
+        "cpu_cores": cpu,
+        **sends,
+        **receives,
+    }
+
+
+def _histogram_mean(text: str, family_name: str) -> tuple[float, float]:
+    """(observations, mean) of a Prometheus histogram in an exposition text."""
+    count = total = 0.0
+    for family in text_string_to_metric_families(text):
+        if family.name == family_name:
             for sample in family.samples:
                 if sample.name.endswith("_count"):
-                    calls += sample.value
+                    count += sample.value
                 elif sample.name.endswith("_sum"):
-                    messages += sample.value
+                    total += sample.value
+    return count, round(total / count, 2) if count else 0.0
+
+
+def _send_batches(api_port: int) -> dict[str, float]:
+    """The API's SendMessageBatch calls and messages per call."""
+    text = httpx.get(f"http://127.0.0.1:{api_port}/metrics").text
+    calls, mean = _histogram_mean(text, "queue_send_batch_size")
+    return {"send_calls": calls, "messages_per_send": mean}
+
+
+def _receive_batches(metrics_ports: list[int]) -> dict[str, float]:
+    """The processors' ReceiveMessage calls and messages per call (requests per order follow)."""
+    calls = messages = 0.0
+    for port in metrics_ports:
+        count, mean = _histogram_mean(
+            httpx.get(f"http://127.0.0.1:{port}/metrics").text, "queue_receive_batch_size"
+        )
+        calls += count
+        messages += count * mean
     return {
         "receive_calls": calls,
         "messages_per_receive": round(messages / calls, 2) if calls else 0.0,
