@@ -2,8 +2,9 @@
 
 Each accepted order waits for its own entry's acknowledgement, but entries from concurrent
 requests share one SendMessageBatch call (up to 10), cutting the client cost per message about
-tenfold. When no batch is in flight an entry is sent at once, so a lone request pays no wait;
-under load entries gather while earlier batches are in flight, or until `max_wait` passes.
+tenfold. After a quiet spell (no batch sent for `max_wait`, none in flight) an entry is sent at
+once, so a lone request pays no wait; under a stream of requests entries gather until ten are
+there or `max_wait` has passed, so the calls per order fall as the load rises.
 """
 
 from __future__ import annotations
@@ -63,6 +64,8 @@ class SendBatcher:
     _pending: list[_Pending] = field(default_factory=list)
     _in_flight: int = 0
     _timer: asyncio.TimerHandle | None = None
+    _last_flush: float = -1e9
+    """When a batch last left (the loop's clock): entries arriving sooner gather."""
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
     _next_id: int = 0
 
@@ -78,15 +81,19 @@ class SendBatcher:
         return await future
 
     def _schedule(self) -> None:
-        if len(self._pending) >= MAX_BATCH_ENTRIES or self._in_flight == 0:
+        loop = asyncio.get_running_loop()
+        quiet = self._in_flight == 0 and loop.time() - self._last_flush >= self.max_wait
+        if len(self._pending) >= MAX_BATCH_ENTRIES or quiet:
             self._flush()
         elif self._timer is None:
-            self._timer = asyncio.get_running_loop().call_later(self.max_wait, self._flush)
+            self._timer = loop.call_later(self.max_wait, self._flush)
 
     def _flush(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        if self._pending:
+            self._last_flush = asyncio.get_running_loop().time()
         while self._pending:
             batch = self._pending[:MAX_BATCH_ENTRIES]
             del self._pending[:MAX_BATCH_ENTRIES]

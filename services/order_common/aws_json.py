@@ -24,7 +24,6 @@ import asyncio
 import functools
 import hashlib
 import hmac
-import json
 import ssl
 import time
 import urllib.request
@@ -34,6 +33,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import quote, urlsplit
 
 import aiohttp
+import orjson
 import yarl
 from botocore import exceptions as botocore_exceptions
 from botocore import parsers, serialize
@@ -173,8 +173,8 @@ def _member_names(
 def _plain_json(params: Mapping[str, Any]) -> bytes | None:
     """The params as JSON, or None when they hold bytes (a blob member), which JSON cannot."""
     try:
-        return json.dumps(params, separators=(",", ":")).encode()
-    except TypeError:
+        return orjson.dumps(params)
+    except TypeError:  # orjson's JSONEncodeError is one
         return None
 
 
@@ -301,7 +301,7 @@ class JsonProtocolClient:
                 elif any(name in response.content for name in shaped_out):
                     parsed = self._parse_by_shape(response, operation_model)
                 else:
-                    parsed = json.loads(response.content) if response.content else {}
+                    parsed = orjson.loads(response.content) if response.content else {}
             context = standard.RetryContext(
                 attempt_number=attempt,
                 operation_model=operation_model,

@@ -76,6 +76,24 @@ async def test_a_lone_send_goes_at_once_without_waiting_to_fill_a_batch() -> Non
     assert await asyncio.wait_for(sender.send("solo"), timeout=1.0) == "id-solo"
 
 
+async def test_a_stream_of_sends_gathers_for_max_wait_even_between_batches() -> None:
+    """Sends arriving one at a time, each after the previous batch returned: only the first
+    after a quiet spell goes at once, the rest share batches (one call each would cost the
+    queue and the API most of their CPU per order under a steady stream)."""
+    queue = RecordingQueue()
+    sender = batcher.SendBatcher(client=queue, queue_url="q", max_wait=0.05)  # type: ignore[arg-type]
+    loop = asyncio.get_running_loop()
+    sends = []
+    for i in range(10):
+        sends.append(asyncio.create_task(sender.send(str(i))))
+        await asyncio.sleep(0.003)  # longer than the queue takes to answer
+    started = loop.time()
+    await asyncio.gather(*sends)
+    assert queue.batches[0] == ["0"]
+    assert len(queue.batches) <= 3
+    assert loop.time() - started < 0.05 + 0.03  # nobody waited much past max_wait
+
+
 async def test_only_failed_entries_are_retried() -> None:
     queue = RecordingQueue(fail_once={"3"})
     sender = _batcher(queue)
