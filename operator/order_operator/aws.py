@@ -8,9 +8,10 @@ two OrderPipelines naming the same queue end in a clear condition instead of fig
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
@@ -50,10 +51,6 @@ _REJECTION_CODES = frozenset(
 
 class AwsRejected(Exception):
     """AWS refused the spec (invalid attribute, access denied, ...): a spec or setup problem."""
-
-
-class NameConflict(Exception):
-    """The queue exists and belongs to another OrderPipeline."""
 
 
 class Transient(Exception):
@@ -168,49 +165,83 @@ def _find_queue(sqs: SQSClient, name: str) -> str | None:
         raise
 
 
-def _converge_queue(
-    sqs: SQSClient, name: str, attributes: dict[str, str], tags: dict[str, str], owner: str
-) -> tuple[str, str]:
+@dataclass(frozen=True)
+class ObservedQueue:
+    """A queue as it exists: where it is, its tags and its attributes (all as SQS returns them)."""
+
+    url: str
+    tags: Mapping[str, str]
+    attributes: Mapping[str, str]
+
+
+@dataclass(frozen=True)
+class ObservedQueues:
+    """The DLQ and the main queue of one spec; None where the queue does not exist."""
+
+    dlq: ObservedQueue | None
+    main: ObservedQueue | None
+
+
+@contextlib.contextmanager
+def translated(action: str) -> Iterator[None]:
+    """Boto errors inside become AwsRejected or Transient, saying what was being done."""
+    try:
+        yield
+    except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as error:
+        raise _translate(error, action) from error
+
+
+def converging_queue(queue: v1alpha1.QueueSpec) -> str:
+    """What reads and writes of a spec's queues are reported as when they fail."""
+    return f"converging queue {queue.name}"
+
+
+def _observe_queue(sqs: SQSClient, name: str) -> ObservedQueue | None:
     url = _find_queue(sqs, name)
     if url is None:
-        url = sqs.create_queue(QueueName=name, Attributes=cast(Any, attributes), tags=tags)[
-            "QueueUrl"
-        ]
-        logger.info("created queue %s", name)
-    else:
-        existing_tags = sqs.list_queue_tags(QueueUrl=url).get("Tags", {})
-        existing_owner = existing_tags.get(OWNER_TAG)
-        if existing_owner is not None and existing_owner != owner:
-            raise NameConflict(f"queue {name} belongs to OrderPipeline {existing_owner}")
-        actual = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"]).get(
-            "Attributes", {}
+        return None
+    tags = sqs.list_queue_tags(QueueUrl=url).get("Tags", {})
+    attributes = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"]).get(
+        "Attributes", {}
+    )
+    return ObservedQueue(
+        url=url, tags=dict(tags), attributes=cast(Mapping[str, str], dict(attributes))
+    )
+
+
+def observe_queues(sqs: SQSClient, queue: v1alpha1.QueueSpec) -> ObservedQueues:
+    with translated(converging_queue(queue)):
+        return ObservedQueues(
+            dlq=_observe_queue(sqs, queue.dlq_name), main=_observe_queue(sqs, queue.name)
         )
-        changes = attributes_to_change(attributes, cast(Mapping[str, str], actual))
-        if changes:
-            sqs.set_queue_attributes(QueueUrl=url, Attributes=cast(Any, changes))
-            logger.info("updated queue %s attributes %s", name, sorted(changes))
-        missing_tags = {
-            key: value for key, value in tags.items() if existing_tags.get(key) != value
-        }
-        if missing_tags:
-            sqs.tag_queue(QueueUrl=url, Tags=missing_tags)
-    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"][
+
+
+# The writes below raise boto errors as they are: callers wrap them in `translated`.
+
+
+def create_queue(
+    sqs: SQSClient, name: str, attributes: Mapping[str, str], tags: Mapping[str, str]
+) -> str:
+    url = sqs.create_queue(QueueName=name, Attributes=cast(Any, attributes), tags=dict(tags))[
+        "QueueUrl"
+    ]
+    logger.info("created queue %s", name)
+    return url
+
+
+def set_queue_attributes(sqs: SQSClient, name: str, url: str, changes: Mapping[str, str]) -> None:
+    sqs.set_queue_attributes(QueueUrl=url, Attributes=cast(Any, changes))
+    logger.info("updated queue %s attributes %s", name, sorted(changes))
+
+
+def tag_queue(sqs: SQSClient, url: str, tags: Mapping[str, str]) -> None:
+    sqs.tag_queue(QueueUrl=url, Tags=dict(tags))
+
+
+def queue_arn(sqs: SQSClient, url: str) -> str:
+    return sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"][
         "QueueArn"
     ]
-    return url, arn
-
-
-def ensure_queues(sqs: SQSClient, queue: v1alpha1.QueueSpec, *, owner: str) -> QueueInfo:
-    """Create or converge the DLQ, then the queue redriving to it."""
-    tags = {**queue.tags, OWNER_TAG: owner}
-    try:
-        dlq_url, dlq_arn = _converge_queue(sqs, queue.dlq_name, dlq_attributes(queue), tags, owner)
-        url, arn = _converge_queue(sqs, queue.name, queue_attributes(queue, dlq_arn), tags, owner)
-    except NameConflict:
-        raise
-    except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as error:
-        raise _translate(error, f"converging queue {queue.name}") from error
-    return QueueInfo(url=url, arn=arn, dlq_url=dlq_url, dlq_arn=dlq_arn)
 
 
 _DEPTH_ATTRIBUTES = (
@@ -221,13 +252,11 @@ _DEPTH_ATTRIBUTES = (
 
 
 def queue_depth(sqs: SQSClient, url: str) -> QueueDepth:
-    try:
+    with translated("reading queue depth"):
         attributes = sqs.get_queue_attributes(
             QueueUrl=url,
             AttributeNames=list(_DEPTH_ATTRIBUTES),  # type: ignore[arg-type]
         ).get("Attributes", {})
-    except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as error:
-        raise _translate(error, "reading queue depth") from error
     return QueueDepth(
         visible=int(attributes.get("ApproximateNumberOfMessages", "0")),
         in_flight=int(attributes.get("ApproximateNumberOfMessagesNotVisible", "0")),
@@ -238,76 +267,90 @@ def queue_depth(sqs: SQSClient, url: str) -> QueueDepth:
 def messages_waiting(sqs: SQSClient, queue: v1alpha1.QueueSpec) -> int:
     """Visible + in-flight + delayed messages in the queue and its DLQ (0 if they are gone)."""
     total = 0
-    try:
+    with translated("counting waiting messages"):
         for name in (queue.name, queue.dlq_name):
             url = _find_queue(sqs, name)
             if url is not None:
                 depth = queue_depth(sqs, url)
                 total += depth.visible + depth.in_flight + depth.delayed
-    except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as error:
-        raise _translate(error, "counting waiting messages") from error
     return total
 
 
 def delete_queues(sqs: SQSClient, queue: v1alpha1.QueueSpec) -> None:
     """Delete the queue, then its DLQ (so nothing redrives into a missing DLQ)."""
-    try:
+    with translated("deleting queues"):
         for name in (queue.name, queue.dlq_name):
             url = _find_queue(sqs, name)
             if url is not None:
                 sqs.delete_queue(QueueUrl=url)
                 logger.info("deleted queue %s", name)
-    except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as error:
-        raise _translate(error, "deleting queues") from error
 
 
-def ensure_tables(dynamodb: DynamoDBClient, tables: v1alpha1.TablesSpec) -> list[str]:
-    """Create missing tables (on-demand billing) and enable TTL where the services use it;
-    return the names of tables not ACTIVE yet."""
-    pending: list[str] = []
+@dataclass(frozen=True)
+class ObservedTable:
+    """One of the spec's tables as it exists."""
+
+    name: str
+    exists: bool
+    status: str | None
+    ttl_status: str | None = None
+    """Only read for ACTIVE tables whose schema has a TTL attribute; None otherwise."""
+    ttl_attribute: str | None = None
+
+
+def _observe_table(dynamodb: DynamoDBClient, table: schema.Table, name: str) -> ObservedTable:
     try:
-        for table in schema.TABLES:
-            name = table.name(tables.prefix)
-            try:
-                status = dynamodb.describe_table(TableName=name)["Table"].get("TableStatus")
-            except dynamodb.exceptions.ResourceNotFoundException:
-                dynamodb.create_table(
-                    TableName=name,
-                    AttributeDefinitions=[{"AttributeName": table.key, "AttributeType": "S"}],
-                    KeySchema=[{"AttributeName": table.key, "KeyType": "HASH"}],
-                    BillingMode="PAY_PER_REQUEST",
-                )
-                logger.info("created table %s", name)
-                status = "CREATING"
-            if status != "ACTIVE":
-                pending.append(name)
-                continue
-            if table.ttl_attribute is not None:
-                _ensure_ttl(dynamodb, name, table.ttl_attribute)
-    except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as error:
-        raise _translate(error, "converging tables") from error
-    return pending
+        status = dynamodb.describe_table(TableName=name)["Table"].get("TableStatus")
+    except dynamodb.exceptions.ResourceNotFoundException:
+        return ObservedTable(name=name, exists=False, status=None)
+    if status != "ACTIVE" or table.ttl_attribute is None:
+        return ObservedTable(name=name, exists=True, status=status)
+    ttl = dynamodb.describe_time_to_live(TableName=name).get("TimeToLiveDescription", {})
+    return ObservedTable(
+        name=name,
+        exists=True,
+        status=status,
+        ttl_status=ttl.get("TimeToLiveStatus"),
+        ttl_attribute=ttl.get("AttributeName"),
+    )
 
 
-def _ensure_ttl(dynamodb: DynamoDBClient, name: str, attribute: str) -> None:
-    description = dynamodb.describe_time_to_live(TableName=name).get("TimeToLiveDescription", {})
-    if (
-        description.get("TimeToLiveStatus") in ("ENABLED", "ENABLING")
-        and description.get("AttributeName") == attribute
-    ):
-        return
+CONVERGING_TABLES = "converging tables"
+"""What reads and writes of the tables are reported as when they fail."""
+
+
+def observe_tables(
+    dynamodb: DynamoDBClient, tables: v1alpha1.TablesSpec
+) -> tuple[ObservedTable, ...]:
+    """The spec's tables in schema order."""
+    with translated(CONVERGING_TABLES):
+        return tuple(
+            _observe_table(dynamodb, table, table.name(tables.prefix)) for table in schema.TABLES
+        )
+
+
+def create_table(dynamodb: DynamoDBClient, name: str, key: str) -> None:
+    """On-demand billing, one string hash key (the services' schema)."""
+    dynamodb.create_table(
+        TableName=name,
+        AttributeDefinitions=[{"AttributeName": key, "AttributeType": "S"}],
+        KeySchema=[{"AttributeName": key, "KeyType": "HASH"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    logger.info("created table %s", name)
+
+
+def enable_ttl(dynamodb: DynamoDBClient, name: str, attribute: str) -> None:
     dynamodb.update_time_to_live(
         TableName=name, TimeToLiveSpecification={"Enabled": True, "AttributeName": attribute}
     )
 
 
 def delete_tables(dynamodb: DynamoDBClient, tables: v1alpha1.TablesSpec) -> None:
-    try:
+    with translated("deleting tables"):
         for name in tables.names:
             try:
                 dynamodb.delete_table(TableName=name)
                 logger.info("deleted table %s", name)
             except dynamodb.exceptions.ResourceNotFoundException:
                 continue
-    except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as error:
-        raise _translate(error, "deleting tables") from error

@@ -18,7 +18,7 @@ from typing import Any, cast
 import kopf
 from kubernetes import client
 
-from order_operator import conditions, kube, metrics, reconcile
+from order_operator import conditions, decide, kube, metrics, observe, reconcile
 from order_operator.v1alpha1 import spec as v1alpha1
 
 logger = logging.getLogger(__name__)
@@ -44,7 +44,7 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     settings.execution.max_workers = 16
     settings.batching.error_delays = [1, 2, 5, 10, 30, 60]
     memo.kube = kube.Kube(kube.api_client())
-    memo.cache = reconcile.ClientCache()
+    memo.cache = observe.ClientCache()
 
 
 def _memory(memo: kopf.Memo) -> reconcile.PipelineMemory:
@@ -52,7 +52,7 @@ def _memory(memo: kopf.Memo) -> reconcile.PipelineMemory:
     return memory
 
 
-def _post(body: Mapping[str, Any], event: reconcile.Event) -> None:
+def _post(body: Mapping[str, Any], event: decide.Event) -> None:
     kopf.event(cast(Any, body), type=event.type, reason=event.reason, message=event.message)
 
 

@@ -1,0 +1,144 @@
+"""Act: carry out a plan from `decide` through the adapters (`aws`, `kube`), and say how it went.
+
+AWS errors a pass reports in a condition come back as a `Failure`; Kubernetes API errors are
+raised for kopf's retry with backoff.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from order_operator import aws, builders, metrics
+from order_operator.decide import (
+    Conflict,
+    CreateQueue,
+    CreateTable,
+    DeletionPlan,
+    Plan,
+    QueuesPlan,
+    QueueStep,
+    ScalePlan,
+    TablesPlan,
+    decide_main_queue,
+)
+from order_operator.kube import Kube
+from order_operator.observe import ENGINE_UNAVAILABLE, Failure, failure
+from order_operator.scaling import Recommendation
+from order_operator.v1alpha1 import spec as v1alpha1
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb import DynamoDBClient
+    from mypy_boto3_sqs import SQSClient
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class CloudResult:
+    queues: aws.QueueInfo | Failure
+    tables: tuple[str, ...] | Failure | None
+    """The tables not ACTIVE yet; None: not looked at, for want of AWS credentials."""
+
+
+def _carry_out(sqs: SQSClient, step: QueueStep) -> tuple[str, str]:
+    """The queue's URL and ARN once the step is done."""
+    if isinstance(step, CreateQueue):
+        url = aws.create_queue(sqs, step.name, step.attributes, step.tags)
+    else:
+        url = step.url
+        if step.attributes:
+            aws.set_queue_attributes(sqs, step.name, url, step.attributes)
+        if step.tags:
+            aws.tag_queue(sqs, url, step.tags)
+    return url, aws.queue_arn(sqs, url)
+
+
+def _converge_queues(
+    sqs: SQSClient, plan: QueuesPlan, queue: v1alpha1.QueueSpec, owner: builders.Owner
+) -> aws.QueueInfo | Failure:
+    try:
+        with aws.translated(aws.converging_queue(queue)):
+            located = [_carry_out(sqs, step) for step in plan.steps]
+            conflict = plan.conflict
+            if plan.main_after_dlq is not None:
+                ((_, dlq_arn),) = located
+                main = decide_main_queue(queue, owner, plan.main_after_dlq.observed, dlq_arn)
+                if isinstance(main, Conflict):
+                    conflict = main
+                else:
+                    located.append(_carry_out(sqs, main))
+    except (aws.AwsRejected, aws.Transient) as error:
+        return failure(error, transient_reason=ENGINE_UNAVAILABLE)
+    if conflict is not None:
+        return Failure("NameConflict", conflict.message)
+    (dlq_url, dlq_arn), (url, arn) = located
+    return aws.QueueInfo(url=url, arn=arn, dlq_url=dlq_url, dlq_arn=dlq_arn)
+
+
+def _converge_tables(dynamodb: DynamoDBClient, plan: TablesPlan) -> tuple[str, ...] | Failure:
+    try:
+        with aws.translated(aws.CONVERGING_TABLES):
+            for step in plan.steps:
+                if isinstance(step, CreateTable):
+                    aws.create_table(dynamodb, step.name, step.key)
+                else:
+                    aws.enable_ttl(dynamodb, step.name, step.attribute)
+    except (aws.AwsRejected, aws.Transient) as error:
+        return failure(error, transient_reason=ENGINE_UNAVAILABLE)
+    return plan.pending
+
+
+def _needed(clients: aws.Clients | None) -> aws.Clients:
+    if clients is None:
+        # observe_cloud gives clients whenever it observed queues or tables.
+        raise ValueError("AWS resources planned without AWS clients")
+    return clients
+
+
+def act(
+    plan: Plan,
+    *,
+    clients: aws.Clients | None,
+    kube: Kube,
+    spec: v1alpha1.OrderPipelineSpec,
+    owner: builders.Owner,
+) -> CloudResult:
+    """Queues, then tables, then the Kubernetes children (applied whatever AWS said)."""
+    queues = (
+        plan.queues
+        if isinstance(plan.queues, Failure)
+        else _converge_queues(_needed(clients).sqs, plan.queues, spec.queue, owner)
+    )
+    tables = (
+        _converge_tables(_needed(clients).dynamodb, plan.tables)
+        if isinstance(plan.tables, TablesPlan)
+        else plan.tables
+    )
+    for manifest in plan.children:
+        kube.apply(manifest)
+    return CloudResult(queues=queues, tables=tables)
+
+
+def act_scaling(
+    kube: Kube,
+    owner: builders.Owner,
+    plan: ScalePlan,
+    history: list[Recommendation],
+) -> None:
+    """Remember the recommendations (in place: the pipeline's memory), then scale if planned."""
+    history[:] = plan.history
+    if plan.scale_to is None or plan.event is None:
+        return
+    kube.scale_deployment(owner.namespace, builders.processor_name(owner), plan.scale_to)
+    metrics.SCALING_DECISIONS.labels(direction=plan.event.reason).inc()
+    logger.info("%s/%s: %s", owner.namespace, owner.name, plan.event.message)
+
+
+def act_deletion(
+    clients: aws.Clients | None, spec: v1alpha1.OrderPipelineSpec, plan: DeletionPlan
+) -> None:
+    if plan.delete_resources and clients is not None:
+        aws.delete_queues(clients.sqs, spec.queue)
+        aws.delete_tables(clients.dynamodb, spec.tables)

@@ -1,0 +1,142 @@
+"""Observe: read what exists into plain, immutable snapshots (the I/O before any decision).
+
+Cloud resources come through `aws`, Kubernetes objects through `kube`. An error that a pass
+reports in a condition (and retries on the next pass) becomes a `Failure` in the snapshot; an
+error worth kopf's retry with backoff (the Kubernetes API is down) is raised.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from kubernetes import client
+
+from order_operator import aws, builders
+from order_operator.kube import DeploymentState, Kube
+from order_operator.scaling import QueueDepth
+from order_operator.v1alpha1 import spec as v1alpha1
+
+
+@dataclass(frozen=True)
+class Failure:
+    """Why a part could not be observed or converged: a condition's reason and message."""
+
+    reason: str
+    message: str
+
+
+def failure(error: aws.AwsRejected | aws.Transient, *, transient_reason: str) -> Failure:
+    if isinstance(error, aws.AwsRejected):
+        return Failure("AwsRejected", str(error))
+    return Failure(transient_reason, str(error))
+
+
+ENGINE_UNAVAILABLE = "EngineUnavailable"
+CREDENTIALS_SECRET_MISSING = "CredentialsSecretMissing"  # noqa: S105 - a reason, not a secret
+QUEUE_DEPTH_UNAVAILABLE = "QueueDepthUnavailable"
+
+
+class ClientCache:
+    """AWS clients per (region, endpoints, credentials): created once, shared by passes."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._clients: dict[tuple[Any, ...], aws.Clients] = {}
+
+    def get(self, spec: v1alpha1.AwsSpec, credentials: aws.Credentials | None) -> aws.Clients:
+        key = (spec.region, spec.endpoints.sqs, spec.endpoints.dynamodb, credentials)
+        with self._lock:
+            if key not in self._clients:
+                self._clients[key] = aws.make_clients(spec, credentials)
+            return self._clients[key]
+
+
+def aws_clients(
+    kube: Kube, cache: ClientCache, namespace: str, spec: v1alpha1.OrderPipelineSpec
+) -> aws.Clients:
+    credentials_spec = spec.aws.credentials
+    credentials = None
+    if credentials_spec.source == "Secret" and credentials_spec.secret_ref is not None:
+        keys = kube.read_secret_keys(namespace, credentials_spec.secret_ref.name)
+        credentials = aws.Credentials(
+            access_key_id=keys.get("AWS_ACCESS_KEY_ID", ""),
+            secret_access_key=keys.get("AWS_SECRET_ACCESS_KEY", ""),
+        )
+    return cache.get(spec.aws, credentials)
+
+
+@dataclass(frozen=True)
+class CloudSnapshot:
+    queues: aws.ObservedQueues | Failure
+    tables: tuple[aws.ObservedTable, ...] | Failure | None
+    """None: not looked at, for want of AWS credentials."""
+
+
+def observe_cloud(
+    kube: Kube, cache: ClientCache, owner: builders.Owner, spec: v1alpha1.OrderPipelineSpec
+) -> tuple[aws.Clients | None, CloudSnapshot]:
+    """The queues and tables as they are, and the clients that reached them (None without
+    credentials)."""
+    try:
+        clients = aws_clients(kube, cache, owner.namespace, spec)
+    except client.ApiException as error:
+        if error.status != 404:
+            raise
+        missing = Failure(CREDENTIALS_SECRET_MISSING, error.reason or "")
+        return None, CloudSnapshot(queues=missing, tables=None)
+    queues: aws.ObservedQueues | Failure
+    try:
+        queues = aws.observe_queues(clients.sqs, spec.queue)
+    except (aws.AwsRejected, aws.Transient) as error:
+        queues = failure(error, transient_reason=ENGINE_UNAVAILABLE)
+    tables: tuple[aws.ObservedTable, ...] | Failure
+    try:
+        tables = aws.observe_tables(clients.dynamodb, spec.tables)
+    except (aws.AwsRejected, aws.Transient) as error:
+        tables = failure(error, transient_reason=ENGINE_UNAVAILABLE)
+    return clients, CloudSnapshot(queues=queues, tables=tables)
+
+
+@dataclass(frozen=True)
+class ScalingSnapshot:
+    """What a scaling step decides from; read after the children are applied, so a new
+    processor Deployment is already there."""
+
+    depth: QueueDepth
+    dlq_depth: QueueDepth
+    processor: DeploymentState
+    now: float
+    """When it was read (seconds since the epoch): the time of this step's recommendation."""
+
+
+def observe_scaling(
+    kube: Kube,
+    clients: aws.Clients,
+    owner: builders.Owner,
+    queue: aws.QueueInfo,
+) -> ScalingSnapshot | Failure:
+    try:
+        depth = aws.queue_depth(clients.sqs, queue.url)
+        dlq_depth = aws.queue_depth(clients.sqs, queue.dlq_url)
+    except (aws.AwsRejected, aws.Transient) as error:
+        return failure(error, transient_reason=QUEUE_DEPTH_UNAVAILABLE)
+    processor = kube.deployment_state(owner.namespace, builders.processor_name(owner))
+    return ScalingSnapshot(depth=depth, dlq_depth=dlq_depth, processor=processor, now=time.time())
+
+
+@dataclass(frozen=True)
+class WorkloadsSnapshot:
+    """Both Deployments at the end of a pass (after any scaling)."""
+
+    api: DeploymentState
+    processor: DeploymentState
+
+
+def observe_workloads(kube: Kube, owner: builders.Owner) -> WorkloadsSnapshot:
+    return WorkloadsSnapshot(
+        api=kube.deployment_state(owner.namespace, builders.api_name(owner)),
+        processor=kube.deployment_state(owner.namespace, builders.processor_name(owner)),
+    )
