@@ -20,8 +20,6 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 from order_devtools import engines, local
 from tests.bench import loadgen
 from tests.bench import run as bench
@@ -122,11 +120,7 @@ def _start_api(running: engines.Engines, name: str, tree: Path, work: Path) -> d
     )
     process.start()
     base = f"http://127.0.0.1:{port}"
-    token = httpx.post(
-        f"{base}/v1/auth/token", json={"client_id": "demo", "client_secret": "demo-secret"}
-    ).json()["access_token"]
-    targets = work / f"targets-{name}.json"
-    loadgen.write_targets(targets, f"{base}/v1/orders", token, bench._bodies(5000))
+    targets = bench.order_targets(base, work / f"targets-{name}.json")
     assert process.process is not None
     return {
         "process": process,

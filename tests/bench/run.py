@@ -56,6 +56,15 @@ def _bodies(count: int) -> list[dict[str, Any]]:
     ]
 
 
+def order_targets(base: str, path: Path) -> Path:
+    """The load generator's targets: the demo client's token, POSTs of the bench's orders."""
+    token = httpx.post(
+        f"{base}/v1/auth/token", json={"client_id": "demo", "client_secret": "demo-secret"}
+    ).json()["access_token"]
+    loadgen.write_targets(path, f"{base}/v1/orders", token, _bodies(5000))
+    return path
+
+
 def _pipeline(running: engines.Engines, name: str) -> local.LocalPipeline:
     pipeline = local.LocalPipeline(
         sqs_endpoint=running.sqs_endpoint,
@@ -226,11 +235,7 @@ def _accept_phase(
     api.start()
     try:
         base = f"http://127.0.0.1:{port}"
-        token = httpx.post(
-            f"{base}/v1/auth/token", json={"client_id": "demo", "client_secret": "demo-secret"}
-        ).json()["access_token"]
-        targets = work / "targets.json"
-        loadgen.write_targets(targets, f"{base}/v1/orders", token, _bodies(5000))
+        targets = order_targets(base, work / "targets.json")
         meter = CpuMeter({"api": api.process.pid if api.process else 0, **engine_pids})
         steps: list[dict[str, Any]] = []
 
@@ -355,12 +360,7 @@ def end_to_end_step(
         c.start()
     try:
         base = f"http://127.0.0.1:{port}"
-        token = httpx.post(
-            f"{base}/v1/auth/token",
-            json={"client_id": "demo", "client_secret": "demo-secret"},
-        ).json()["access_token"]
-        targets = work / f"targets-{name}.json"
-        loadgen.write_targets(targets, f"{base}/v1/orders", token, _bodies(5000))
+        targets = order_targets(base, work / f"targets-{name}.json")
         pids = {"api": api.process.pid if api.process else 0, **(engine_pids or {})}
         pids.update({f"processor{i}": c.process.pid for i, c in enumerate(consumers) if c.process})
         cpu: dict[str, float] = {}
