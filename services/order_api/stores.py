@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
-from order_common import contract, items
+from order_common import contract, items, records
 
 if TYPE_CHECKING:
     from types_aiobotocore_dynamodb import DynamoDBClient
@@ -41,21 +41,23 @@ class OrderReader:
     table: str
 
     @_unavailable_on_error
-    async def get(self, order_id: str) -> dict[str, Any] | None:
+    async def get(self, order_id: str) -> records.OrderRecord | None:
         response = await self.client.get_item(
             TableName=self.table, Key={"order_id": {"S": order_id}}, ConsistentRead=True
         )
         item = response.get("Item")
-        return items.from_item(item) if item else None
+        return records.order_record(item) if item else None
 
     @_unavailable_on_error
-    async def cancel(self, order_id: str, *, client_id: str, now: float) -> dict[str, Any] | None:
+    async def cancel(
+        self, order_id: str, *, client_id: str, now: float
+    ) -> records.OrderRecord | None:
         """Record CANCELLED if processing has not started; else return the order as it stands.
 
         Processing starts with the processor's own conditional create of the record, so
         "no record yet" is exactly "not started": DynamoDB decides the race.
         """
-        record = {
+        record: records.OrderRecord = {
             "order_id": order_id,
             "status": contract.OrderStatus.CANCELLED.value,
             "client_id": client_id,

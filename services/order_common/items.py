@@ -9,6 +9,7 @@ several records per order (docs/performance.md). A test holds both to the same o
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any
 
@@ -62,8 +63,9 @@ def to_value(value: Any) -> Any:
     return _serializer.serialize(_dynamo_safe(value))  # sets, bytes, Decimal, the unusual
 
 
-def to_item(values: dict[str, Any]) -> dict[str, Any]:
+def to_item(values: Mapping[str, Any]) -> dict[str, Any]:
     """An item from a record; attributes that are None are left out."""
+    # Mapping: a TypedDict record is one, though not a dict[str, Any] to the type checker.
     return {k: to_value(v) for k, v in values.items() if v is not None}
 
 

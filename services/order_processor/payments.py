@@ -13,7 +13,7 @@ import random
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol, cast
+from typing import TYPE_CHECKING, Any, NotRequired, Protocol, TypedDict, cast
 
 from order_common import aws, items
 
@@ -43,6 +43,19 @@ class Declined:
 
 class TransientPaymentError(Exception):
     """The gateway could not decide now; asking again later may succeed."""
+
+
+class LedgerEntry(TypedDict):
+    """The simulated gateway's ledger item for an order's charge."""
+
+    order_id: str
+    payment_id: str
+    amount_cents: int
+    currency: str
+    charged_at: float
+    refunded_at: NotRequired[float]
+    """Set once, with refund_reason, by the refund."""
+    refund_reason: NotRequired[str]
 
 
 @dataclass(frozen=True)
@@ -100,7 +113,7 @@ class SimulatedPaymentGateway:
             if self._transient_failures[order_id] <= TRANSIENT_FAILURES_BEFORE_SUCCESS:
                 raise TransientPaymentError("payment gateway timed out")
         payment_id = f"pay_{uuid.uuid5(_PAYMENT_NAMESPACE, order_id).hex}"
-        charge = {
+        charge: LedgerEntry = {
             "order_id": order_id,
             "payment_id": payment_id,
             "amount_cents": amount_cents,
@@ -116,7 +129,8 @@ class SimulatedPaymentGateway:
         )
         if "Item" not in response:
             return None
-        entry = items.from_item(response["Item"])
+        # The gateway alone writes its ledger: the entry is trusted, not validated.
+        entry = cast("LedgerEntry", items.from_item(response["Item"]))
         return Charge(
             payment_id=entry["payment_id"],
             amount_cents=entry["amount_cents"],

@@ -18,7 +18,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from order_common import aws, contract, items
+from order_common import aws, contract, items, records
 from order_common import settings as common_settings
 from order_processor import metrics, velocity
 
@@ -46,7 +46,7 @@ class PricedLine:
     def line_total_cents(self) -> int:
         return self.quantity * self.unit_price_cents
 
-    def as_record(self) -> dict[str, Any]:
+    def as_record(self) -> records.LineRecord:
         return {
             "sku": self.sku,
             "quantity": self.quantity,
@@ -73,7 +73,7 @@ class ReserveOutcome(enum.Enum):
 @dataclass(frozen=True)
 class ReserveResult:
     outcome: ReserveOutcome
-    existing: dict[str, Any] | None = None
+    existing: records.OrderRecord | None = None
     short_sku: str | None = None
 
 
@@ -102,20 +102,20 @@ class ProcessorStore:
                 self._prices[sku] = (now, int(entry["price_cents"]))
         return {s: self._prices[s][1] for s in wanted if s in self._prices}
 
-    async def get_order(self, order_id: str) -> dict[str, Any] | None:
+    async def get_order(self, order_id: str) -> records.OrderRecord | None:
         response = await self.client.get_item(
             TableName=self.settings.orders_table,
             Key={"order_id": {"S": order_id}},
             ConsistentRead=True,
         )
         item = response.get("Item")
-        return items.from_item(item) if item else None
+        return records.order_record(item) if item else None
 
     def _processing_put(
         self, message: contract.OrderMessage, lines: Sequence[PricedLine], *, now: float
     ) -> TransactWriteItemTypeDef:
         """The order's first record, created only if it does not exist yet."""
-        record = {
+        record: records.OrderRecord = {
             "order_id": message.order_id,
             "status": contract.OrderStatus.PROCESSING.value,
             "client_id": message.client_id,
@@ -214,19 +214,20 @@ class ProcessorStore:
         lines: Sequence[PricedLine] = (),
     ) -> bool:
         """Record a final status for an order that never reserved stock (first write wins)."""
-        record = {
+        record: records.OrderRecord = {
             "order_id": message.order_id,
             "status": status.value,
             "client_id": message.client_id,
             "customer_id": message.customer_id,
             "currency": message.currency,
-            "items": [line.as_record() for line in lines] or None,
-            "total_cents": sum(line.line_total_cents for line in lines) if lines else None,
             "reason": reason,
             "accepted_at": message.accepted_at,
             "updated_at": now,
             "finished_at": now,
         }
+        if lines:  # an order refused before it was priced has no lines to record
+            record["items"] = [line.as_record() for line in lines]
+            record["total_cents"] = sum(line.line_total_cents for line in lines)
         try:
             await self.client.put_item(
                 TableName=self.settings.orders_table,
@@ -277,6 +278,7 @@ class ProcessorStore:
         payment_id: str | None = None,
         fraud_score: int | None = None,
     ) -> TransactWriteItemTypeDef:
+        # The attributes a final status adds to the record (records.OrderRecord).
         updates = {"#s": ":status", "updated_at": ":now", "finished_at": ":now"}
         values: dict[str, Any] = {
             ":status": status.value,

@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
-from order_common import contract, logs
+from order_common import contract, logs, records
 from order_processor import fraud, metrics, payments, stores
 from order_processor import settings as settings_module
 
@@ -382,7 +382,8 @@ def _price(
     ]
 
 
-def _recorded_lines(record: dict[str, object]) -> list[stores.PricedLine]:
-    raw = record["items"]
-    assert isinstance(raw, list)
-    return [stores.PricedLine(i["sku"], i["quantity"], i["unit_price_cents"]) for i in raw]
+def _recorded_lines(record: records.OrderRecord) -> list[stores.PricedLine]:
+    # Only records that reserved stock are read here, and they were created with their items.
+    return [
+        stores.PricedLine(i["sku"], i["quantity"], i["unit_price_cents"]) for i in record["items"]
+    ]

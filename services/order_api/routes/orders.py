@@ -18,7 +18,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from order_api import accepting, deps, problems, schemas
 from order_api import services as services_module
-from order_common import contract, logs
+from order_common import contract, logs, records
 
 log = logging.getLogger(__name__)
 
@@ -283,7 +283,7 @@ def _validated(idempotency_key: str | None, body: bytes) -> tuple[str | None, sc
     return key, order
 
 
-def _view(order_id: str, record: dict[str, Any] | None) -> schemas.OrderView:
+def _view(order_id: str, record: records.OrderRecord | None) -> schemas.OrderView:
     if record is None:
         return schemas.OrderView(order_id=order_id, status=contract.OrderStatus.QUEUED)
     return schemas.OrderView(
