@@ -19,6 +19,7 @@ from order_devtools.engines.install import (
     progress,
     run_checked,
     staging_dir_for,
+    versioned_install_dir,
 )
 
 DYNOXIDE_VERSION = "3.2.0"
@@ -36,7 +37,7 @@ class CargoCrate:
 
     @property
     def install_dir(self) -> Path:
-        return cache_root() / f"{self.name}-{self.version}"
+        return versioned_install_dir(self.name, self.version)
 
     @property
     def binary(self) -> Path:

@@ -15,13 +15,13 @@ from pathlib import Path
 
 from order_devtools.engines.engine_process import LOOPBACK_HOST, EngineProcess, answers_http
 from order_devtools.engines.install import (
-    cache_root,
     install_lock,
     is_installed,
     progress,
     require_tool,
     run_checked,
     staging_dir_for,
+    versioned_install_dir,
 )
 
 logger = logging.getLogger(__name__)
@@ -66,7 +66,7 @@ class EngineDistribution:
 
     @property
     def install_dir(self) -> Path:
-        return cache_root() / f"{self.name}-{self.artifact.version}"
+        return versioned_install_dir(self.name, self.artifact.version)
 
     @property
     def lib_dir(self) -> Path:

@@ -23,6 +23,11 @@ def cache_root() -> Path:
     return Path(base) / "engines"
 
 
+def versioned_install_dir(name: str, version: str) -> Path:
+    """Where one version of one engine is installed, so a new pin never reuses an old install."""
+    return cache_root() / f"{name}-{version}"
+
+
 def progress(message: str) -> None:
     print(f"[engines] {message}", file=sys.stderr, flush=True)
 
