@@ -4,10 +4,16 @@ One cluster per test session (etcd, kube-apiserver, kube-controller-manager, kub
 kwok's fake nodes on 127.0.0.1), torn down at the end; a fresh namespace per test. A cold machine
 builds the binaries first (see docs/cluster.md); that happens once, before the first test runs,
 so it does not count against any single test's timeout.
+
+With ORDER_PIPELINE_KUBECONFIG naming a kubeconfig, the session uses that cluster instead of
+starting one (kubectl and helm still come from the build); the tests marked
+`local_control_plane`, which test the local control plane itself, are then deselected, and the
+reason is printed.
 """
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import time
@@ -22,6 +28,39 @@ from kubernetes import client, config
 from order_devtools import cluster as local_cluster
 
 from .k8s_helpers import wait_for
+
+# Not KUBECONFIG: a shell often has that set (`make cluster-up` prints an export of it), and
+# the suite must never move to a cluster nobody named for it.
+EXISTING_CLUSTER_VARIABLE = "ORDER_PIPELINE_KUBECONFIG"
+LOCAL_CONTROL_PLANE_MARKER = "local_control_plane"
+
+
+def _existing_cluster_kubeconfig() -> Path | None:
+    value = os.environ.get(EXISTING_CLUSTER_VARIABLE, "").strip()
+    return Path(value).expanduser() if value else None
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """With an existing cluster, drop the tests of the local control plane itself (its own
+    processes, fake nodes and pinned version), saying so, rather than fail them all."""
+    kubeconfig = _existing_cluster_kubeconfig()
+    if kubeconfig is None:
+        return
+    deselected = [item for item in items if item.get_closest_marker(LOCAL_CONTROL_PLANE_MARKER)]
+    if not deselected:
+        return
+    items[:] = [item for item in items if item not in deselected]
+    config.hook.pytest_deselected(items=deselected)
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:
+        reporter.write_line(
+            f"{EXISTING_CLUSTER_VARIABLE}={kubeconfig}: deselected {len(deselected)} test(s) "
+            "of the local control plane itself (they need its own processes, kwok nodes and "
+            "pinned version; unset the variable to run them):"
+        )
+        for item in deselected:
+            reporter.write_line(f"  {item.nodeid}")
+
 
 # Set by pytest_collection_finish: the built toolchain or why it could not be had.
 _toolchain: local_cluster.Toolchain | None = None
@@ -74,9 +113,19 @@ def k8s_toolchain() -> local_cluster.Toolchain:
 @pytest.fixture(scope="session")
 def kube_cluster(
     tmp_path_factory: pytest.TempPathFactory, k8s_toolchain: local_cluster.Toolchain
-) -> Iterator[local_cluster.Cluster]:
-    """A fresh control plane for this test session; stopped (exactly its own pids) at the end."""
+) -> Iterator[local_cluster.ClusterAccess]:
+    """A fresh control plane for this test session, stopped (exactly its own pids) at the end;
+    or the cluster ORDER_PIPELINE_KUBECONFIG names, which is left running."""
     state_dir = tmp_path_factory.mktemp("kube-cluster")
+    existing_kubeconfig = _existing_cluster_kubeconfig()
+    if existing_kubeconfig is not None:
+        existing = local_cluster.ExistingCluster(existing_kubeconfig, state_dir, k8s_toolchain)
+        try:
+            existing.check_reachable()
+        except local_cluster.ClusterError as error:
+            pytest.fail(f"{EXISTING_CLUSTER_VARIABLE} names an unusable cluster: {error}")
+        yield existing
+        return
     try:
         running = local_cluster.start_cluster(state_dir, toolchain=k8s_toolchain)
     except local_cluster.ClusterError as error:
@@ -104,9 +153,9 @@ def helm_path(k8s_toolchain: local_cluster.Toolchain) -> Path:
 
 
 @pytest.fixture(scope="session")
-def k8s_api(kube_cluster: local_cluster.Cluster) -> client.ApiClient:
+def k8s_api(kube_cluster: local_cluster.ClusterAccessAccess) -> client.ApiClient:
     """An admin `kubernetes` client for the session cluster."""
-    return config.new_client_from_config(config_file=str(kube_cluster.kubeconfig))
+    return kube_cluster.api_client()
 
 
 NamespaceFactory = Callable[..., str]
@@ -114,7 +163,9 @@ NamespaceFactory = Callable[..., str]
 
 @pytest.fixture
 def make_namespace(
-    kube_cluster: local_cluster.Cluster, k8s_api: client.ApiClient, request: pytest.FixtureRequest
+    kube_cluster: local_cluster.ClusterAccess,
+    k8s_api: client.ApiClient,
+    request: pytest.FixtureRequest,
 ) -> Iterator[NamespaceFactory]:
     """Create fresh, uniquely named namespaces (optionally labelled); deleted after the test.
 
@@ -156,7 +207,7 @@ ServiceAccountRunner = Callable[..., subprocess.CompletedProcess[str]]
 
 
 @pytest.fixture
-def run_as_service_account(kube_cluster: local_cluster.Cluster) -> ServiceAccountRunner:
+def run_as_service_account(kube_cluster: local_cluster.ClusterAccess) -> ServiceAccountRunner:
     """`run_as_service_account(namespace, name, argv)` runs argv with a KUBECONFIG holding a
     TokenRequest token of that ServiceAccount (and kubectl/helm first on PATH)."""
 
@@ -170,7 +221,7 @@ def run_as_service_account(kube_cluster: local_cluster.Cluster) -> ServiceAccoun
 
 @pytest.fixture
 def service_account_api(
-    kube_cluster: local_cluster.Cluster, tmp_path: Path
+    kube_cluster: local_cluster.ClusterAccess, tmp_path: Path
 ) -> Callable[[str, str], client.ApiClient]:
     """`service_account_api(namespace, name)`: a `kubernetes` client authenticated as that
     ServiceAccount."""

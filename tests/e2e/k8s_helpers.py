@@ -26,7 +26,7 @@ def wait_for(
         time.sleep(interval)
 
 
-def wait_established(kube_cluster: local_cluster.Cluster, crd: str) -> None:
+def wait_established(kube_cluster: local_cluster.ClusterAccess, crd: str) -> None:
     """`kubectl wait` errors out instead of waiting while a new CRD has no conditions yet."""
     wait_for(
         lambda: (

@@ -35,7 +35,9 @@ AWS_ENV = {
 class OperatorProcess:
     """`python -m order_operator` running as system:serviceaccount:<ns>:order-operator."""
 
-    def __init__(self, kube_cluster: local_cluster.Cluster, namespace: str, log_dir: Path) -> None:
+    def __init__(
+        self, kube_cluster: local_cluster.ClusterAccess, namespace: str, log_dir: Path
+    ) -> None:
         self._cluster = kube_cluster
         self._namespace = namespace
         self._log_dir = log_dir
@@ -107,7 +109,7 @@ class OperatorProcess:
         return ""
 
 
-def install_crd_and_rbac(kube_cluster: local_cluster.Cluster) -> None:
+def install_crd_and_rbac(kube_cluster: local_cluster.ClusterAccess) -> None:
     kube_cluster.kubectl("apply", "--server-side", "-f", str(CRD_FILE))
     kube_cluster.kubectl(
         "wait", "--for=condition=Established", f"crd/{PLURAL}.{GROUP}", "--timeout=30s"
@@ -117,7 +119,7 @@ def install_crd_and_rbac(kube_cluster: local_cluster.Cluster) -> None:
 
 @contextlib.contextmanager
 def operator_running(
-    kube_cluster: local_cluster.Cluster, k8s_api: client.ApiClient, log_dir: Path
+    kube_cluster: local_cluster.ClusterAccess, k8s_api: client.ApiClient, log_dir: Path
 ) -> Iterator[OperatorProcess]:
     install_crd_and_rbac(kube_cluster)
     core = client.CoreV1Api(k8s_api)

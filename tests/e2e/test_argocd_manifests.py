@@ -39,7 +39,7 @@ def manifests() -> dict[str, dict[str, Any]]:
 
 
 @pytest.fixture(scope="module")
-def argocd_crds(kube_cluster: local_cluster.Cluster) -> Path:
+def argocd_crds(kube_cluster: local_cluster.ClusterAccess) -> Path:
     crds = go_module_dir(ARGOCD_MODULE, what="Argo CD's CRDs") / "manifests/crds"
     for name in ("application-crd.yaml", "applicationset-crd.yaml", "appproject-crd.yaml"):
         kube_cluster.kubectl("apply", "--server-side", "-f", str(crds / name))
@@ -61,7 +61,7 @@ def test_argocd_holds_the_project_root_app_crd_app_applicationset_and_health_che
 
 @pytest.mark.parametrize("path", sorted(manifests()))
 def test_apiserver_accepts_the_manifest(
-    kube_cluster: local_cluster.Cluster,
+    kube_cluster: local_cluster.ClusterAccess,
     argocd_crds: Path,
     make_namespace: NamespaceFactory,
     tmp_path: Path,
@@ -79,7 +79,7 @@ def test_apiserver_accepts_the_manifest(
 
 
 def test_apiserver_refuses_a_broken_argocd_manifest(
-    kube_cluster: local_cluster.Cluster,
+    kube_cluster: local_cluster.ClusterAccess,
     argocd_crds: Path,
     make_namespace: NamespaceFactory,
     tmp_path: Path,

@@ -35,7 +35,9 @@ RESTRICTED = {
 class Release:
     """One Helm release of the chart in one namespace, driven with the cluster's helm."""
 
-    def __init__(self, kube_cluster: local_cluster.Cluster, namespace: str, values: Path) -> None:
+    def __init__(
+        self, kube_cluster: local_cluster.ClusterAccess, namespace: str, values: Path
+    ) -> None:
         self.cluster = kube_cluster
         self.namespace = namespace
         self.name = f"op-{uuid.uuid4().hex[:6]}"
@@ -75,7 +77,7 @@ def restricted_namespace(make_namespace: Callable[..., str]) -> str:
 
 @pytest.fixture
 def release(
-    kube_cluster: local_cluster.Cluster, restricted_namespace: str, tmp_path: Path
+    kube_cluster: local_cluster.ClusterAccess, restricted_namespace: str, tmp_path: Path
 ) -> Iterator[Release]:
     installed = Release(kube_cluster, restricted_namespace, tmp_path / "values.yaml")
     yield installed
@@ -263,7 +265,7 @@ def local_engines(tmp_path_factory: pytest.TempPathFactory) -> Iterator[engines.
 
 def test_operator_as_the_charts_service_account_reconciles_the_charts_pipeline_to_ready(
     release: Release,
-    kube_cluster: local_cluster.Cluster,
+    kube_cluster: local_cluster.ClusterAccess,
     k8s_api: client.ApiClient,
     local_engines: engines.Engines,
     tmp_path: Path,

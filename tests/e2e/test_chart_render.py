@@ -90,7 +90,7 @@ def test_offline_validation_rejects_a_broken_manifest(helm_path: Path, tmp_path:
 
 
 def test_rendered_pipelines_pass_the_apiservers_dry_run(
-    kube_cluster: local_cluster.Cluster, helm_path: Path, tmp_path: Path, namespace: str
+    kube_cluster: local_cluster.ClusterAccess, helm_path: Path, tmp_path: Path, namespace: str
 ) -> None:
     kube_cluster.kubectl("apply", "--server-side", "-f", str(CHART / "crds"))
     wait_established(kube_cluster, "orderpipelines.order-pipeline.dev")

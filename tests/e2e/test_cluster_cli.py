@@ -12,7 +12,8 @@ import pytest
 
 from order_devtools import cluster as local_cluster
 
-pytestmark = pytest.mark.e2e
+# Tests the local control plane itself, so it cannot run against ORDER_PIPELINE_KUBECONFIG.
+pytestmark = [pytest.mark.e2e, pytest.mark.local_control_plane]
 
 # The budget for `cluster up` with cached binaries.
 WARM_UP_BUDGET_SECONDS = 30

@@ -18,7 +18,8 @@ from order_devtools import cluster as local_cluster
 from .conftest import NamespaceFactory, ServiceAccountRunner
 from .k8s_helpers import wait_for
 
-pytestmark = pytest.mark.e2e
+# Tests the local control plane itself, so it cannot run against ORDER_PIPELINE_KUBECONFIG.
+pytestmark = [pytest.mark.e2e, pytest.mark.local_control_plane]
 
 CHART_DIR = Path(__file__).parent / "charts" / "e2e-demo"
 
@@ -70,7 +71,7 @@ def _error_message(error: client.ApiException) -> str:
 
 
 def test_version_is_pinned_and_nodes_are_ready(
-    kube_cluster: local_cluster.Cluster, k8s_api: client.ApiClient, kubectl_path: Path
+    kube_cluster: local_cluster.ClusterAccess, k8s_api: client.ApiClient, kubectl_path: Path
 ) -> None:
     pinned = local_cluster.pinned_kubernetes_version()
     version = client.VersionApi(k8s_api).get_code()
@@ -455,7 +456,7 @@ def test_crd_schema_and_cel_rule_are_enforced_and_status_is_a_subresource(
 
 
 def test_helm_install_upgrade_rollback_test_and_uninstall(
-    kube_cluster: local_cluster.Cluster,
+    kube_cluster: local_cluster.ClusterAccess,
     k8s_api: client.ApiClient,
     helm_path: Path,
     namespace: str,
@@ -511,7 +512,7 @@ def test_helm_install_upgrade_rollback_test_and_uninstall(
 
 
 def test_service_account_identity_helper_uses_a_bound_token(
-    kube_cluster: local_cluster.Cluster,
+    kube_cluster: local_cluster.ClusterAccess,
     k8s_api: client.ApiClient,
     namespace: str,
     service_account_api: Callable[[str, str], client.ApiClient],

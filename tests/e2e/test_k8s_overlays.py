@@ -83,7 +83,7 @@ def test_sizes_and_scaling_grow_from_dev_to_prod(kubectl_path: Path) -> None:
 
 @pytest.mark.parametrize("environment", ENVIRONMENTS)
 def test_apiserver_accepts_the_built_overlay(
-    kube_cluster: local_cluster.Cluster,
+    kube_cluster: local_cluster.ClusterAccess,
     kubectl_path: Path,
     make_namespace: NamespaceFactory,
     tmp_path: Path,

@@ -40,7 +40,7 @@ def local_engines(tmp_path_factory: pytest.TempPathFactory) -> Iterator[engines.
 
 @pytest.fixture(scope="module")
 def order_operator(
-    kube_cluster: local_cluster.Cluster,
+    kube_cluster: local_cluster.ClusterAccess,
     k8s_api: client.ApiClient,
     local_engines: engines.Engines,
     tmp_path_factory: pytest.TempPathFactory,

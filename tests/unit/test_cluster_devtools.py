@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 from order_devtools import cluster as local_cluster
+from order_devtools.cluster import component_process, components, toolchain
 
 
 def test_kubeconfig_text_embeds_the_ca_and_token() -> None:
@@ -52,7 +53,7 @@ def sleeper() -> Iterator[subprocess.Popen[bytes]]:
 def test_stop_never_signals_a_pid_whose_start_time_differs(
     sleeper: subprocess.Popen[bytes], tmp_path: Path
 ) -> None:
-    ticks = local_cluster._process_start_ticks(sleeper.pid)
+    ticks = component_process.process_start_ticks(sleeper.pid)
     assert ticks is not None
     # What `down` would see if the recorded pid had been reused by an unrelated process.
     impostor = local_cluster.ComponentProcess("etcd", sleeper.pid, ticks + 1, str(tmp_path / "x"))
@@ -97,10 +98,10 @@ def test_down_without_a_cluster_reports_it(
 
 def test_node_readiness_needs_the_ready_condition_and_no_not_ready_taint() -> None:
     ready = {"status": {"conditions": [{"type": "Ready", "status": "True"}]}}
-    assert local_cluster._node_is_ready(ready)
+    assert components.node_is_ready(ready)
     tainted = {**ready, "spec": {"taints": [{"key": "node.kubernetes.io/not-ready"}]}}
-    assert not local_cluster._node_is_ready(tainted)
-    assert not local_cluster._node_is_ready({"status": {"conditions": []}})
+    assert not components.node_is_ready(tainted)
+    assert not components.node_is_ready({"status": {"conditions": []}})
 
 
 def test_a_failing_build_is_an_error_that_says_what_is_missing(
@@ -108,7 +109,7 @@ def test_a_failing_build_is_an_error_that_says_what_is_missing(
 ) -> None:
     script = tmp_path / "build.sh"
     script.write_text("echo \"[k8s-build] ERROR: 'go' is not on PATH\" >&2; exit 1\n")
-    monkeypatch.setattr(local_cluster, "BUILD_SCRIPT", script)
+    monkeypatch.setattr(toolchain, "BUILD_SCRIPT", script)
     lines: list[str] = []
     with pytest.raises(local_cluster.ClusterError, match="'go' is not on PATH"):
         local_cluster.ensure_toolchain(progress=lines.append)

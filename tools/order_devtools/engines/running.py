@@ -1,0 +1,74 @@
+"""Both engines together: installed into the cache (`ensure_installed`) and run for the length
+of a block (`running_engines`), as `Engines`."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+from collections.abc import Iterator
+from pathlib import Path
+
+from order_devtools.engines import dynoxide, elasticmq
+from order_devtools.engines.engine_process import EngineProcess, start_together
+from order_devtools.engines.install import require_tool
+
+
+def ensure_installed() -> None:
+    """Resolve ElasticMQ and build Dynoxide into the cache; cheap when they are already there."""
+    require_tool("java")
+    elasticmq.install()
+    dynoxide.install()
+    elasticmq.ensure_class_archive()
+
+
+@dataclasses.dataclass
+class Engines:
+    sqs: EngineProcess
+    dynamodb: EngineProcess
+
+    @property
+    def sqs_endpoint(self) -> str:
+        return self.sqs.endpoint
+
+    @property
+    def dynamodb_endpoint(self) -> str:
+        return self.dynamodb.endpoint
+
+    def all(self) -> tuple[EngineProcess, EngineProcess]:
+        return (self.sqs, self.dynamodb)
+
+    def start(self) -> None:
+        """Start both, booting them in parallel."""
+        start_together(self.all())
+
+    def stop(self) -> None:
+        for engine in self.all():
+            engine.request_stop()
+        for engine in self.all():
+            engine.stop()
+
+
+@contextlib.contextmanager
+def running_engines(
+    state_dir: Path,
+    *,
+    sqs_port: int = 0,
+    dynamodb_port: int = 0,
+    persistent: bool = True,
+) -> Iterator[Engines]:
+    """Both engines on loopback for the duration of the block; port 0 picks a free port.
+
+    persistent=True keeps queues, messages and tables under `state_dir` across stop()/start()
+    (and across runs with the same dir); persistent=False keeps everything in memory.
+    """
+    ensure_installed()
+    state_dir.mkdir(parents=True, exist_ok=True)
+    engines = Engines(
+        sqs=elasticmq.elasticmq_process(state_dir, port=sqs_port, persistent=persistent),
+        dynamodb=dynoxide.dynoxide_process(state_dir, port=dynamodb_port, persistent=persistent),
+    )
+    engines.start()
+    try:
+        yield engines
+    finally:
+        engines.stop()
