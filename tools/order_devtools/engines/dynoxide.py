@@ -34,10 +34,12 @@ class CargoCrate:
     version: str
     features: tuple[str, ...]
     minimum_rust: tuple[int, int]
+    opt_level: str
+    """The release profile's optimisation level, overriding the crate's own."""
 
     @property
     def install_dir(self) -> Path:
-        return versioned_install_dir(self.name, self.version)
+        return versioned_install_dir(self.name, f"{self.version}-opt{self.opt_level}")
 
     @property
     def binary(self) -> Path:
@@ -45,12 +47,15 @@ class CargoCrate:
 
 
 # Only the HTTP server and its CLI over the bundled SQLite: no MCP server, no encryption.
+# Built for speed: the crate's release profile optimises for size (opt-level "s"), which made
+# its transactions and batch writes slower (docs/performance.md).
 DYNOXIDE = CargoCrate(
     name="dynoxide",
     crate="dynoxide-rs",
     version=DYNOXIDE_VERSION,
     features=("native-sqlite", "http-server", "cli"),
     minimum_rust=(1, 88),
+    opt_level="3",
 )
 
 
@@ -81,7 +86,10 @@ def install() -> None:
 
 def _install_cargo(crate: CargoCrate) -> None:
     """Build the crate's binary into its cache dir unless a complete earlier build is there."""
-    what = f"{crate.crate}@{crate.version} features={','.join(crate.features)}"
+    what = (
+        f"{crate.crate}@{crate.version} features={','.join(crate.features)} "
+        f"opt-level={crate.opt_level}"
+    )
     if is_installed(crate.install_dir, what):
         return
     cargo = _cargo()
@@ -94,7 +102,7 @@ def _install_cargo(crate: CargoCrate) -> None:
         )
         started = time.monotonic()
         # A target dir that outlives the attempt: an interrupted build resumes where it stopped.
-        target_dir = cache_root() / f".{crate.name}-{crate.version}-target"
+        target_dir = cache_root() / f".{crate.install_dir.name}-target"
         with staging_dir_for(crate.install_dir, what) as staging_dir:
             build_command = [
                 cargo,
@@ -110,6 +118,8 @@ def _install_cargo(crate: CargoCrate) -> None:
                 str(staging_dir),
                 "--target-dir",
                 str(target_dir),
+                "--config",
+                f"profile.release.opt-level={crate.opt_level}",
             ]
             run_checked(build_command, cwd=staging_dir, what=f"building {crate.crate}")
             (staging_dir / ".crates.toml").unlink(missing_ok=True)
