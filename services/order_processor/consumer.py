@@ -1,9 +1,11 @@
 """The SQS side of the processor: receive, dispatch, delete successes, extend, stop cleanly.
 
 Several pollers long-poll at once (concurrency / batch size of them); each processes its batch
-concurrently and deletes the successes in one DeleteMessageBatch. Failures are not deleted:
-the visibility timeout brings them back and the queue's redrive policy moves them to the DLQ
-after maxReceiveCount receives. A message that cannot be parsed is moved to the DLQ at once.
+concurrently and deletes the successes in one DeleteMessageBatch. A poller whose batch was
+partial pauses briefly before its next receive, so that under load batches fill up. Failures
+are not deleted: the visibility timeout brings them back and the queue's redrive policy moves
+them to the DLQ after maxReceiveCount receives. A message that cannot be parsed is moved to the
+DLQ at once.
 """
 
 from __future__ import annotations
@@ -85,6 +87,8 @@ class Consumer:
     concurrency: int
     batch_size: int = 10
     wait_time_seconds: int = 20
+    receive_linger: float = 0.0
+    """Seconds a poller pauses after a partial batch before it receives again."""
     dead_letter_recheck_seconds: int = 12 * 3600
     _stopping: asyncio.Event = field(default_factory=asyncio.Event)
     _in_flight: dict[str, _InFlight] = field(default_factory=dict)
@@ -150,6 +154,11 @@ class Consumer:
             metrics.RECEIVE_BATCH_SIZE.observe(len(messages))
             if messages:
                 await self._handle_batch(messages)
+            if 0 < len(messages) < self.batch_size and self.receive_linger:
+                # The queue is nearly drained: the other pollers keep long-polling for what
+                # comes next, while this one lets a fuller batch gather for its next receive.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), self.receive_linger)
 
     async def _handle_batch(self, messages: list[MessageTypeDef]) -> None:
         received = time.monotonic()

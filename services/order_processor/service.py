@@ -143,6 +143,7 @@ async def run(settings: settings_module.ProcessorSettings) -> None:
                 concurrency=settings.concurrency,
                 batch_size=settings.batch_size,
                 wait_time_seconds=settings.wait_time_seconds,
+                receive_linger=settings.receive_linger_ms / 1000,
                 dead_letter_recheck_seconds=settings.dead_letter_recheck_seconds,
             )
             active.append(worker)

@@ -28,6 +28,10 @@ class ProcessorSettings(common_settings.AwsSettings):
     wait_time_seconds: int = pydantic.Field(default=20, ge=0, le=20)
     """Long-poll wait of each ReceiveMessage."""
 
+    receive_linger_ms: float = pydantic.Field(default=20.0, ge=0, le=1000)
+    """After a partial batch, how long a poller waits before receiving again: the others keep
+    long-polling, and under load its next batch is fuller (fewer requests per order)."""
+
     shutdown_grace_seconds: float = pydantic.Field(default=20.0, ge=0)
     """On SIGTERM, how long in-flight messages may finish before they are released."""
 

@@ -418,17 +418,25 @@ def _send_batches(api_port: int) -> dict[str, float]:
 
 
 def _receive_batches(metrics_ports: list[int]) -> dict[str, float]:
-    """The processors' ReceiveMessage calls and messages per call (requests per order follow)."""
-    calls = messages = 0.0
+    """The processors' ReceiveMessage calls, messages per call (requests per order follow), and
+    the transactions tried again or split up (each costs requests)."""
+    calls = messages = conflicts = fallbacks = 0.0
     for port in metrics_ports:
-        count, mean = _histogram_mean(
-            httpx.get(f"http://127.0.0.1:{port}/metrics").text, "queue_receive_batch_size"
-        )
+        text = httpx.get(f"http://127.0.0.1:{port}/metrics").text
+        count, mean = _histogram_mean(text, "queue_receive_batch_size")
         calls += count
         messages += count * mean
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name == "dynamodb_transaction_conflicts_total":
+                    conflicts += sample.value
+                elif sample.name == "batch_step_fallbacks_total":
+                    fallbacks += sample.value
     return {
         "receive_calls": calls,
         "messages_per_receive": round(messages / calls, 2) if calls else 0.0,
+        "transaction_conflicts": conflicts,
+        "batch_step_fallbacks": fallbacks,
     }
 
 
