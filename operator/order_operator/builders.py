@@ -33,7 +33,8 @@ SOURCES_COPY_DIR = "/sources"
 # Entry by entry, because the emptyDir's own directory belongs to root: copying its mode and times
 # (what copytree does for the top directory) would fail. copy2 keeps the files' times, so the
 # image's compiled bytecode stays valid; dirs_exist_ok makes a re-run of the init container safe.
-# The chart runs the same script for the operator (charts/order-pipeline/files/copy-sources.py).
+# The chart runs the same script for the operator: `make generate` writes it to the chart
+# (order_operator/chart_files.py), so this constant is its one source.
 COPY_SOURCES_SCRIPT = """\
 import os
 import shutil
