@@ -20,7 +20,7 @@ from order_devtools import cluster as local_cluster
 from order_devtools import engines
 
 from .k8s_helpers import wait_for
-from .operator_harness import GROUP, PLURAL, VERSION, OperatorProcess, condition, sqs_client
+from .operator_harness import GROUP, PLURAL, VERSION, OperatorProcess, condition
 
 pytestmark = pytest.mark.e2e
 
@@ -303,7 +303,7 @@ def test_operator_as_the_charts_service_account_reconciles_the_charts_pipeline_t
             return entry is not None and entry["status"] == "True"
 
         wait_for(ready, f"the chart's pipeline Ready; operator log: {operator.log_tail()}", 120)
-        sqs = sqs_client(local_engines)
+        sqs = local_engines.sqs_client()
         assert sqs.get_queue_url(QueueName=queue)["QueueUrl"]
         # Delete the pipeline first (as NOTES.txt says), then the release.
         custom.delete_namespaced_custom_object(GROUP, VERSION, release.namespace, PLURAL, "shop")
@@ -318,7 +318,7 @@ def test_operator_as_the_charts_service_account_reconciles_the_charts_pipeline_t
     finally:
         operator.stop()
     release.helm("uninstall", release.name, "--wait", "--timeout", "120s")
-    sqs = sqs_client(local_engines)
+    sqs = local_engines.sqs_client()
     assert sqs.get_queue_url(QueueName=queue)["QueueUrl"]
     assert sqs.get_queue_url(QueueName=f"{queue}-dlq")["QueueUrl"]
 
