@@ -56,8 +56,7 @@ test-fast: venv java  ## unit tests and the in-process API and AWS-client tests 
 	  tests/integration/test_aws_json_transport.py
 
 generate: venv  ## write the OrderPipeline CRD (operator and chart copies) and the chart's copy script
-	$(PY) -m order_operator.v1alpha1.crd --write
-	$(PY) -m order_operator.chart_files --write
+	$(PY) -m order_operator.generate --write
 
 lint:  venv ## ruff, mypy strict, import-linter
 	$(VENV)/bin/ruff check .

@@ -34,7 +34,7 @@ SOURCES_COPY_DIR = "/sources"
 # (what copytree does for the top directory) would fail. copy2 keeps the files' times, so the
 # image's compiled bytecode stays valid; dirs_exist_ok makes a re-run of the init container safe.
 # The chart runs the same script for the operator: `make generate` writes it to the chart
-# (order_operator/chart_files.py), so this constant is its one source.
+# (order_operator/generate.py), so this constant is its one source.
 COPY_SOURCES_SCRIPT = """\
 import os
 import shutil
