@@ -55,8 +55,8 @@ test-fast: venv java  ## unit tests and the in-process API and AWS-client tests 
 	$(PY) -m pytest -q tests/unit tests/integration/test_api_contract.py \
 	  tests/integration/test_aws_json_transport.py
 
-generate: venv  ## write the OrderPipeline CRD (operator and chart copies) from its pydantic models
-	$(PY) -m order_operator.v1alpha1.crd --write
+generate: venv  ## write the OrderPipeline CRD (operator and chart copies) and the chart's copy script
+	$(PY) -m order_operator.generate --write
 
 lint:  venv ## ruff, mypy strict, import-linter
 	$(VENV)/bin/ruff check .

@@ -33,7 +33,8 @@ SOURCES_COPY_DIR = "/sources"
 # Entry by entry, because the emptyDir's own directory belongs to root: copying its mode and times
 # (what copytree does for the top directory) would fail. copy2 keeps the files' times, so the
 # image's compiled bytecode stays valid; dirs_exist_ok makes a re-run of the init container safe.
-# The chart runs the same script for the operator (charts/order-pipeline/files/copy-sources.py).
+# The chart runs the same script for the operator: `make generate` writes it to the chart
+# (order_operator/generate.py), so this constant is its one source.
 COPY_SOURCES_SCRIPT = """\
 import os
 import shutil
@@ -227,6 +228,28 @@ def _env_from(secret: v1alpha1.SecretReference | None) -> list[dict[str, Any]]:
     return [] if secret is None else [{"secretRef": {"name": secret.name}}]
 
 
+def _deployment(
+    owner: Owner,
+    name: str,
+    component: str,
+    pod: dict[str, Any],
+    *,
+    strategy: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """A Deployment of one component's pods, without `replicas` (its HPA or the operator's
+    scaler owns the count); `strategy` None keeps Kubernetes' default rolling update."""
+    spec: dict[str, Any] = {"selector": {"matchLabels": selector_labels(owner, component)}}
+    if strategy is not None:
+        spec["strategy"] = strategy
+    spec["template"] = {"metadata": {"labels": labels(owner, component)}, "spec": pod}
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": _metadata(owner, name, component),
+        "spec": spec,
+    }
+
+
 def build_api_deployment(owner: Owner, spec: v1alpha1.OrderPipelineSpec) -> dict[str, Any]:
     api = spec.api
     reload = spec.development.reload
@@ -254,22 +277,8 @@ def build_api_deployment(owner: Owner, spec: v1alpha1.OrderPipelineSpec) -> dict
     pod = _pod_spec(spec, container=container, termination_grace_seconds=30)
     if reload:
         pod = _with_source_reload(pod, command=list(API_RELOAD_COMMAND))
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": _metadata(owner, api_name(owner), "api"),
-        "spec": {
-            "selector": {"matchLabels": selector_labels(owner, "api")},
-            "strategy": {
-                "type": "RollingUpdate",
-                "rollingUpdate": {"maxUnavailable": 0, "maxSurge": "25%"},
-            },
-            "template": {
-                "metadata": {"labels": labels(owner, "api")},
-                "spec": pod,
-            },
-        },
-    }
+    strategy = {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": "25%"}}
+    return _deployment(owner, api_name(owner), "api", pod, strategy=strategy)
 
 
 def build_processor_deployment(owner: Owner, spec: v1alpha1.OrderPipelineSpec) -> dict[str, Any]:
@@ -300,18 +309,7 @@ def build_processor_deployment(owner: Owner, spec: v1alpha1.OrderPipelineSpec) -
         pod = _with_source_reload(
             pod, command=processor_reload_command(stop_timeout_seconds=grace - 5)
         )
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": _metadata(owner, processor_name(owner), "processor"),
-        "spec": {
-            "selector": {"matchLabels": selector_labels(owner, "processor")},
-            "template": {
-                "metadata": {"labels": labels(owner, "processor")},
-                "spec": pod,
-            },
-        },
-    }
+    return _deployment(owner, processor_name(owner), "processor", pod)
 
 
 def build_api_service(owner: Owner) -> dict[str, Any]:

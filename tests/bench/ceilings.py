@@ -18,6 +18,7 @@ from typing import Any
 
 import boto3
 
+from order_devtools import provision
 from tests.bench import loadgen
 from tests.bench.cpu import CpuMeter
 
@@ -114,12 +115,7 @@ def dynamodb_ceiling(
     (the size of one order's reservation), BatchWriteItem of 25 (the payment ledger)."""
     dynamodb = boto3.client("dynamodb", endpoint_url=endpoint)
     table = f"bench-ceiling-{uuid.uuid4().hex[:8]}"
-    dynamodb.create_table(
-        TableName=table,
-        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
-        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
-        BillingMode="PAY_PER_REQUEST",
-    )
+    provision.create_string_keyed_table(dynamodb, table)
     saturator = _Saturator(
         vegeta, workdir, CpuMeter({"dynoxide": pid}), seconds=seconds, warm_up=warm_up
     )

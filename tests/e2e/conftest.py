@@ -136,20 +136,21 @@ def kube_cluster(
         running.stop(remove_state=True)
 
 
+def _required_binary(toolchain: local_cluster.Toolchain, name: str) -> Path:
+    try:
+        return toolchain.binary(name)
+    except local_cluster.ClusterError as error:
+        pytest.fail(f"{name} is missing: {error}")
+
+
 @pytest.fixture(scope="session")
 def kubectl_path(k8s_toolchain: local_cluster.Toolchain) -> Path:
-    try:
-        return k8s_toolchain.kubectl
-    except local_cluster.ClusterError as error:
-        pytest.fail(f"kubectl is missing: {error}")
+    return _required_binary(k8s_toolchain, "kubectl")
 
 
 @pytest.fixture(scope="session")
 def helm_path(k8s_toolchain: local_cluster.Toolchain) -> Path:
-    try:
-        return k8s_toolchain.helm
-    except local_cluster.ClusterError as error:
-        pytest.fail(f"helm is missing: {error}")
+    return _required_binary(k8s_toolchain, "helm")
 
 
 @pytest.fixture(scope="session")

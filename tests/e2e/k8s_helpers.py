@@ -11,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from kubernetes import client
 
 from order_devtools import cluster as local_cluster
 
@@ -24,6 +25,34 @@ def wait_for(
         if time.monotonic() > deadline:
             pytest.fail(f"timed out after {timeout:.0f} s waiting for {description}")
         time.sleep(interval)
+
+
+def one_container_pod(
+    name: str, *, container: str, image: str, security_context: client.V1SecurityContext
+) -> client.V1Pod:
+    """A bare pod for admission checks: what Pod Security judges is the security context."""
+    return client.V1Pod(
+        metadata=client.V1ObjectMeta(name=name),
+        spec=client.V1PodSpec(
+            containers=[
+                client.V1Container(name=container, image=image, security_context=security_context)
+            ]
+        ),
+    )
+
+
+def privileged_pod_refusal(core: client.CoreV1Api, namespace: str) -> client.ApiException:
+    """Create a privileged pod (container "app") in `namespace`: the error that refused it; the
+    test fails if the pod is admitted."""
+    pod = one_container_pod(
+        "privileged",
+        container="app",
+        image="e2e-demo:1.0",
+        security_context=client.V1SecurityContext(privileged=True),
+    )
+    with pytest.raises(client.ApiException) as refused:
+        core.create_namespaced_pod(namespace, pod)
+    return refused.value
 
 
 def wait_established(kube_cluster: local_cluster.ClusterAccess, crd: str) -> None:

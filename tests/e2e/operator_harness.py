@@ -14,7 +14,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
 from kubernetes import client
 
@@ -184,26 +183,6 @@ def pipeline_manifest(
         "metadata": {"name": name},
         "spec": spec,
     }
-
-
-def sqs_client(running: engines.Engines) -> Any:
-    return boto3.client(
-        "sqs",
-        endpoint_url=running.sqs_endpoint,
-        region_name="us-east-1",
-        aws_access_key_id="local",
-        aws_secret_access_key="local",
-    )
-
-
-def dynamodb_client(running: engines.Engines) -> Any:
-    return boto3.client(
-        "dynamodb",
-        endpoint_url=running.dynamodb_endpoint,
-        region_name="us-east-1",
-        aws_access_key_id="local",
-        aws_secret_access_key="local",
-    )
 
 
 def condition(body: dict[str, Any], condition_type: str) -> dict[str, Any] | None:

@@ -48,6 +48,17 @@ def render(helm_path: Path, home: Path, *args: str) -> list[dict[str, Any]]:
     return [document for document in yaml.safe_load_all(out) if document]
 
 
+def render_values(helm_path: Path, home: Path, values: dict[str, Any]) -> list[dict[str, Any]]:
+    """Render with `values` as a values file (lists such as `pipelines` do not fit `--set`)."""
+    values_file = home / "values.yaml"
+    values_file.write_text(yaml.safe_dump(values))
+    return render(helm_path, home, "--values", str(values_file))
+
+
+# The least a pipeline's spec needs.
+MINIMAL_SPEC = {"queue": {"name": "q"}, "tables": {"prefix": "t-"}}
+
+
 def by_kind(manifests: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
     return [manifest for manifest in manifests if manifest["kind"] == kind]
 
@@ -180,26 +191,24 @@ def test_objects_carry_standard_labels_and_selectors_use_the_stable_subset(
 def test_pipelines_come_from_values_with_image_defaults_and_overrides(
     helm_path: Path, tmp_path: Path
 ) -> None:
-    values = tmp_path / "values.yaml"
-    values.write_text(
-        yaml.safe_dump(
-            {
-                "images": {"api": {"repository": "shop/api", "tag": "7"}},
-                "pipelines": [
-                    {"name": "eu", "spec": {"queue": {"name": "eu"}, "tables": {"prefix": "eu-"}}},
-                    {
-                        "name": "us",
-                        "spec": {
-                            "queue": {"name": "us"},
-                            "tables": {"prefix": "us-"},
-                            "api": {"image": "pinned/api:1"},
-                        },
+    manifests = render_values(
+        helm_path,
+        tmp_path,
+        {
+            "images": {"api": {"repository": "shop/api", "tag": "7"}},
+            "pipelines": [
+                {"name": "eu", "spec": {"queue": {"name": "eu"}, "tables": {"prefix": "eu-"}}},
+                {
+                    "name": "us",
+                    "spec": {
+                        "queue": {"name": "us"},
+                        "tables": {"prefix": "us-"},
+                        "api": {"image": "pinned/api:1"},
                     },
-                ],
-            }
-        )
+                },
+            ],
+        },
     )
-    manifests = render(helm_path, tmp_path, "--values", str(values))
     specs = {p["metadata"]["name"]: p["spec"] for p in by_kind(manifests, "OrderPipeline")}
     assert specs["eu"]["api"]["image"] == "shop/api:7"
     assert specs["eu"]["processor"]["image"] == "order-pipeline/processor:0.1.0"
@@ -220,20 +229,17 @@ def test_pipelines_come_from_values_with_image_defaults_and_overrides(
 def test_each_pipeline_gets_a_generated_api_secret_unless_it_brings_its_own(
     helm_path: Path, tmp_path: Path
 ) -> None:
-    values = tmp_path / "values.yaml"
-    queue = {"queue": {"name": "q"}, "tables": {"prefix": "t-"}}
-    values.write_text(
-        yaml.safe_dump(
-            {
-                "pipelines": [
-                    {"name": "generated", "spec": queue},
-                    {"name": "own", "spec": {**queue, "api": {"secretRef": {"name": "mine"}}}},
-                    {"name": "none", "generateApiSecret": False, "spec": queue},
-                ]
-            }
-        )
+    manifests = render_values(
+        helm_path,
+        tmp_path,
+        {
+            "pipelines": [
+                {"name": "generated", "spec": MINIMAL_SPEC},
+                {"name": "own", "spec": {**MINIMAL_SPEC, "api": {"secretRef": {"name": "mine"}}}},
+                {"name": "none", "generateApiSecret": False, "spec": MINIMAL_SPEC},
+            ]
+        },
     )
-    manifests = render(helm_path, tmp_path, "--values", str(values))
     (secret,) = by_kind(manifests, "Secret")
     assert secret["metadata"]["name"] == "generated-api-secrets"
     assert sorted(secret["data"]) == ["API_CLIENTS", "JWT_SECRET", "SIGNING_SECRET"]
@@ -354,20 +360,18 @@ def test_development_reload_reaches_every_pipeline_and_reloads_the_operator_from
 def test_a_pipeline_can_opt_out_of_the_charts_development_reload(
     helm_path: Path, tmp_path: Path
 ) -> None:
-    values = tmp_path / "values.yaml"
-    queue = {"queue": {"name": "q"}, "tables": {"prefix": "t-"}}
-    values.write_text(
-        yaml.safe_dump(
-            {
-                "development": {"reload": True},
-                "pipelines": [
-                    {"name": "follows", "spec": queue},
-                    {"name": "opts-out", "spec": {**queue, "development": {"reload": False}}},
-                ],
-            }
-        )
+    opted_out = {**MINIMAL_SPEC, "development": {"reload": False}}
+    manifests = render_values(
+        helm_path,
+        tmp_path,
+        {
+            "development": {"reload": True},
+            "pipelines": [
+                {"name": "follows", "spec": MINIMAL_SPEC},
+                {"name": "opts-out", "spec": opted_out},
+            ],
+        },
     )
-    manifests = render(helm_path, tmp_path, "--values", str(values))
     reload = {
         p["metadata"]["name"]: p["spec"]["development"]["reload"]
         for p in by_kind(manifests, "OrderPipeline")

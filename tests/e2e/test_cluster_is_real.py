@@ -16,7 +16,7 @@ from kubernetes import client
 from order_devtools import cluster as local_cluster
 
 from .conftest import NamespaceFactory, ServiceAccountRunner
-from .k8s_helpers import wait_for
+from .k8s_helpers import one_container_pod, privileged_pod_refusal, wait_for
 
 # Tests the local control plane itself, so it cannot run against ORDER_PIPELINE_KUBECONFIG.
 pytestmark = [pytest.mark.e2e, pytest.mark.local_control_plane]
@@ -290,34 +290,17 @@ def test_restricted_pod_security_rejects_privileged_and_accepts_compliant_pods(
             "pod-security.kubernetes.io/enforce-version": "latest",
         }
     )
-    privileged = client.V1Pod(
-        metadata=client.V1ObjectMeta(name="privileged"),
-        spec=client.V1PodSpec(
-            containers=[
-                client.V1Container(
-                    name="app",
-                    image="e2e-demo:1.0",
-                    security_context=client.V1SecurityContext(privileged=True),
-                )
-            ]
-        ),
-    )
-    with pytest.raises(client.ApiException) as rejected:
-        core.create_namespaced_pod(namespace, privileged)
-    assert rejected.value.status == 403
-    message = _error_message(rejected.value)
+    rejected = privileged_pod_refusal(core, namespace)
+    assert rejected.status == 403
+    message = _error_message(rejected)
     assert 'violates PodSecurity "restricted:latest"' in message
     assert 'privileged (container "app" must not set securityContext.privileged=true)' in message
 
-    compliant = client.V1Pod(
-        metadata=client.V1ObjectMeta(name="compliant"),
-        spec=client.V1PodSpec(
-            containers=[
-                client.V1Container(
-                    name="app", image="e2e-demo:1.0", security_context=RESTRICTED_SECURITY_CONTEXT
-                )
-            ]
-        ),
+    compliant = one_container_pod(
+        "compliant",
+        container="app",
+        image="e2e-demo:1.0",
+        security_context=RESTRICTED_SECURITY_CONTEXT,
     )
     created = core.create_namespaced_pod(namespace, compliant)
     assert created.metadata.name == "compliant"

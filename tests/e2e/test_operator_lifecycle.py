@@ -22,10 +22,8 @@ from .operator_harness import (
     VERSION,
     OperatorProcess,
     condition,
-    dynamodb_client,
     operator_running,
     pipeline_manifest,
-    sqs_client,
 )
 
 pytestmark = pytest.mark.e2e
@@ -171,7 +169,7 @@ def test_new_pipeline_becomes_ready_with_every_child_present_and_correct(
     namespace = pipelines.namespace
     queue_name = created["spec"]["queue"]["name"]
 
-    sqs = sqs_client(local_engines)
+    sqs = local_engines.sqs_client()
     main_url, dlq_url = queue_url(sqs, queue_name), queue_url(sqs, f"{queue_name}-dlq")
     assert main_url is not None
     assert dlq_url is not None
@@ -187,7 +185,7 @@ def test_new_pipeline_becomes_ready_with_every_child_present_and_correct(
     assert body["status"]["queue"]["dlqArn"] == dlq_arn
     assert body["status"]["queue"]["url"] == main_url
 
-    dynamodb = dynamodb_client(local_engines)
+    dynamodb = local_engines.dynamodb_client()
     prefix = created["spec"]["tables"]["prefix"]
     tables = set(dynamodb.list_tables()["TableNames"])
     for suffix in ("orders", "catalog", "idempotency", "velocity", "payments"):
@@ -251,7 +249,7 @@ def test_spec_change_rolls_through_to_queue_and_pods(
         .env
     }
     assert env["CONCURRENCY"] == "7"
-    sqs = sqs_client(local_engines)
+    sqs = local_engines.sqs_client()
     url = queue_url(sqs, created["spec"]["queue"]["name"])
     attributes = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["VisibilityTimeout"])
     assert attributes["Attributes"]["VisibilityTimeout"] == "45"
@@ -305,7 +303,7 @@ def test_backlog_scales_processor_and_draining_scales_back_after_cooldown(
     pipelines.wait_ready("shop")
     namespace = pipelines.namespace
     apps = client.AppsV1Api(k8s_api)
-    sqs = sqs_client(local_engines)
+    sqs = local_engines.sqs_client()
     url = queue_url(sqs, created["spec"]["queue"]["name"])
     assert url is not None
 
@@ -346,11 +344,11 @@ def test_delete_with_retain_keeps_queues_and_tables(
     pipelines.wait_ready("shop")
     pipelines.delete("shop")
     wait_for(lambda: pipelines.get("shop") is None, "the OrderPipeline to go away")
-    sqs = sqs_client(local_engines)
+    sqs = local_engines.sqs_client()
     queue_name = created["spec"]["queue"]["name"]
     assert queue_url(sqs, queue_name) is not None
     assert queue_url(sqs, f"{queue_name}-dlq") is not None
-    tables = dynamodb_client(local_engines).list_tables()["TableNames"]
+    tables = local_engines.dynamodb_client().list_tables()["TableNames"]
     assert f"{created['spec']['tables']['prefix']}orders" in tables
     wait_for(lambda: has_event(k8s_api, pipelines.namespace, "Retained", "kept"), "Retained")
 
@@ -362,12 +360,12 @@ def test_delete_with_delete_policy_and_empty_queues_removes_them(
     pipelines.wait_ready("shop")
     pipelines.delete("shop")
     wait_for(lambda: pipelines.get("shop") is None, "the OrderPipeline to go away")
-    sqs = sqs_client(local_engines)
+    sqs = local_engines.sqs_client()
     queue_name = created["spec"]["queue"]["name"]
     assert queue_url(sqs, queue_name) is None
     assert queue_url(sqs, f"{queue_name}-dlq") is None
     prefix = created["spec"]["tables"]["prefix"]
-    tables = dynamodb_client(local_engines).list_tables()["TableNames"]
+    tables = local_engines.dynamodb_client().list_tables()["TableNames"]
     assert not [table for table in tables if table.startswith(prefix)]
 
 
@@ -376,7 +374,7 @@ def test_delete_with_delete_policy_is_held_while_messages_wait_and_completes_aft
 ) -> None:
     created = pipelines.create("shop", queue={"deletionPolicy": "Delete"})
     pipelines.wait_ready("shop")
-    sqs = sqs_client(local_engines)
+    sqs = local_engines.sqs_client()
     queue_name = created["spec"]["queue"]["name"]
     url = queue_url(sqs, queue_name)
     assert url is not None
@@ -436,7 +434,7 @@ def test_operator_restarted_mid_reconcile_converges_without_duplicates(
     local_engines: engines.Engines,
 ) -> None:
     created = pipelines.create("shop")
-    sqs = sqs_client(local_engines)
+    sqs = local_engines.sqs_client()
     queue_name = created["spec"]["queue"]["name"]
     # Kill it as soon as the first side effect shows, i.e. mid-reconcile.
     wait_for(lambda: queue_url(sqs, f"{queue_name}-dlq") is not None, "the DLQ", timeout=30)

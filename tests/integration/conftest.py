@@ -122,6 +122,38 @@ def api_client() -> Iterator[Callable[[local.ServiceProcess], httpx.Client]]:
         client.close()
 
 
+ApiClients = Callable[..., httpx.Client]
+
+
+@pytest.fixture
+def start_api_client(
+    start_api: ServiceFactory, api_client: Callable[[local.ServiceProcess], httpx.Client]
+) -> ApiClients:
+    """`start_api_client(pipeline, **env)`: a client of a real API process started on it."""
+
+    def start(pipeline: local.LocalPipeline, **env: str) -> httpx.Client:
+        return api_client(start_api(pipeline, **env))
+
+    return start
+
+
+PipelineWithApi = Callable[..., tuple[local.LocalPipeline, httpx.Client]]
+
+
+@pytest.fixture
+def pipeline_with_api(
+    make_pipeline: PipelineFactory, start_api_client: ApiClients
+) -> PipelineWithApi:
+    """`pipeline_with_api(**queue)`: a fresh pipeline (`make_pipeline`'s queue settings) and a
+    client of a real API process started on it."""
+
+    def make(**queue: int) -> tuple[local.LocalPipeline, httpx.Client]:
+        pipeline = make_pipeline(**queue)
+        return pipeline, start_api_client(pipeline)
+
+    return make
+
+
 InProcessApi = Callable[..., httpx.Client]
 
 

@@ -46,6 +46,11 @@ def place(client: httpx.Client, access_token: str, body: dict[str, Any]) -> dict
     return accepted
 
 
+def place_order(client: httpx.Client, **order: Any) -> dict[str, Any]:
+    """One order, `order_body(**order)`, placed with a fresh token of the demo client."""
+    return place(client, token(client), order_body(**order))
+
+
 def wait_final(client: httpx.Client, status_url: str, *, timeout: float = 60.0) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     last: dict[str, Any] = {}

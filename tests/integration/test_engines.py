@@ -17,7 +17,6 @@ import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import boto3
 import pytest
 from botocore.exceptions import ClientError
 from mypy_boto3_dynamodb import DynamoDBClient
@@ -25,7 +24,7 @@ from mypy_boto3_sqs import SQSClient
 from mypy_boto3_sqs.type_defs import SendMessageBatchRequestEntryTypeDef
 
 from order_devtools import engines as local_engines
-from order_devtools import processes
+from order_devtools import processes, provision
 
 pytestmark = pytest.mark.integration
 
@@ -41,24 +40,12 @@ def engines(tmp_path_factory: pytest.TempPathFactory) -> Iterator[local_engines.
 
 @pytest.fixture
 def sqs(engines: local_engines.Engines) -> SQSClient:
-    return boto3.client(
-        "sqs",
-        endpoint_url=engines.sqs_endpoint,
-        region_name="us-east-1",
-        aws_access_key_id="local",
-        aws_secret_access_key="local",
-    )
+    return engines.sqs_client()
 
 
 @pytest.fixture
 def dynamodb(engines: local_engines.Engines) -> DynamoDBClient:
-    return boto3.client(
-        "dynamodb",
-        endpoint_url=engines.dynamodb_endpoint,
-        region_name="us-east-1",
-        aws_access_key_id="local",
-        aws_secret_access_key="local",
-    )
+    return engines.dynamodb_client()
 
 
 @pytest.fixture
@@ -88,12 +75,7 @@ def make_queue_with_dlq(sqs: SQSClient) -> Callable[..., tuple[str, str]]:
 def make_table(dynamodb: DynamoDBClient) -> Callable[[], str]:
     def make() -> str:
         name = f"orders-{uuid.uuid4().hex[:8]}"
-        dynamodb.create_table(
-            TableName=name,
-            KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
-            AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
-            BillingMode="PAY_PER_REQUEST",
-        )
+        provision.create_string_keyed_table(dynamodb, name)
         return name
 
     return make

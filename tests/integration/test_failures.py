@@ -14,7 +14,12 @@ import pytest
 
 from order_devtools import engines, local, provision
 from tests.integration import helpers
-from tests.integration.conftest import PipelineFactory, ServiceFactory
+from tests.integration.conftest import (
+    ApiClients,
+    PipelineFactory,
+    PipelineWithApi,
+    ServiceFactory,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -74,12 +79,11 @@ def test_processor_killed_mid_batch_applies_every_order_exactly_once(
 
 def test_sigterm_finishes_in_flight_work_and_exits_zero(
     make_pipeline: PipelineFactory,
-    start_api: ServiceFactory,
     start_processor: ServiceFactory,
-    api_client: Clients,
+    start_api_client: ApiClients,
 ) -> None:
     pipeline = make_pipeline()
-    client = api_client(start_api(pipeline, RATE_LIMIT_PER_MINUTE="100000"))
+    client = start_api_client(pipeline, RATE_LIMIT_PER_MINUTE="100000")
     access_token = helpers.token(client)
     placed = [
         helpers.place(client, access_token, helpers.order_body(customer_id=f"s{i}", SKU_STICKER=1))
@@ -116,16 +120,11 @@ def test_unparseable_message_goes_to_the_dlq_at_once(
 
 
 def test_poison_message_reaches_the_dlq_after_exactly_max_receive_count_receives(
-    make_pipeline: PipelineFactory,
-    start_api: ServiceFactory,
+    pipeline_with_api: PipelineWithApi,
     start_processor: ServiceFactory,
-    api_client: Clients,
 ) -> None:
-    pipeline = make_pipeline(visibility_timeout=1, max_receive_count=3)
-    client = api_client(start_api(pipeline))
-    accepted = helpers.place(
-        client, helpers.token(client), helpers.order_body(token="tok_unavailable")
-    )
+    pipeline, client = pipeline_with_api(visibility_timeout=1, max_receive_count=3)
+    accepted = helpers.place_order(client, token="tok_unavailable")
     processor = start_processor(pipeline)
     dlq = f"{pipeline.queue_name}-dlq"
     helpers.eventually(
@@ -143,11 +142,10 @@ def test_poison_message_reaches_the_dlq_after_exactly_max_receive_count_receives
 
 def test_cancel_before_processing_wins_and_processing_skips_the_order(
     pipeline: local.LocalPipeline,
-    start_api: ServiceFactory,
     start_processor: ServiceFactory,
-    api_client: Clients,
+    start_api_client: ApiClients,
 ) -> None:
-    client = api_client(start_api(pipeline))
+    client = start_api_client(pipeline)
     access_token = helpers.token(client)
     before = helpers.stock(pipeline, "SKU-MUG")
     accepted = helpers.place(client, access_token, helpers.order_body(SKU_MUG=4))
@@ -168,11 +166,10 @@ def test_cancel_before_processing_wins_and_processing_skips_the_order(
 
 def test_cancellation_racing_the_processor_has_one_winner_per_order(
     pipeline: local.LocalPipeline,
-    start_api: ServiceFactory,
     start_processor: ServiceFactory,
-    api_client: Clients,
+    start_api_client: ApiClients,
 ) -> None:
-    client = api_client(start_api(pipeline, RATE_LIMIT_PER_MINUTE="100000"))
+    client = start_api_client(pipeline, RATE_LIMIT_PER_MINUTE="100000")
     access_token = helpers.token(client)
     start_processor(pipeline)
     before = helpers.stock(pipeline, "SKU-STICKER")
@@ -207,9 +204,8 @@ def own_engines(tmp_path: Path) -> Iterator[engines.Engines]:
 
 def test_engines_down_under_the_api_give_503_then_recover_losing_nothing(
     own_engines: engines.Engines,
-    start_api: ServiceFactory,
     start_processor: ServiceFactory,
-    api_client: Clients,
+    start_api_client: ApiClients,
 ) -> None:
     pipeline = local.LocalPipeline(
         sqs_endpoint=own_engines.sqs_endpoint,
@@ -218,7 +214,7 @@ def test_engines_down_under_the_api_give_503_then_recover_losing_nothing(
         table_prefix="outage-",
     )
     provision.provision(pipeline.aws_settings())
-    client = api_client(start_api(pipeline, RATE_LIMIT_PER_MINUTE="100000"))
+    client = start_api_client(pipeline, RATE_LIMIT_PER_MINUTE="100000")
     access_token = helpers.token(client)
     accepted = [
         helpers.place(client, access_token, helpers.order_body(customer_id=f"o{i}"))
@@ -249,15 +245,12 @@ def test_engines_down_under_the_api_give_503_then_recover_losing_nothing(
 
 
 def test_slow_work_keeps_its_message_by_extending_visibility(
-    make_pipeline: PipelineFactory,
-    start_api: ServiceFactory,
+    pipeline_with_api: PipelineWithApi,
     start_processor: ServiceFactory,
-    api_client: Clients,
 ) -> None:
     # The simulated gateway takes 4 s for tok_slow; the queue's visibility timeout is 2 s.
-    pipeline = make_pipeline(visibility_timeout=2, max_receive_count=2)
-    client = api_client(start_api(pipeline))
-    accepted = helpers.place(client, helpers.token(client), helpers.order_body(token="tok_slow"))
+    pipeline, client = pipeline_with_api(visibility_timeout=2, max_receive_count=2)
+    accepted = helpers.place_order(client, token="tok_slow")
     processor = start_processor(pipeline)
     final = helpers.wait_final(client, accepted["status_url"])
     assert final["status"] == "COMPLETED"

@@ -8,6 +8,7 @@ when it ends FAILED after its charge), stock taken once.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import time
 import uuid
@@ -24,7 +25,11 @@ from order_devtools import local
 from tests import faultproxy
 from tests.faultproxy import Fault, FaultKind
 from tests.integration import helpers
-from tests.integration.conftest import PipelineFactory, ServiceFactory
+from tests.integration.conftest import (
+    ApiClients,
+    PipelineWithApi,
+    ServiceFactory,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -110,19 +115,34 @@ def _message(order_id: str, *, customer_id: str = "cust-raw", sku: str = "SKU-MU
     )
 
 
+def _order_poster(
+    client: httpx.Client, *, idempotency_key: str, customer_id: str
+) -> Callable[[], httpx.Response]:
+    """Posts the same order (one mug) with the same Idempotency-Key each call: a client retrying."""
+    headers = {**helpers.auth(helpers.token(client)), "Idempotency-Key": idempotency_key}
+    body = helpers.order_body(customer_id=customer_id, SKU_MUG=1)
+    return lambda: client.post("/v1/orders", json=body, headers=headers)
+
+
+def _every_send_answer_lost(
+    sqs_proxy: faultproxy.FaultProxy,
+) -> contextlib.AbstractContextManager[None]:
+    """SQS stores each batch; the answer never reaches the sender."""
+    return sqs_proxy.faults(Fault(FaultKind.DROP_RESPONSE, "SendMessageBatch", times=None))
+
+
 def test_a_send_whose_answer_is_lost_never_becomes_a_second_order_on_retry(
     pipeline: local.LocalPipeline,
     sqs_proxy: faultproxy.FaultProxy,
     client_via_sqs_proxy: httpx.Client,
 ) -> None:
     client = client_via_sqs_proxy
-    headers = {**helpers.auth(helpers.token(client)), "Idempotency-Key": "lost-answer-1"}
-    body = helpers.order_body(customer_id="cust-lost", SKU_MUG=1)
+    post = _order_poster(client, idempotency_key="lost-answer-1", customer_id="cust-lost")
 
     # SQS stores the batch every time, and the API never hears back (all its attempts).
-    with sqs_proxy.faults(Fault(FaultKind.DROP_RESPONSE, "SendMessageBatch", times=None)):
-        uncertain = client.post("/v1/orders", json=body, headers=headers)
-    retried = client.post("/v1/orders", json=body, headers=headers)
+    with _every_send_answer_lost(sqs_proxy):
+        uncertain = post()
+    retried = post()
 
     assert uncertain.status_code == 503, uncertain.text
     problem = uncertain.json()
@@ -142,16 +162,17 @@ def test_a_refused_retry_after_an_uncertain_send_keeps_the_key_and_its_order(
     client_via_sqs_proxy: httpx.Client,
 ) -> None:
     client = client_via_sqs_proxy
-    headers = {**helpers.auth(helpers.token(client)), "Idempotency-Key": "lost-then-refused"}
-    body = helpers.order_body(customer_id="cust-lost-refused", SKU_MUG=1)
+    post = _order_poster(
+        client, idempotency_key="lost-then-refused", customer_id="cust-lost-refused"
+    )
 
-    with sqs_proxy.faults(Fault(FaultKind.DROP_RESPONSE, "SendMessageBatch", times=None)):
-        uncertain = client.post("/v1/orders", json=body, headers=headers)
+    with _every_send_answer_lost(sqs_proxy):
+        uncertain = post()
     # The retry is refused outright (throttled on every attempt): that says nothing about the
     # first attempt, whose order may be queued.
     with sqs_proxy.faults(Fault(FaultKind.THROTTLE, "SendMessageBatch", times=None)):
-        refused = client.post("/v1/orders", json=body, headers=headers)
-    accepted = client.post("/v1/orders", json=body, headers=headers)
+        refused = post()
+    accepted = post()
 
     assert uncertain.status_code == refused.status_code == 503
     assert refused.json()["order_id"] == uncertain.json()["order_id"]
@@ -186,11 +207,10 @@ def test_a_failed_idempotency_record_after_the_send_still_answers_202(
 def test_a_transaction_cancelled_for_throttling_is_retried_not_taken_as_final(
     pipeline: local.LocalPipeline,
     dynamodb_proxy: faultproxy.FaultProxy,
-    start_api: ServiceFactory,
     start_processor: ServiceFactory,
-    api_client: Clients,
+    start_api_client: ApiClients,
 ) -> None:
-    client = api_client(start_api(pipeline))
+    client = start_api_client(pipeline)
     start_processor(dataclasses.replace(pipeline, dynamodb_endpoint=dynamodb_proxy.endpoint))
     dynamodb_proxy.inject(
         Fault(
@@ -201,7 +221,9 @@ def test_a_transaction_cancelled_for_throttling_is_retried_not_taken_as_final(
         )
     )
 
-    accepted = helpers.place(client, helpers.token(client), helpers.order_body())
+    accepted = helpers.place_order(
+        client,
+    )
 
     assert helpers.wait_final(client, accepted["status_url"], timeout=20)["status"] == "COMPLETED"
     assert dynamodb_proxy.stats.faulted == {"cancel_transaction": 1}
@@ -232,13 +254,11 @@ def test_two_copies_of_an_order_in_one_batch_leave_the_rest_of_the_batch_alone(
 
 
 def test_a_charged_order_whose_completion_failed_completes_whatever_its_customer_did_since(
-    make_pipeline: PipelineFactory,
-    start_api: ServiceFactory,
+    pipeline_with_api: PipelineWithApi,
     start_processor: ServiceFactory,
-    api_client: Clients,
 ) -> None:
-    pipeline = make_pipeline(visibility_timeout=10)  # room for the later orders to finish
-    client = api_client(start_api(pipeline))
+    # Room for the later orders to finish.
+    pipeline, client = pipeline_with_api(visibility_timeout=10)
     access_token = helpers.token(client)
     body = helpers.order_body(customer_id="cust-busy")
     first = helpers.place(client, access_token, body)
@@ -272,13 +292,10 @@ def test_a_charged_order_whose_completion_failed_completes_whatever_its_customer
 
 
 def test_an_order_that_ends_failed_after_its_charge_is_refunded_once(
-    make_pipeline: PipelineFactory,
-    start_api: ServiceFactory,
+    pipeline_with_api: PipelineWithApi,
     start_processor: ServiceFactory,
-    api_client: Clients,
 ) -> None:
-    pipeline = make_pipeline(visibility_timeout=1, max_receive_count=2)
-    client = api_client(start_api(pipeline))
+    pipeline, client = pipeline_with_api(visibility_timeout=1, max_receive_count=2)
     before = helpers.stock(pipeline, "SKU-MUG")
     with faultproxy.proxied(pipeline.dynamodb_endpoint) as proxy:
         proxy.inject(
@@ -290,7 +307,7 @@ def test_an_order_that_ends_failed_after_its_charge_is_refunded_once(
             )
         )
         start_processor(dataclasses.replace(pipeline, dynamodb_endpoint=proxy.endpoint))
-        accepted = helpers.place(client, helpers.token(client), helpers.order_body(SKU_MUG=2))
+        accepted = helpers.place_order(client, SKU_MUG=2)
         final = helpers.wait_final(client, accepted["status_url"], timeout=30)
 
     assert final["status"] == "FAILED", final
@@ -318,16 +335,13 @@ def test_an_order_found_in_the_dlq_ends_failed_with_a_reason(
 
 
 def test_a_visibility_extension_refused_for_its_entry_is_tried_again_before_the_message_returns(
-    make_pipeline: PipelineFactory,
+    pipeline_with_api: PipelineWithApi,
     sqs_proxy: faultproxy.FaultProxy,
-    start_api: ServiceFactory,
     start_processor: ServiceFactory,
-    api_client: Clients,
 ) -> None:
     # The simulated gateway takes 4 s for tok_slow; the message would reappear after 3 s.
-    pipeline = make_pipeline(visibility_timeout=3, max_receive_count=5)
-    client = api_client(start_api(pipeline))
-    accepted = helpers.place(client, helpers.token(client), helpers.order_body(token="tok_slow"))
+    pipeline, client = pipeline_with_api(visibility_timeout=3, max_receive_count=5)
+    accepted = helpers.place_order(client, token="tok_slow")
     processor = start_processor(dataclasses.replace(pipeline, sqs_endpoint=sqs_proxy.endpoint))
 
     # The calls succeed; SQS reports the entry as failed twice: its visibility was not
@@ -344,19 +358,16 @@ def test_a_visibility_extension_refused_for_its_entry_is_tried_again_before_the_
 
 def test_without_a_redrive_policy_a_failing_order_ends_failed_instead_of_looping(
     pipeline: local.LocalPipeline,
-    start_api: ServiceFactory,
     start_processor: ServiceFactory,
-    api_client: Clients,
+    start_api_client: ApiClients,
 ) -> None:
     bare = dataclasses.replace(pipeline, queue_name=f"{pipeline.queue_name}-bare")
     sqs = boto3.client("sqs", endpoint_url=pipeline.sqs_endpoint)
     sqs.create_queue(QueueName=bare.queue_name, Attributes={"VisibilityTimeout": "1"})
-    client = api_client(start_api(bare))
+    client = start_api_client(bare)
     start_processor(bare, RECEIVES_WITHOUT_REDRIVE="2")
 
-    accepted = helpers.place(
-        client, helpers.token(client), helpers.order_body(token="tok_unavailable")
-    )
+    accepted = helpers.place_order(client, token="tok_unavailable")
 
     final = helpers.wait_final(client, accepted["status_url"], timeout=30)
     assert final["status"] == "FAILED"
@@ -375,11 +386,11 @@ def test_without_a_redrive_policy_a_failing_order_ends_failed_instead_of_looping
 
 
 def test_a_status_read_past_the_queues_retention_with_no_record_says_it_never_will_be(
-    pipeline: local.LocalPipeline, start_api: ServiceFactory, api_client: Clients
+    pipeline: local.LocalPipeline, start_api_client: ApiClients
 ) -> None:
     # An order accepted eight days ago (its status URL is valid for seven more) that no
     # processor ever recorded: the queue (four days' retention) no longer holds it.
-    client = api_client(start_api(pipeline, STATUS_URL_TTL_SECONDS=str(15 * 86400)))
+    client = start_api_client(pipeline, STATUS_URL_TTL_SECONDS=str(15 * 86400))
     signer = security.Signer(pipeline.signing_secret.encode())
     order_id = signer.new_order_id("demo")
     expires = int(time.time()) + 7 * 86400

@@ -108,9 +108,7 @@ def test_exhausted_retries_end_failed_in_the_dlq_with_stock_released(
     start_processor(pipeline)
     client = api_client(api)
     before = helpers.stock(pipeline, "SKU-HOODIE")
-    accepted = helpers.place(
-        client, helpers.token(client), helpers.order_body(token="tok_unavailable", SKU_HOODIE=1)
-    )
+    accepted = helpers.place_order(client, token="tok_unavailable", SKU_HOODIE=1)
     final = helpers.wait_final(client, accepted["status_url"], timeout=90)
     assert final["status"] == "FAILED"
     assert "failed 3 times" in final["reason"]

@@ -13,7 +13,7 @@ import jsonschema
 import pytest
 import yaml
 
-from order_operator import builders
+from order_operator import generate
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts/order-pipeline"
@@ -47,8 +47,8 @@ def test_chart_rbac_rules_file_is_byte_identical_to_the_operators() -> None:
 def test_chart_copies_sources_with_the_operators_own_script() -> None:
     """The operator's init container (development.reload) runs what the pipelines' run."""
     shipped = CHART / "files/copy-sources.py"
-    assert shipped.read_text() == builders.COPY_SOURCES_SCRIPT, (
-        f"write builders.COPY_SOURCES_SCRIPT to {shipped}"
+    assert shipped.read_text() == generate.generated_files()[shipped], (
+        f"run `make generate`: {shipped} is stale"
     )
 
 

@@ -101,14 +101,9 @@ class FakeStore:
             self.orders[c.order_id]["status"] = contract.OrderStatus.COMPLETED.value
         return True
 
+    # What the fake does not record (times, lines, payment details) it takes as `**_`.
     async def record_unreserved(
-        self,
-        message: contract.OrderMessage,
-        status: contract.OrderStatus,
-        reason: str,
-        *,
-        now: float,
-        lines: Sequence[stores.PricedLine] = (),
+        self, message: contract.OrderMessage, status: contract.OrderStatus, reason: str, **_: object
     ) -> bool:
         if message.order_id in self.orders:
             return False
@@ -120,11 +115,9 @@ class FakeStore:
         order_id: str,
         status: contract.OrderStatus,
         *,
-        now: float,
         reason: str | None = None,
         release: Sequence[stores.PricedLine] = (),
-        payment_id: str | None = None,
-        fraud_score: int | None = None,
+        **_: object,
     ) -> bool:
         self.calls.append("finish")
         record = self.orders[order_id]

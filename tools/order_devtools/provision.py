@@ -74,6 +74,16 @@ def create_queues(
     return url, dlq_url
 
 
+def create_string_keyed_table(dynamodb: DynamoDBClient, name: str, *, key: str = "pk") -> None:
+    """An on-demand table whose hash key `key` is a string, the shape of every pipeline table."""
+    dynamodb.create_table(
+        TableName=name,
+        AttributeDefinitions=[{"AttributeName": key, "AttributeType": "S"}],
+        KeySchema=[{"AttributeName": key, "KeyType": "HASH"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+
+
 def create_tables(settings: common_settings.AwsSettings) -> None:
     dynamodb = dynamodb_client(settings)
     existing = set(dynamodb.list_tables()["TableNames"])
@@ -81,12 +91,7 @@ def create_tables(settings: common_settings.AwsSettings) -> None:
         name = table.name(settings.table_prefix)
         if name in existing:
             continue
-        dynamodb.create_table(
-            TableName=name,
-            AttributeDefinitions=[{"AttributeName": table.key, "AttributeType": "S"}],
-            KeySchema=[{"AttributeName": table.key, "KeyType": "HASH"}],
-            BillingMode="PAY_PER_REQUEST",
-        )
+        create_string_keyed_table(dynamodb, name, key=table.key)
         dynamodb.get_waiter("table_exists").wait(TableName=name)
         if table.ttl_attribute is not None:
             dynamodb.update_time_to_live(

@@ -1,6 +1,6 @@
 """The OrderPipeline CRD, generated from the spec and status models.
 
-`make generate` (`python -m order_operator.v1alpha1.crd --write`) writes it to the operator's
+`make generate` (`python -m order_operator.generate --write`) writes it to the operator's
 `crd/` and to the chart's `crds/`; a unit test regenerates it and fails on any difference.
 Pydantic's JSON schema becomes a structural schema: references inlined, optional fields plain,
 nested objects defaulted to `{}` (the apiserver then fills their own defaults) unless a CEL rule
@@ -9,7 +9,6 @@ reads them.
 
 from __future__ import annotations
 
-import argparse
 import re
 from pathlib import Path
 from typing import Any
@@ -157,20 +156,3 @@ class _NoAliases(yaml.SafeDumper):
 def render() -> str:
     body = yaml.dump(crd(), Dumper=_NoAliases, sort_keys=False, width=100, allow_unicode=True)
     return _HEADER + body
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--write", action="store_true", help="write the CRD files")
-    args = parser.parse_args()
-    text = render()
-    if not args.write:
-        print(text, end="")
-        return
-    for target in TARGETS:
-        target.write_text(text)
-        print(f"wrote {target.relative_to(_REPO)}")
-
-
-if __name__ == "__main__":
-    main()

@@ -7,10 +7,26 @@ import contextlib
 import dataclasses
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+import boto3
 
 from order_devtools.engines import dynoxide, elasticmq
 from order_devtools.engines.engine_process import EngineProcess, start_together
 from order_devtools.engines.install import require_tool
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb import DynamoDBClient
+    from mypy_boto3_sqs import SQSClient
+
+
+def _local_session() -> boto3.session.Session:
+    # The engines accept any credentials and region; boto3 only needs some.
+    return boto3.session.Session(
+        aws_access_key_id="local",
+        aws_secret_access_key="local",  # noqa: S106 - the engines' placeholder, not a secret
+        region_name="us-east-1",
+    )
 
 
 def ensure_installed() -> None:
@@ -33,6 +49,12 @@ class Engines:
     @property
     def dynamodb_endpoint(self) -> str:
         return self.dynamodb.endpoint
+
+    def sqs_client(self) -> SQSClient:
+        return _local_session().client("sqs", endpoint_url=self.sqs_endpoint)
+
+    def dynamodb_client(self) -> DynamoDBClient:
+        return _local_session().client("dynamodb", endpoint_url=self.dynamodb_endpoint)
 
     def all(self) -> tuple[EngineProcess, EngineProcess]:
         return (self.sqs, self.dynamodb)
