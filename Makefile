@@ -11,7 +11,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 API_PORT ?= 8000
 
-.PHONY: help venv lock generate java run engines test test-fast lint bench chaos operator cluster-up cluster-down clean
+.PHONY: help venv lock generate debian-packages run engines test test-fast lint bench chaos operator cluster-up cluster-down clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
@@ -36,22 +36,25 @@ lock: $(UV)  ## re-resolve requirements.lock and requirements-runtime.lock from 
 	$(UV) pip compile --quiet pyproject.toml --generate-hashes --universal \
 	  --python-version 3.11 --no-header -c requirements.lock -o requirements-runtime.lock
 
-java:  ## install a JRE and Maven from Debian if they are missing
-	@command -v java >/dev/null && command -v mvn >/dev/null || { \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openjdk-17-jre-headless maven; }
+# ElasticMQ runs on the JRE (resolved with Maven); Dynoxide runs with jemalloc preloaded.
+debian-packages:  ## install a JRE, Maven and jemalloc from Debian if they are missing
+	@command -v java >/dev/null && command -v mvn >/dev/null && \
+	  ls /usr/lib/*/libjemalloc.so.2 >/dev/null 2>&1 || { \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	    openjdk-17-jre-headless maven libjemalloc2; }
 
-run: venv java  ## start engines, API and processor locally (Ctrl-C stops everything)
+run: venv debian-packages  ## start engines, API and processor locally (Ctrl-C stops everything)
 	API_PORT=$(API_PORT) $(PY) -m order_devtools.run
 
-engines: venv java  ## only the local SQS + DynamoDB engines, in the foreground
+engines: venv debian-packages  ## only the local SQS + DynamoDB engines, in the foreground
 	$(PY) -m order_devtools.engines
 
-test: venv java  ## install what is missing and run the whole suite
+test: venv debian-packages  ## install what is missing and run the whole suite
 	$(MAKE) --no-print-directory lint
 	$(PY) -m pytest
 
 # The quick loop while editing: no lint, no processes to start, no cluster.
-test-fast: venv java  ## unit tests and the in-process API and AWS-client tests (about a minute)
+test-fast: venv debian-packages  ## unit tests and the in-process API and AWS-client tests (about a minute)
 	$(PY) -m pytest -q tests/unit tests/integration/test_api_contract.py \
 	  tests/integration/test_aws_json_transport.py
 
@@ -64,10 +67,10 @@ lint:  venv ## ruff, mypy strict, import-linter
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
 
-bench: venv java  ## open-loop benchmark; writes bench-results/ JSON + PNG
+bench: venv debian-packages  ## open-loop benchmark; writes bench-results/ JSON + PNG
 	$(PY) -m tests.bench.run
 
-chaos: venv java  ## chaos soak: 20,000 orders under injected faults, invariants checked (ORDERS=...)
+chaos: venv debian-packages  ## chaos soak: 20,000 orders under injected faults, invariants checked (ORDERS=...)
 	$(PY) -m tests.chaos --orders $(or $(ORDERS),20000)
 
 operator: venv  ## run the OrderPipeline operator against $$KUBECONFIG

@@ -184,6 +184,14 @@ def test_queues_and_messages_survive_an_engine_restart(
     assert sorted(_receive_all(sqs, queue_url)) == sorted(bodies)
 
 
+def test_dynoxide_runs_on_jemalloc(engines: local_engines.Engines) -> None:
+    """`make` installs libjemalloc2; the engine must really use it (its allocator held a
+    quarter of its CPU on the C library's)."""
+    assert engines.dynamodb.pid is not None
+    maps = Path(f"/proc/{engines.dynamodb.pid}/maps").read_text()
+    assert "libjemalloc.so.2" in maps
+
+
 def test_conditional_put_rejects_a_duplicate(
     dynamodb: DynamoDBClient, make_table: Callable[[], str]
 ) -> None:
