@@ -172,6 +172,9 @@ def _pod_spec(
         "containers": [container],
         "terminationGracePeriodSeconds": termination_grace_seconds,
         "securityContext": {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
+        # Neither workload calls the Kubernetes API, so its pods carry no token to steal. Cloud
+        # identity still works: IRSA and EKS Pod Identity project their own token.
+        "automountServiceAccountToken": False,
     }
     if spec.aws.credentials.service_account_name:
         pod["serviceAccountName"] = spec.aws.credentials.service_account_name

@@ -130,6 +130,21 @@ def test_pods_pass_the_restricted_pod_security_standard() -> None:
     assert container["seccompProfile"] == {"type": "RuntimeDefault"}
 
 
+def test_workload_pods_get_no_kubernetes_api_token() -> None:
+    """Neither the API nor the processor calls the Kubernetes API: a token in their pods would
+    only be something for an intruder to use, also under a named ServiceAccount (IRSA reads its
+    own projected token, not this one) and in development mode."""
+    credentials = {"credentials": {"serviceAccountName": "orders-irsa"}}
+    specs = [
+        make_spec(),
+        make_spec(aws={"region": "eu-west-1", **credentials}),
+        make_spec(development={"reload": True}),
+    ]
+    for spec in specs:
+        for build in workload_builders():
+            assert pod_of(build(OWNER, spec))["automountServiceAccountToken"] is False
+
+
 def pod_of(deployment: dict[str, Any]) -> dict[str, Any]:
     pod: dict[str, Any] = deployment["spec"]["template"]["spec"]
     return pod
