@@ -10,7 +10,7 @@ import sys
 import time
 import urllib.request
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -35,11 +35,18 @@ class OperatorProcess:
     """`python -m order_operator` running as system:serviceaccount:<ns>:order-operator."""
 
     def __init__(
-        self, kube_cluster: local_cluster.ClusterAccess, namespace: str, log_dir: Path
+        self,
+        kube_cluster: local_cluster.ClusterAccess,
+        namespace: str,
+        log_dir: Path,
+        *,
+        watch_namespaces: Sequence[str] = (),
     ) -> None:
+        """`watch_namespaces`: the operator's `--namespace` arguments (none: all namespaces)."""
         self._cluster = kube_cluster
         self._namespace = namespace
         self._log_dir = log_dir
+        self._watch_namespaces = list(watch_namespaces)
         self._process: subprocess.Popen[bytes] | None = None
         self._starts = 0
         self.liveness_port = 0
@@ -62,6 +69,7 @@ class OperatorProcess:
                 str(self.liveness_port),
                 "--metrics-port",
                 str(self.metrics_port),
+                *(f"--namespace={watched}" for watched in self._watch_namespaces),
             ],
             env=env,
             stdout=log,

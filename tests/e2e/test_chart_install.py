@@ -19,7 +19,7 @@ from kubernetes import client
 from order_devtools import cluster as local_cluster
 from order_devtools import engines
 
-from .k8s_helpers import privileged_pod_refusal, wait_for
+from .k8s_helpers import privileged_pod_refusal, wait_established, wait_for
 from .operator_harness import GROUP, PLURAL, VERSION, OperatorProcess, condition
 
 pytestmark = pytest.mark.e2e
@@ -75,14 +75,32 @@ def restricted_namespace(make_namespace: Callable[..., str]) -> str:
     return make_namespace(RESTRICTED)
 
 
+ReleaseFactory = Callable[[], Release]
+
+
 @pytest.fixture
-def release(
-    kube_cluster: local_cluster.ClusterAccess, restricted_namespace: str, tmp_path: Path
-) -> Iterator[Release]:
-    installed = Release(kube_cluster, restricted_namespace, tmp_path / "values.yaml")
-    yield installed
+def make_release(
+    kube_cluster: local_cluster.ClusterAccess,
+    make_namespace: Callable[..., str],
+    tmp_path: Path,
+) -> Iterator[ReleaseFactory]:
+    """`make_release()`: a release (not yet installed) in a fresh `restricted` namespace."""
+    made: list[Release] = []
+
+    def make() -> Release:
+        namespace = make_namespace(RESTRICTED)
+        made.append(Release(kube_cluster, namespace, tmp_path / f"values-{len(made)}.yaml"))
+        return made[-1]
+
+    yield make
     # A failed test must not leave cluster-scoped objects behind.
-    installed.helm("uninstall", installed.name, "--ignore-not-found", check=False)
+    for installed in made:
+        installed.helm("uninstall", installed.name, "--ignore-not-found", check=False)
+
+
+@pytest.fixture
+def release(make_release: ReleaseFactory) -> Release:
+    return make_release()
 
 
 def pipeline_values(name: str, queue: str, **spec: Any) -> dict[str, Any]:
@@ -122,10 +140,16 @@ def test_install_upgrade_test_rollback_and_uninstall_in_a_restricted_namespace(
 ) -> None:
     core, apps = client.CoreV1Api(k8s_api), client.AppsV1Api(k8s_api)
     custom, rbac = client.CustomObjectsApi(k8s_api), client.RbacAuthorizationV1Api(k8s_api)
+    admission = client.AdmissionregistrationV1Api(k8s_api)
     suffix = release.name
     role_arn = "arn:aws:iam::123456789012:role/order-operator"
     base = {
-        "operator": {"serviceAccount": {"annotations": {"iam/role-arn": role_arn}}},
+        # Namespaced, as tenants sharing a cluster run it: a Role here, the admission policy
+        # bound here only (so it judges no other test's pipelines in the shared cluster).
+        "operator": {
+            "serviceAccount": {"annotations": {"iam/role-arn": role_arn}},
+            "watchNamespaces": [release.namespace],
+        },
         "pipelines": [pipeline_values("shop", f"shop-{suffix}")],
     }
     release.write_values(base)
@@ -141,6 +165,10 @@ def test_install_upgrade_test_rollback_and_uninstall_in_a_restricted_namespace(
     # Install: every pod is admitted under `restricted` and becomes Ready (--wait).
     release.install()
     assert release.revision() == 1
+    assert rbac.read_namespaced_role(release.operator_name, release.namespace).rules
+    assert admission.read_validating_admission_policy(
+        f"{release.name}-order-pipeline-orderpipelines"
+    )
     (pod,) = operator_pods(core, release)
     assert running_ready(pod)
     account = core.read_namespaced_service_account(release.operator_name, release.namespace)
@@ -213,6 +241,14 @@ def test_install_upgrade_test_rollback_and_uninstall_in_a_restricted_namespace(
             ]
             and not rbac.list_cluster_role(label_selector=selector).items
             and not rbac.list_cluster_role_binding(label_selector=selector).items
+            and not rbac.list_namespaced_role(release.namespace, label_selector=selector).items
+            and not rbac.list_namespaced_role_binding(
+                release.namespace, label_selector=selector
+            ).items
+            and not admission.list_validating_admission_policy(label_selector=selector).items
+            and not admission.list_validating_admission_policy_binding(
+                label_selector=selector
+            ).items
         ),
         "helm uninstall to remove the release's objects",
     )
@@ -228,6 +264,7 @@ def test_install_with_development_reload_is_admitted_in_a_restricted_namespace(
     release.write_values(
         {
             "development": {"reload": True},
+            "operator": {"watchNamespaces": [release.namespace]},
             "pipelines": [pipeline_values("shop", f"shop-{release.name}")],
         }
     )
@@ -257,16 +294,22 @@ def test_operator_as_the_charts_service_account_reconciles_the_charts_pipeline_t
     local_engines: engines.Engines,
     tmp_path: Path,
 ) -> None:
-    """The chart's RBAC is enough: the only permissions the operator has are the chart's
-    ClusterRole bound to the chart's ServiceAccount (which the harness authenticates as). And
-    with the default Retain, the queues outlive the pipeline and the release."""
+    """The chart's RBAC is enough: the only permissions the operator has are the chart's, bound
+    to the chart's ServiceAccount (which the harness authenticates as): watching only its own
+    namespace, a Role there and the ClusterRole's cluster-scoped rules. The admission policy
+    admits the pipeline because the chart enables its endpoint overrides. And with the default
+    Retain, the queues outlive the pipeline and the release."""
     custom = client.CustomObjectsApi(k8s_api)
     queue = f"chart-{release.name}"
     endpoints = {"sqs": local_engines.sqs_endpoint, "dynamodb": local_engines.dynamodb_endpoint}
     release.write_values(
         {
             # OperatorProcess authenticates as `order-operator` in the release namespace.
-            "operator": {"serviceAccount": {"name": "order-operator"}},
+            "operator": {
+                "serviceAccount": {"name": "order-operator"},
+                "watchNamespaces": [release.namespace],
+            },
+            "admissionPolicy": {"allowedEndpoints": sorted(endpoints.values())},
             "pipelines": [
                 pipeline_values(
                     "shop",
@@ -278,7 +321,9 @@ def test_operator_as_the_charts_service_account_reconciles_the_charts_pipeline_t
         }
     )
     release.install()
-    operator = OperatorProcess(kube_cluster, release.namespace, tmp_path)
+    operator = OperatorProcess(
+        kube_cluster, release.namespace, tmp_path, watch_namespaces=[release.namespace]
+    )
     operator.start()
     try:
 
@@ -314,7 +359,9 @@ def test_charts_service_account_may_do_what_the_operator_needs_and_nothing_broad
     release: Release,
     service_account_api: Callable[[str, str], client.ApiClient],
 ) -> None:
-    release.write_values({"pipelines": []})
+    # Watching all namespaces, the admission policy would judge every other test's pipelines in
+    # the shared cluster while this runs; it is not what this test is about.
+    release.write_values({"admissionPolicy": {"enabled": False}, "pipelines": []})
     release.install()
     api = service_account_api(release.namespace, release.operator_name)
     reviews = client.AuthorizationV1Api(api)
@@ -354,3 +401,234 @@ def test_charts_service_account_may_do_what_the_operator_needs_and_nothing_broad
         ("create", "customresourcedefinitions", "apiextensions.k8s.io", ""): False,
     }
     assert {access: allowed(*access) for access in expected} == expected
+
+
+def service_account_allowed(
+    reviews: client.AuthorizationV1Api,
+    account: tuple[str, str],
+    namespace: str,
+    access: tuple[str, str, str, str],
+) -> bool:
+    """A SubjectAccessReview: may the ServiceAccount (namespace, name) do `access` (verb,
+    resource, group, subresource) in `namespace` ("" for cluster-wide)?"""
+    account_namespace, name = account
+    verb, resource, group, subresource = access
+    review = client.V1SubjectAccessReview(
+        spec=client.V1SubjectAccessReviewSpec(
+            user=f"system:serviceaccount:{account_namespace}:{name}",
+            groups=[
+                "system:serviceaccounts",
+                f"system:serviceaccounts:{account_namespace}",
+                "system:authenticated",
+            ],
+            resource_attributes=client.V1ResourceAttributes(
+                namespace=namespace or None,
+                verb=verb,
+                group=group,
+                resource=resource,
+                subresource=subresource or None,
+            ),
+        )
+    )
+    return bool(reviews.create_subject_access_review(review).status.allowed)
+
+
+# What an operator does in the namespaces it watches: (verb, resource, group, subresource).
+NAMESPACED_ACCESS = [
+    ("get", "secrets", "", ""),
+    ("create", "deployments", "apps", ""),
+    ("patch", "deployments", "apps", ""),
+    ("patch", "deployments", "apps", "scale"),
+    ("patch", "services", "", ""),
+    ("watch", "orderpipelines", "order-pipeline.dev", ""),
+    ("patch", "orderpipelines", "order-pipeline.dev", "status"),
+    ("create", "events", "", ""),
+]
+# The cluster-scoped reads kopf needs to find its resource and the watched namespaces.
+CLUSTER_ACCESS = [
+    ("watch", "customresourcedefinitions", "apiextensions.k8s.io", ""),
+    ("list", "namespaces", "", ""),
+]
+
+
+def test_each_environments_operator_is_denied_in_the_other_environments_namespace(
+    make_release: ReleaseFactory,
+    kube_cluster: local_cluster.ClusterAccess,
+    k8s_api: client.ApiClient,
+) -> None:
+    """Two releases on one cluster, staging and prod, each watching its own namespace: each
+    operator may do its work in its own namespace and nothing in the other's (read Secrets,
+    patch Deployments, touch pipelines), nor anything namespaced cluster-wide."""
+    environments = {"staging": make_release(), "prod": make_release()}
+    for installed in environments.values():
+        installed.write_values(
+            {"operator": {"watchNamespaces": [installed.namespace]}, "pipelines": []}
+        )
+        installed.install()
+    reviews = client.AuthorizationV1Api(k8s_api)
+
+    for subject in environments.values():
+        account = (subject.namespace, subject.operator_name)
+        for target in environments.values():
+            own = target is subject
+            found = {
+                access: service_account_allowed(reviews, account, target.namespace, access)
+                for access in NAMESPACED_ACCESS
+            }
+            assert found == dict.fromkeys(NAMESPACED_ACCESS, own), (subject.name, target.name)
+        cluster_wide = {
+            access: service_account_allowed(reviews, account, "", access)
+            for access in NAMESPACED_ACCESS + CLUSTER_ACCESS
+        }
+        assert cluster_wide == dict.fromkeys(NAMESPACED_ACCESS, False) | dict.fromkeys(
+            CLUSTER_ACCESS, True
+        )
+
+    # The chart's split of the operator's rules follows the apiserver's own notion of scope.
+    listed = kube_cluster.kubectl("api-resources", "--namespaced=false", "--output=name")
+    cluster_scoped = set(listed.stdout.split())
+    rbac = client.RbacAuthorizationV1Api(k8s_api)
+
+    def scoped_names(rules: list[client.V1PolicyRule]) -> set[str]:
+        return {
+            resource.split("/")[0] + (f".{group}" if group else "")
+            for rule in rules
+            for group in rule.api_groups
+            for resource in rule.resources
+        }
+
+    staging = environments["staging"]
+    cluster_role = rbac.read_cluster_role(staging.operator_name)
+    role = rbac.read_namespaced_role(staging.operator_name, staging.namespace)
+    assert scoped_names(cluster_role.rules) <= cluster_scoped
+    assert not scoped_names(role.rules) & cluster_scoped
+
+
+def pipeline_body(name: str, **aws: Any) -> dict[str, Any]:
+    api_image = aws.pop("api_image", "order-pipeline/api:0.1.0")
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "OrderPipeline",
+        "metadata": {"name": name},
+        "spec": {
+            "aws": aws,
+            "queue": {"name": name},
+            "tables": {"prefix": f"{name}-"},
+            "api": {"image": api_image},
+            "processor": {"image": "order-pipeline/processor:0.1.0"},
+        },
+    }
+
+
+def test_admission_policy_limits_images_service_accounts_and_endpoints(
+    release: Release,
+    kube_cluster: local_cluster.ClusterAccess,
+    k8s_api: client.ApiClient,
+    make_namespace: Callable[..., str],
+) -> None:
+    """The chart's ValidatingAdmissionPolicy on the real apiserver: what the values allow is
+    admitted, anything else refused with a message naming the field, the value and the chart
+    value to change; the operator's own patches to a pipeline admitted earlier still pass."""
+    custom = client.CustomObjectsApi(k8s_api)
+    allowed_endpoint = "http://elasticmq.aws-local.svc:9324"
+
+    def create(
+        body: dict[str, Any], namespace: str = release.namespace, dry_run: bool = False
+    ) -> Any:
+        return custom.create_namespaced_custom_object(
+            GROUP, VERSION, namespace, PLURAL, body, dry_run="All" if dry_run else None
+        )
+
+    def refusal(body: dict[str, Any]) -> str:
+        with pytest.raises(client.ApiException) as refused:
+            create(body)
+        assert refused.value.status == 403, refused.value.body
+        return str(json.loads(refused.value.body)["message"])
+
+    kube_cluster.kubectl("apply", "--server-side", "-f", str(CHART / "crds"))
+    wait_established(kube_cluster, f"{PLURAL}.{GROUP}")
+    # Admitted before the policy exists, with an image the policy will refuse; kopf's finalizer.
+    earlier = pipeline_body("earlier", api_image="elsewhere/api:1")
+    earlier["metadata"]["finalizers"] = ["order-pipeline.dev/finalizer"]
+    create(earlier)
+
+    release.write_values(
+        {
+            "operator": {"watchNamespaces": [release.namespace]},
+            "admissionPolicy": {
+                "allowedImagePrefixes": ["registry.example.com/shop"],
+                "allowedServiceAccounts": ["orders-irsa"],
+                "allowedEndpoints": [allowed_endpoint],
+            },
+            "pipelines": [],
+        }
+    )
+    release.install()
+
+    def enforced() -> bool:
+        try:
+            create(pipeline_body("probe", api_image="elsewhere/api:1"), dry_run=True)
+        except client.ApiException as error:
+            return error.status == 403
+        return False
+
+    wait_for(enforced, "the admission policy to be enforced")
+
+    # Refused, each with a message that says what and why.
+    message = refusal(pipeline_body("image", api_image="evil.example.com/miner:1"))
+    assert "spec.api.image evil.example.com/miner:1 not allowed" in message
+    assert "registry.example.com/shop" in message
+    assert "admissionPolicy.allowedImagePrefixes" in message
+    # A prefix is a whole path segment, not any string that starts alike.
+    message = refusal(pipeline_body("segment", api_image="registry.example.com/shop-x/api:1"))
+    assert "spec.api.image registry.example.com/shop-x/api:1 not allowed" in message
+    message = refusal(
+        pipeline_body("account", credentials={"serviceAccountName": "namespace-admin"})
+    )
+    assert "spec.aws.credentials.serviceAccountName namespace-admin not allowed" in message
+    assert "orders-irsa" in message
+    assert "admissionPolicy.allowedServiceAccounts" in message
+    message = refusal(pipeline_body("endpoint", endpoints={"sqs": "http://169.254.169.254/latest"}))
+    assert "spec.aws.endpoints.sqs http://169.254.169.254/latest not allowed" in message
+    assert allowed_endpoint in message
+    assert "admissionPolicy.allowedEndpoints" in message
+
+    # Admitted: the chart's images, an allowed prefix, ServiceAccount and endpoint.
+    create(pipeline_body("defaults"))
+    create(
+        pipeline_body(
+            "allowed",
+            api_image="registry.example.com/shop/api:2",
+            credentials={"serviceAccountName": "orders-irsa"},
+            endpoints={"sqs": allowed_endpoint},
+        )
+    )
+
+    # The policy binds to the watched namespaces only: elsewhere another release governs.
+    elsewhere = make_namespace()
+    create(pipeline_body("elsewhere", api_image="evil.example.com/miner:1"), namespace=elsewhere)
+
+    # The earlier pipeline: its spec cannot change to anything refused, but the operator can
+    # still release its finalizer, so deleting it does not hang.
+    with pytest.raises(client.ApiException) as refused:
+        custom.patch_namespaced_custom_object(
+            GROUP, VERSION, release.namespace, PLURAL, "earlier",
+            {"spec": {"api": {"image": "evil.example.com/miner:2"}}},
+        )  # fmt: skip
+    assert refused.value.status == 403
+    custom.delete_namespaced_custom_object(GROUP, VERSION, release.namespace, PLURAL, "earlier")
+    custom.patch_namespaced_custom_object(
+        GROUP, VERSION, release.namespace, PLURAL, "earlier", {"metadata": {"finalizers": None}}
+    )
+    wait_for(
+        lambda: (
+            "earlier"
+            not in [
+                item["metadata"]["name"]
+                for item in custom.list_namespaced_custom_object(
+                    GROUP, VERSION, release.namespace, PLURAL
+                )["items"]
+            ]
+        ),
+        "the earlier pipeline to be deleted once its finalizer is gone",
+    )

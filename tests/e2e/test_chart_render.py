@@ -5,6 +5,7 @@ rules the operator's own, labels and selectors, the restricted securityContext, 
 from __future__ import annotations
 
 import base64
+import json
 import os
 import subprocess
 from pathlib import Path
@@ -82,6 +83,8 @@ def test_every_rendered_manifest_is_valid_for_kubernetes_1_34(
         "Pod",
         "Secret",
         "ServiceAccount",
+        "ValidatingAdmissionPolicy",
+        "ValidatingAdmissionPolicyBinding",
     ]
     checked = []
     for manifest in manifests:
@@ -380,3 +383,83 @@ def test_a_pipeline_can_opt_out_of_the_charts_development_reload(
     # Off (the default): no development field at all, the CRD's default (false) applies.
     (default,) = by_kind(render(helm_path, tmp_path), "OrderPipeline")
     assert "development" not in default["spec"]
+
+
+def test_watched_namespaces_get_a_role_each_and_the_cluster_role_only_cluster_scoped_rules(
+    helm_path: Path, tmp_path: Path
+) -> None:
+    manifests = render(
+        helm_path, tmp_path, "--set", "operator.watchNamespaces={orders-dev,orders-qa}"
+    )
+    rules = yaml.safe_load(RBAC_FILE.read_text())["rules"]
+    cluster_scoped = [
+        rule
+        for rule in rules
+        if set(rule["resources"]) <= {"customresourcedefinitions", "namespaces"}
+    ]
+    namespaced = [rule for rule in rules if rule not in cluster_scoped]
+    assert cluster_scoped
+    assert namespaced
+    (cluster_role,) = by_kind(manifests, "ClusterRole")
+    assert cluster_role["rules"] == cluster_scoped
+    (account,) = by_kind(manifests, "ServiceAccount")
+    subject = {"kind": "ServiceAccount", "name": account["metadata"]["name"], "namespace": "shop"}
+    roles = {role["metadata"]["namespace"]: role for role in by_kind(manifests, "Role")}
+    bindings = {item["metadata"]["namespace"]: item for item in by_kind(manifests, "RoleBinding")}
+    assert sorted(roles) == sorted(bindings) == ["orders-dev", "orders-qa"]
+    for namespace, role in roles.items():
+        assert role["rules"] == namespaced
+        assert bindings[namespace]["roleRef"] == {
+            "apiGroup": "rbac.authorization.k8s.io",
+            "kind": "Role",
+            "name": role["metadata"]["name"],
+        }
+        assert bindings[namespace]["subjects"] == [subject]
+    for manifest in manifests:
+        if manifest["kind"] != "OrderPipeline":
+            kubernetes_validate.validate(manifest, KUBERNETES_VERSION, strict=True)
+
+
+def admission_policy(manifests: list[dict[str, Any]]) -> dict[str, Any]:
+    (policy,) = by_kind(manifests, "ValidatingAdmissionPolicy")
+    (binding,) = by_kind(manifests, "ValidatingAdmissionPolicyBinding")
+    assert binding["spec"]["policyName"] == policy["metadata"]["name"]
+    assert binding["spec"]["validationActions"] == ["Deny"]
+    return policy
+
+
+def test_admission_policy_binds_where_the_operator_watches_and_allows_the_charts_images(
+    helm_path: Path, tmp_path: Path
+) -> None:
+    # Watching all namespaces: the binding matches all of them.
+    (everywhere,) = by_kind(render(helm_path, tmp_path), "ValidatingAdmissionPolicyBinding")
+    assert "matchResources" not in everywhere["spec"]
+    manifests = render_values(
+        helm_path,
+        tmp_path,
+        {
+            "images": {"api": {"repository": "registry.example.com/shop/api"}},
+            "operator": {"watchNamespaces": ["orders-dev"]},
+            "admissionPolicy": {
+                "allowedImagePrefixes": ["registry.example.com/tools/"],
+                "allowedServiceAccounts": ["orders-irsa"],
+                "allowedEndpoints": ["http://elasticmq:9324"],
+            },
+        },
+    )
+    policy = admission_policy(manifests)
+    variables = {item["name"]: item["expression"] for item in policy["spec"]["variables"]}
+    assert json.loads(variables["imagePrefixes"]) == [
+        "registry.example.com/shop/api",
+        "order-pipeline/processor",
+        "registry.example.com/tools",
+    ]
+    assert json.loads(variables["serviceAccounts"]) == ["orders-irsa"]
+    assert json.loads(variables["endpoints"]) == ["http://elasticmq:9324"]
+    (binding,) = by_kind(manifests, "ValidatingAdmissionPolicyBinding")
+    assert binding["spec"]["matchResources"]["namespaceSelector"]["matchExpressions"] == [
+        {"key": "kubernetes.io/metadata.name", "operator": "In", "values": ["orders-dev"]}
+    ]
+    disabled = render(helm_path, tmp_path, "--set", "admissionPolicy.enabled=false")
+    assert not by_kind(disabled, "ValidatingAdmissionPolicy")
+    assert not by_kind(disabled, "ValidatingAdmissionPolicyBinding")
