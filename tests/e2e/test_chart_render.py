@@ -17,6 +17,7 @@ import yaml
 
 from order_devtools import cluster as local_cluster
 from order_operator import builders
+from order_operator.v1alpha1 import spec as v1alpha1
 
 from .k8s_helpers import wait_established
 
@@ -463,3 +464,97 @@ def test_admission_policy_binds_where_the_operator_watches_and_allows_the_charts
     disabled = render(helm_path, tmp_path, "--set", "admissionPolicy.enabled=false")
     assert not by_kind(disabled, "ValidatingAdmissionPolicy")
     assert not by_kind(disabled, "ValidatingAdmissionPolicyBinding")
+
+
+def test_network_policies_are_off_by_default(helm_path: Path, tmp_path: Path) -> None:
+    assert not by_kind(render(helm_path, tmp_path), "NetworkPolicy")
+
+
+def test_network_policies_select_the_operators_pods_and_allow_only_their_traffic(
+    helm_path: Path, tmp_path: Path
+) -> None:
+    ingress_controller = {
+        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ingress"}}
+    }
+    prometheus = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitor"}}}
+    emulator = {"to": [{"podSelector": {"matchLabels": {"app": "elasticmq"}}}], "ports": []}
+    manifests = render_values(
+        helm_path,
+        tmp_path,
+        {
+            "operator": {"watchNamespaces": ["orders-dev", "shop"]},
+            "networkPolicy": {
+                "enabled": True,
+                "apiFrom": [ingress_controller],
+                "metricsFrom": [prometheus],
+                "extraEgress": [emulator],
+            },
+        },
+    )
+    policies = by_kind(manifests, "NetworkPolicy")
+    for policy in policies:
+        kubernetes_validate.validate(policy, KUBERNETES_VERSION, strict=True)
+        assert policy["spec"]["policyTypes"] == ["Ingress", "Egress"]
+    placed = sorted((p["metadata"]["namespace"], p["metadata"]["name"]) for p in policies)
+    assert placed == [
+        ("orders-dev", "rel-order-pipeline-api"),
+        ("orders-dev", "rel-order-pipeline-processor"),
+        ("shop", "rel-order-pipeline-api"),
+        ("shop", "rel-order-pipeline-operator"),
+        ("shop", "rel-order-pipeline-processor"),
+    ]
+    dns = {"ports": [{"port": 53, "protocol": "UDP"}, {"port": 53, "protocol": "TCP"}]}
+    https = {"ports": [{"port": 443, "protocol": "TCP"}]}
+    named = {(p["metadata"]["namespace"], p["metadata"]["name"]): p["spec"] for p in policies}
+
+    # The API and processor policies select the pods the operator builds, on the ports they serve.
+    test_pods = {
+        "podSelector": {
+            "matchLabels": {
+                "app.kubernetes.io/instance": "rel",
+                "app.kubernetes.io/component": "test",
+            }
+        }
+    }
+    spec = v1alpha1.OrderPipelineSpec.model_validate(
+        {**MINIMAL_SPEC, "api": {"image": "a:1"}, "processor": {"image": "p:1"}}
+    )
+    for namespace in ("orders-dev", "shop"):
+        owner = builders.Owner(name="orders", namespace=namespace, uid="1")
+        workloads = {
+            "api": (builders.build_api_deployment(owner, spec), [ingress_controller, test_pods]),
+            "processor": (builders.build_processor_deployment(owner, spec), [prometheus]),
+        }
+        for component, (deployment, sources) in workloads.items():
+            policy = named[(namespace, f"rel-order-pipeline-{component}")]
+            pod = deployment["spec"]["template"]
+            selector = policy["podSelector"]["matchLabels"]
+            assert selector.items() <= pod["metadata"]["labels"].items()
+            (rule,) = policy["ingress"]
+            assert rule["from"] == sources
+            ports = {port["name"] for port in pod["spec"]["containers"][0]["ports"]}
+            assert [port["port"] for port in rule["ports"]] == [ports.pop()]
+            assert policy["egress"] == [dns, https, emulator]
+
+    # The operator's: its metrics to Prometheus; out, the Kubernetes API as well.
+    operator = named[("shop", "rel-order-pipeline-operator")]
+    (deployment,) = by_kind(manifests, "Deployment")
+    pod = deployment["spec"]["template"]
+    assert operator["podSelector"]["matchLabels"].items() <= pod["metadata"]["labels"].items()
+    (rule,) = operator["ingress"]
+    assert rule == {"ports": [{"port": "metrics", "protocol": "TCP"}], "from": [prometheus]}
+    assert "metrics" in {port["name"] for port in pod["spec"]["containers"][0]["ports"]}
+    kubernetes_api = {"ports": [{"port": 6443, "protocol": "TCP"}]}
+    assert operator["egress"] == [dns, https, kubernetes_api, emulator]
+
+
+def test_network_policies_admit_anyone_to_the_served_ports_without_peers(
+    helm_path: Path, tmp_path: Path
+) -> None:
+    policies = by_kind(
+        render(helm_path, tmp_path, "--set", "networkPolicy.enabled=true"), "NetworkPolicy"
+    )
+    assert len(policies) == 3
+    for policy in policies:
+        (rule,) = policy["spec"]["ingress"]
+        assert "from" not in rule
