@@ -21,6 +21,7 @@ from order_operator.decide import (
     QueueStep,
     ScalePlan,
     TablesPlan,
+    TagTable,
     decide_main_queue,
 )
 from order_operator.kube import Kube
@@ -33,6 +34,9 @@ if TYPE_CHECKING:
     from mypy_boto3_sqs import SQSClient
 
 logger = logging.getLogger(__name__)
+
+NAME_CONFLICT = "NameConflict"
+"""The reason of a queue or table condition when one of them is not this pipeline's."""
 
 
 @dataclass(frozen=True)
@@ -56,15 +60,15 @@ def _carry_out(sqs: SQSClient, step: QueueStep) -> tuple[str, str]:
 
 
 def _converge_queues(
-    sqs: SQSClient, plan: QueuesPlan, queue: v1alpha1.QueueSpec, owner: builders.Owner
+    sqs: SQSClient, plan: QueuesPlan, spec: v1alpha1.OrderPipelineSpec, owner: builders.Owner
 ) -> aws.QueueInfo | Failure:
     try:
-        with aws.translated(aws.converging_queue(queue)):
+        with aws.translated(aws.converging_queue(spec.queue)):
             located = [_carry_out(sqs, step) for step in plan.steps]
             conflict = plan.conflict
             if plan.main_after_dlq is not None:
                 ((_, dlq_arn),) = located
-                main = decide_main_queue(queue, owner, plan.main_after_dlq.observed, dlq_arn)
+                main = decide_main_queue(spec, owner, plan.main_after_dlq.observed, dlq_arn)
                 if isinstance(main, Conflict):
                     conflict = main
                 else:
@@ -72,17 +76,21 @@ def _converge_queues(
     except (aws.AwsRejected, aws.Transient) as error:
         return failure(error, transient_reason=ENGINE_UNAVAILABLE)
     if conflict is not None:
-        return Failure("NameConflict", conflict.message)
+        return Failure(NAME_CONFLICT, conflict.message)
     (dlq_url, dlq_arn), (url, arn) = located
     return aws.QueueInfo(url=url, arn=arn, dlq_url=dlq_url, dlq_arn=dlq_arn)
 
 
 def _converge_tables(dynamodb: DynamoDBClient, plan: TablesPlan) -> tuple[str, ...] | Failure:
+    if plan.conflict is not None:
+        return Failure(NAME_CONFLICT, plan.conflict.message)
     try:
         with aws.translated(aws.CONVERGING_TABLES):
             for step in plan.steps:
                 if isinstance(step, CreateTable):
-                    aws.create_table(dynamodb, step.name, step.key)
+                    aws.create_table(dynamodb, step.name, step.key, step.tags)
+                elif isinstance(step, TagTable):
+                    aws.tag_table(dynamodb, step.name, step.arn, step.tags)
                 else:
                     aws.enable_ttl(dynamodb, step.name, step.attribute)
     except (aws.AwsRejected, aws.Transient) as error:
@@ -109,7 +117,7 @@ def act(
     queues = (
         plan.queues
         if isinstance(plan.queues, Failure)
-        else _converge_queues(_needed(clients).sqs, plan.queues, spec.queue, owner)
+        else _converge_queues(_needed(clients).sqs, plan.queues, spec, owner)
     )
     tables = (
         _converge_tables(_needed(clients).dynamodb, plan.tables)
@@ -137,8 +145,17 @@ def act_scaling(
 
 
 def act_deletion(
-    clients: aws.Clients | None, spec: v1alpha1.OrderPipelineSpec, plan: DeletionPlan
+    kube: Kube, clients: aws.Clients | None, owner: builders.Owner, plan: DeletionPlan
 ) -> None:
-    if plan.delete_resources and clients is not None:
-        aws.delete_queues(clients.sqs, spec.queue)
-        aws.delete_tables(clients.dynamodb, spec.tables)
+    """The API first (its Service stops selecting pods, then it scales to zero; its HPA leaves a
+    Deployment at zero alone), then the processor, then the queues and tables."""
+    if plan.stop_intake:
+        kube.apply(builders.build_api_service(owner, serving=False))
+        kube.stop_deployment(owner.namespace, builders.api_name(owner))
+    if plan.stop_processor:
+        kube.stop_deployment(owner.namespace, builders.processor_name(owner))
+    if plan.delete_queues or plan.delete_tables:
+        deleting = _needed(clients)
+        aws.delete_queues(deleting.sqs, plan.delete_queues)
+        aws.delete_tables(deleting.dynamodb, plan.delete_tables)
+    logger.info("%s/%s: %s", owner.namespace, owner.name, plan.event.message)

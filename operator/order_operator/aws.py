@@ -2,8 +2,9 @@
 
 Queues: the DLQ first, then the main queue with a redrive policy naming the DLQ's ARN.
 Attributes are compared canonically (SQS returns strings, policies are JSON with any key
-order), so a converged queue is never written again. Every queue carries an owner tag so that
-two OrderPipelines naming the same queue end in a clear condition instead of fighting.
+order), so a converged queue is never written again. Every queue and table carries owner tags
+(the OrderPipeline's namespace/name and uid, see `decide.owner_tags`): what is not tagged as a
+pipeline's own is never changed or deleted for it.
 """
 
 from __future__ import annotations
@@ -11,8 +12,8 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, cast
 
 import boto3
@@ -30,6 +31,9 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 OWNER_TAG = "order-pipeline.dev/owner"
+"""The owning OrderPipeline's `<namespace>/<name>`."""
+OWNER_UID_TAG = "order-pipeline.dev/owner-uid"
+"""The owning OrderPipeline's uid: a later OrderPipeline of the same name is another owner."""
 
 # Error codes that mean "this request will never succeed as it is": report, do not retry fast.
 _REJECTION_CODES = frozenset(
@@ -155,12 +159,15 @@ def queue_attributes(queue: v1alpha1.QueueSpec, dlq_arn: str) -> dict[str, str]:
     }
 
 
+_QUEUE_GONE = ("AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist")
+
+
 def _find_queue(sqs: SQSClient, name: str) -> str | None:
     try:
         return sqs.get_queue_url(QueueName=name)["QueueUrl"]
     except botocore.exceptions.ClientError as error:
         code = error.response.get("Error", {}).get("Code", "")
-        if code in ("AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist"):
+        if code in _QUEUE_GONE:
             return None
         raise
 
@@ -264,26 +271,17 @@ def queue_depth(sqs: SQSClient, url: str) -> QueueDepth:
     )
 
 
-def messages_waiting(sqs: SQSClient, queue: v1alpha1.QueueSpec) -> int:
-    """Visible + in-flight + delayed messages in the queue and its DLQ (0 if they are gone)."""
-    total = 0
-    with translated("counting waiting messages"):
-        for name in (queue.name, queue.dlq_name):
-            url = _find_queue(sqs, name)
-            if url is not None:
-                depth = queue_depth(sqs, url)
-                total += depth.visible + depth.in_flight + depth.delayed
-    return total
-
-
-def delete_queues(sqs: SQSClient, queue: v1alpha1.QueueSpec) -> None:
-    """Delete the queue, then its DLQ (so nothing redrives into a missing DLQ)."""
+def delete_queues(sqs: SQSClient, urls: Sequence[str]) -> None:
+    """Delete the queues in order (the main queue before its DLQ, so nothing redrives into a
+    missing DLQ); one already gone is fine."""
     with translated("deleting queues"):
-        for name in (queue.name, queue.dlq_name):
-            url = _find_queue(sqs, name)
-            if url is not None:
+        for url in urls:
+            try:
                 sqs.delete_queue(QueueUrl=url)
-                logger.info("deleted queue %s", name)
+            except botocore.exceptions.ClientError as error:
+                if error.response.get("Error", {}).get("Code", "") not in _QUEUE_GONE:
+                    raise
+            logger.info("deleted queue %s", url)
 
 
 @dataclass(frozen=True)
@@ -296,15 +294,30 @@ class ObservedTable:
     ttl_status: str | None = None
     """Only read for ACTIVE tables whose schema has a TTL attribute; None otherwise."""
     ttl_attribute: str | None = None
+    arn: str | None = None
+    tags: Mapping[str, str] = field(default_factory=dict)
+
+
+def _table_tags(dynamodb: DynamoDBClient, arn: str) -> dict[str, str]:
+    tags: dict[str, str] = {}
+    pages: dict[str, str] = {}
+    while True:
+        page = dynamodb.list_tags_of_resource(ResourceArn=arn, **pages)
+        tags.update({tag["Key"]: tag["Value"] for tag in page.get("Tags", [])})
+        if "NextToken" not in page:
+            return tags
+        pages = {"NextToken": page["NextToken"]}
 
 
 def _observe_table(dynamodb: DynamoDBClient, table: schema.Table, name: str) -> ObservedTable:
     try:
-        status = dynamodb.describe_table(TableName=name)["Table"].get("TableStatus")
+        description = dynamodb.describe_table(TableName=name)["Table"]
     except dynamodb.exceptions.ResourceNotFoundException:
         return ObservedTable(name=name, exists=False, status=None)
+    status, arn = description.get("TableStatus"), description["TableArn"]
+    tags = _table_tags(dynamodb, arn)
     if status != "ACTIVE" or table.ttl_attribute is None:
-        return ObservedTable(name=name, exists=True, status=status)
+        return ObservedTable(name=name, exists=True, status=status, arn=arn, tags=tags)
     ttl = dynamodb.describe_time_to_live(TableName=name).get("TimeToLiveDescription", {})
     return ObservedTable(
         name=name,
@@ -312,6 +325,8 @@ def _observe_table(dynamodb: DynamoDBClient, table: schema.Table, name: str) -> 
         status=status,
         ttl_status=ttl.get("TimeToLiveStatus"),
         ttl_attribute=ttl.get("AttributeName"),
+        arn=arn,
+        tags=tags,
     )
 
 
@@ -329,15 +344,25 @@ def observe_tables(
         )
 
 
-def create_table(dynamodb: DynamoDBClient, name: str, key: str) -> None:
-    """On-demand billing, one string hash key (the services' schema)."""
+def _tag_list(tags: Mapping[str, str]) -> list[Any]:
+    return [{"Key": key, "Value": value} for key, value in sorted(tags.items())]
+
+
+def create_table(dynamodb: DynamoDBClient, name: str, key: str, tags: Mapping[str, str]) -> None:
+    """On-demand billing, one string hash key (the services' schema), tagged as it is created."""
     dynamodb.create_table(
         TableName=name,
         AttributeDefinitions=[{"AttributeName": key, "AttributeType": "S"}],
         KeySchema=[{"AttributeName": key, "KeyType": "HASH"}],
         BillingMode="PAY_PER_REQUEST",
+        Tags=_tag_list(tags),
     )
     logger.info("created table %s", name)
+
+
+def tag_table(dynamodb: DynamoDBClient, name: str, arn: str, tags: Mapping[str, str]) -> None:
+    dynamodb.tag_resource(ResourceArn=arn, Tags=_tag_list(tags))
+    logger.info("tagged table %s %s", name, sorted(tags))
 
 
 def enable_ttl(dynamodb: DynamoDBClient, name: str, attribute: str) -> None:
@@ -346,9 +371,9 @@ def enable_ttl(dynamodb: DynamoDBClient, name: str, attribute: str) -> None:
     )
 
 
-def delete_tables(dynamodb: DynamoDBClient, tables: v1alpha1.TablesSpec) -> None:
+def delete_tables(dynamodb: DynamoDBClient, names: Sequence[str]) -> None:
     with translated("deleting tables"):
-        for name in tables.names:
+        for name in names:
             try:
                 dynamodb.delete_table(TableName=name)
                 logger.info("deleted table %s", name)

@@ -315,13 +315,19 @@ def build_processor_deployment(owner: Owner, spec: v1alpha1.OrderPipelineSpec) -
     return _deployment(owner, processor_name(owner), "processor", pod)
 
 
-def build_api_service(owner: Owner) -> dict[str, Any]:
+NO_POD_SELECTOR = {f"{v1alpha1.GROUP}/serving": "stopped"}
+"""Added to the API Service's selector while a pipeline is being deleted: no pod carries it, so
+the Service has no endpoints (removing the selector instead would leave the old ones)."""
+
+
+def build_api_service(owner: Owner, *, serving: bool = True) -> dict[str, Any]:
+    selector = selector_labels(owner, "api") | ({} if serving else NO_POD_SELECTOR)
     return {
         "apiVersion": "v1",
         "kind": "Service",
         "metadata": _metadata(owner, api_name(owner), "api"),
         "spec": {
-            "selector": selector_labels(owner, "api"),
+            "selector": selector,
             "ports": [{"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}],
         },
     }

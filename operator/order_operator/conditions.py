@@ -98,11 +98,5 @@ def workloads_condition(
     )
 
 
-def deletion_blocked(waiting: int, queue_name: str) -> Condition:
-    return Condition(
-        DELETION_BLOCKED,
-        "True",
-        "QueueNotEmpty",
-        f"deletionPolicy Delete: {waiting} message(s) still wait in {queue_name} and its DLQ; "
-        "deletion completes once they are drained",
-    )
+def deletion_blocked(reason: str, message: str) -> Condition:
+    return Condition(DELETION_BLOCKED, "True", reason, message)

@@ -18,7 +18,7 @@ from typing import Any, cast
 import kopf
 from kubernetes import client
 
-from order_operator import conditions, decide, kube, metrics, observe, reconcile
+from order_operator import aws, conditions, decide, kube, metrics, observe, reconcile
 from order_operator.v1alpha1 import spec as v1alpha1
 
 logger = logging.getLogger(__name__)
@@ -150,23 +150,26 @@ async def poll(stopped: kopf.DaemonStopped, body: kopf.Body, memo: kopf.Memo, **
 def on_delete(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     api: kube.Kube = memo.kube
     metadata = body["metadata"]
-    result = reconcile.finalize(body, kube=api, cache=memo.cache)
+    try:
+        result = reconcile.finalize(body, kube=api, cache=memo.cache)
+    except client.ApiException as error:
+        raise kopf.TemporaryError(f"Kubernetes API: {error.reason}", delay=5) from error
+    except aws.Transient as error:
+        raise kopf.TemporaryError(str(error), delay=5) from error
     _post(body, result.event)
     if result.done:
         return
+    held = result.blocked or conditions.deletion_blocked(result.event.reason, result.event.message)
     spec = v1alpha1.OrderPipelineSpec.model_validate(body["spec"])
     status = body.get("status") or {}
     blocked = conditions.merge(
         status.get("conditions") or [],
-        [conditions.deletion_blocked(result.waiting, spec.queue.name)],
+        [held],
         generation=int(metadata.get("generation", 0)),
         now=reconcile.now_iso(),
     )
     api.patch_status(metadata["namespace"], metadata["name"], {"conditions": blocked})
-    raise kopf.TemporaryError(
-        f"{result.waiting} message(s) still waiting",
-        delay=spec.processor.scaling.polling_interval_seconds,
-    )
+    raise kopf.TemporaryError(held.message, delay=spec.processor.scaling.polling_interval_seconds)
 
 
 def run(

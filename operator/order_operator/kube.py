@@ -1,5 +1,6 @@
 """Kubernetes API calls the operator makes besides kopf's own: server-side apply of children,
-the processor's scale, status writes, and reading the Secret that holds AWS credentials.
+the workloads' scale, status writes, counting a pipeline's pods (deletion), and reading the
+Secret that holds AWS credentials.
 
 Children are applied under one field manager (`order-operator`); the processor's replica count
 is written through the scale subresource under another (`order-operator-scaler`), so the apply
@@ -89,6 +90,11 @@ class Kube:
             observed_current=(status.observed_generation or 0) >= generation,
         )
 
+    def count_pods(self, namespace: str, selector: Mapping[str, str]) -> int:
+        """Pods matching the labels, terminating ones included."""
+        label_selector = ",".join(f"{key}={value}" for key, value in sorted(selector.items()))
+        return len(self.core.list_namespaced_pod(namespace, label_selector=label_selector).items)
+
     def scale_deployment(self, namespace: str, name: str, replicas: int) -> None:
         self.apps.patch_namespaced_deployment_scale(
             name,
@@ -97,6 +103,14 @@ class Kube:
             field_manager=SCALER_FIELD_MANAGER,
             _content_type=_MERGE,
         )
+
+    def stop_deployment(self, namespace: str, name: str) -> None:
+        """Scale to zero; a Deployment that is gone is stopped already."""
+        try:
+            self.scale_deployment(namespace, name, 0)
+        except client.ApiException as error:
+            if error.status != 404:
+                raise
 
     def patch_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
         self.custom.patch_namespaced_custom_object_status(

@@ -128,6 +128,47 @@ def observe_scaling(
 
 
 @dataclass(frozen=True)
+class DeletionSnapshot:
+    """What one attempt at a Delete decides from."""
+
+    queues: aws.ObservedQueues
+    tables: tuple[aws.ObservedTable, ...]
+    depth: QueueDepth | None
+    """The main queue's; None when it does not exist."""
+    dlq_depth: QueueDepth | None
+    pods: int
+    """Pods of the API and the processor, terminating ones included (they may still hold
+    messages in flight)."""
+
+
+def observe_deletion(
+    kube: Kube, cache: ClientCache, owner: builders.Owner, spec: v1alpha1.OrderPipelineSpec
+) -> tuple[aws.Clients | None, DeletionSnapshot | Failure]:
+    try:
+        clients = aws_clients(kube, cache, owner.namespace, spec)
+    except client.ApiException as error:
+        if error.status != 404:
+            raise
+        return None, Failure(CREDENTIALS_SECRET_MISSING, f"Secret not found: {error.reason}")
+    try:
+        queues = aws.observe_queues(clients.sqs, spec.queue)
+        tables = aws.observe_tables(clients.dynamodb, spec.tables)
+        depth, dlq_depth = (
+            aws.queue_depth(clients.sqs, seen.url) if seen is not None else None
+            for seen in (queues.main, queues.dlq)
+        )
+    except (aws.AwsRejected, aws.Transient) as error:
+        return clients, failure(error, transient_reason=ENGINE_UNAVAILABLE)
+    pods = sum(
+        kube.count_pods(owner.namespace, builders.selector_labels(owner, component))
+        for component in ("api", "processor")
+    )
+    return clients, DeletionSnapshot(
+        queues=queues, tables=tables, depth=depth, dlq_depth=dlq_depth, pods=pods
+    )
+
+
+@dataclass(frozen=True)
 class WorkloadsSnapshot:
     """Both Deployments at the end of a pass (after any scaling)."""
 

@@ -109,15 +109,21 @@ def reconcile(
 
 
 def finalize(body: Mapping[str, Any], *, kube: Kube, cache: ClientCache) -> decide.DeletionPlan:
-    """Deletion: Retain keeps everything; Delete removes queues and tables once drained."""
+    """One attempt at a deletion (see `decide.decide_deletion`); kopf calls it again until the
+    plan says done. Retain needs nothing from AWS: no clients, no reads."""
     owner = owner_of(body)
     spec = v1alpha1.OrderPipelineSpec.model_validate(body["spec"])
     clients: aws.Clients | None = None
-    waiting = 0
-    # Retain needs nothing from AWS: no clients, no reads.
+    snapshot: observe.DeletionSnapshot | Failure | None = None
     if spec.queue.deletion_policy == "Delete":
-        clients = observe.aws_clients(kube, cache, owner.namespace, spec)
-        waiting = aws.messages_waiting(clients.sqs, spec.queue)
-    plan = decide.decide_deletion(spec, waiting)
-    act.act_deletion(clients, spec, plan)
+        clients, snapshot = observe.observe_deletion(kube, cache, owner, spec)
+    plan = decide.decide_deletion(spec, owner, snapshot)
+    try:
+        act.act_deletion(kube, clients, owner, plan)
+    except aws.AwsRejected as error:
+        # Refused for good (access denied): retrying would hold the object forever.
+        return decide.DeletionPlan(
+            done=True,
+            event=decide.Event("Warning", "AwsRejected", f"deletionPolicy Delete: {error}"),
+        )
     return plan

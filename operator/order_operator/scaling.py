@@ -25,6 +25,11 @@ class QueueDepth:
     def backlog(self, *, count_in_flight: bool) -> int:
         return self.visible + (self.in_flight if count_in_flight else 0)
 
+    @property
+    def messages(self) -> int:
+        """Every message the queue holds: visible, in flight and delayed."""
+        return self.visible + self.in_flight + self.delayed
+
 
 @dataclass(frozen=True)
 class Recommendation:

@@ -13,7 +13,7 @@ import pytest
 from kubernetes import client
 
 from order_devtools import cluster as local_cluster
-from order_devtools import engines
+from order_devtools import engines, provision
 
 from .k8s_helpers import wait_for
 from .operator_harness import (
@@ -408,6 +408,7 @@ def test_delete_with_delete_policy_is_held_while_messages_wait_and_completes_aft
             "queue.dlqRetentionSeconds must be longer than queue.retentionSeconds",
         ),
         ({"queue": {"maxReceiveCount": 0}}, "should be greater than or equal to 1"),
+        ({"tables": {"prefix": ""}}, "spec.tables.prefix: Invalid value"),
     ],
 )
 def test_invalid_spec_is_refused_by_the_apiserver_with_the_schemas_message(
@@ -569,3 +570,223 @@ def test_development_reload_gives_admitted_reloading_workloads_and_off_takes_it_
         )
 
     wait_for(lambda: all(production_spec(name) for name in commands), "dev mode removed")
+
+
+def owner_tags(body: dict[str, Any]) -> dict[str, str]:
+    metadata = body["metadata"]
+    return {
+        "order-pipeline.dev/owner": f"{metadata['namespace']}/{metadata['name']}",
+        "order-pipeline.dev/owner-uid": metadata["uid"],
+    }
+
+
+def table_tags(dynamodb: Any, name: str) -> dict[str, str]:
+    arn = dynamodb.describe_table(TableName=name)["Table"]["TableArn"]
+    tags = dynamodb.list_tags_of_resource(ResourceArn=arn)["Tags"]
+    return {tag["Key"]: tag["Value"] for tag in tags}
+
+
+TABLE_SUFFIXES = ("orders", "catalog", "idempotency", "velocity", "payments")
+
+
+def test_a_pipeline_in_another_namespace_naming_the_same_queue_and_tables_touches_none_of_them(
+    pipelines: Pipelines,
+    k8s_api: client.ApiClient,
+    local_engines: engines.Engines,
+    make_namespace: Callable[..., str],
+) -> None:
+    first = pipelines.create("shop")
+    pipelines.wait_ready("shop")
+    first = pipelines.get("shop") or first
+    queue_name, prefix = first["spec"]["queue"]["name"], first["spec"]["tables"]["prefix"]
+    tables = {f"{prefix}{suffix}" for suffix in TABLE_SUFFIXES}
+    sqs, dynamodb = local_engines.sqs_client(), local_engines.dynamodb_client()
+    main_url, dlq_url = queue_url(sqs, queue_name), queue_url(sqs, f"{queue_name}-dlq")
+    assert main_url is not None
+    assert dlq_url is not None
+    send_messages(sqs, main_url, 1)  # an accepted order: it must survive the second one
+    before = sqs.get_queue_attributes(QueueUrl=main_url, AttributeNames=["All"])["Attributes"]
+
+    intruders = Pipelines(k8s_api, make_namespace(), local_engines)
+    intruders.create(
+        "shop",
+        queue={"name": queue_name, "visibilityTimeoutSeconds": 99, "deletionPolicy": "Delete"},
+        tables={"prefix": prefix},
+    )
+
+    def queue_conflict_reported() -> bool:
+        body = intruders.get("shop")
+        queues = condition(body, "QueuesReady") if body else None
+        return queues is not None and queues["reason"] == "NameConflict"
+
+    wait_for(queue_conflict_reported, "QueuesReady NameConflict on the second")
+    time.sleep(3)  # a few more of its passes (polling every second)
+    intruder = intruders.get("shop")
+    assert intruder is not None
+    after = sqs.get_queue_attributes(QueueUrl=main_url, AttributeNames=["All"])["Attributes"]
+    assert after["VisibilityTimeout"] == before["VisibilityTimeout"] == "20"
+    assert after["RedrivePolicy"] == before["RedrivePolicy"]
+
+    intruders.delete("shop")
+    wait_for(lambda: intruders.get("shop") is None, "the second OrderPipeline to go away")
+    kept = sqs.get_queue_attributes(
+        QueueUrl=main_url, AttributeNames=["ApproximateNumberOfMessages"]
+    )["Attributes"]
+    assert kept["ApproximateNumberOfMessages"] == "1"
+    assert queue_url(sqs, f"{queue_name}-dlq") == dlq_url
+    assert tables <= set(dynamodb.list_tables()["TableNames"])
+    wait_for(
+        lambda: has_event(k8s_api, intruders.namespace, "NotOwned", "deleted nothing"),
+        "a NotOwned Event on the second",
+    )
+    tables_ready = condition(intruder, "TablesReady")
+    assert tables_ready is not None
+    assert tables_ready["reason"] == "NameConflict"
+    assert f"belongs to OrderPipeline {pipelines.namespace}/shop" in tables_ready["message"]
+    # Still the first one's, tagged with its namespace/name and uid.
+    for url in (main_url, dlq_url):
+        assert sqs.list_queue_tags(QueueUrl=url)["Tags"] == owner_tags(first)
+    for table in tables:
+        assert table_tags(dynamodb, table) == owner_tags(first)
+    assert pipelines.is_ready("shop")
+
+
+def test_an_untagged_queue_and_table_are_left_alone_until_the_spec_adopts_them(
+    pipelines: Pipelines, local_engines: engines.Engines
+) -> None:
+    suffix = uuid.uuid4().hex[:8]
+    queue_name, prefix = f"handmade-{suffix}", f"h{suffix}-"
+    sqs, dynamodb = local_engines.sqs_client(), local_engines.dynamodb_client()
+    url = sqs.create_queue(QueueName=queue_name, Attributes={"VisibilityTimeout": "33"})["QueueUrl"]
+    provision.create_string_keyed_table(dynamodb, f"{prefix}orders", key="order_id")
+
+    pipelines.create("shop", queue={"name": queue_name}, tables={"prefix": prefix})
+
+    def both_conflicts_reported() -> bool:
+        body = pipelines.get("shop") or {}
+        found = [condition(body, kind) for kind in ("QueuesReady", "TablesReady")]
+        return all(entry is not None and entry["reason"] == "NameConflict" for entry in found)
+
+    wait_for(both_conflicts_reported, "QueuesReady and TablesReady NameConflict")
+    time.sleep(2)
+    attributes = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
+    assert attributes["VisibilityTimeout"] == "33"
+    assert "RedrivePolicy" not in attributes
+    assert sqs.list_queue_tags(QueueUrl=url).get("Tags", {}) == {}
+    assert table_tags(dynamodb, f"{prefix}orders") == {}
+    # No table was created next to the one that is not ours.
+    assert f"{prefix}catalog" not in dynamodb.list_tables()["TableNames"]
+
+    pipelines.patch("shop", {"adopt": True})
+    body = pipelines.wait_ready("shop")
+    attributes = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
+    assert attributes["VisibilityTimeout"] == "20"
+    assert sqs.list_queue_tags(QueueUrl=url)["Tags"] == owner_tags(body)
+    assert table_tags(dynamodb, f"{prefix}orders") == owner_tags(body)
+
+
+def endpoints_of(api: client.ApiClient, namespace: str, service: str) -> int:
+    slices = client.DiscoveryV1Api(api).list_namespaced_endpoint_slice(
+        namespace, label_selector=f"kubernetes.io/service-name={service}"
+    )
+    return sum(len(item.endpoints or []) for item in slices.items)
+
+
+HOLD = "e2e.order-pipeline.dev/hold"
+
+
+def test_delete_stops_the_api_service_and_every_pod_before_removing_queues_and_tables(
+    pipelines: Pipelines, k8s_api: client.ApiClient, local_engines: engines.Engines
+) -> None:
+    created = pipelines.create("shop", queue={"deletionPolicy": "Delete"})
+    pipelines.wait_ready("shop")
+    namespace = pipelines.namespace
+    core, apps = client.CoreV1Api(k8s_api), client.AppsV1Api(k8s_api)
+    wait_for(lambda: endpoints_of(k8s_api, namespace, "shop-api") == 2, "2 API endpoints")
+    # A processor pod that cannot finish terminating yet (as one would within its grace
+    # period, finishing the messages it holds).
+    (held_pod,) = running_pods(k8s_api, namespace, "processor")
+    core.patch_namespaced_pod(
+        held_pod.metadata.name, namespace, {"metadata": {"finalizers": [HOLD]}}
+    )
+    queue_name = created["spec"]["queue"]["name"]
+    sqs = local_engines.sqs_client()
+    try:
+        pipelines.delete("shop")
+
+        def stopping() -> bool:
+            body = pipelines.get("shop")
+            blocked = condition(body, "DeletionBlocked") if body else None
+            return blocked is not None and blocked["reason"] == "WorkloadsStopping"
+
+        wait_for(stopping, "DeletionBlocked WorkloadsStopping while the held pod terminates")
+        service = core.read_namespaced_service("shop-api", namespace)
+        assert service.spec.selector["order-pipeline.dev/serving"] == "stopped"
+        wait_for(lambda: endpoints_of(k8s_api, namespace, "shop-api") == 0, "no API endpoint")
+        for name in ("shop-api", "shop-processor"):
+            assert apps.read_namespaced_deployment(name, namespace).spec.replicas == 0
+        assert core.read_namespaced_pod(
+            held_pod.metadata.name, namespace
+        ).metadata.deletion_timestamp
+        time.sleep(3)
+        assert pipelines.get("shop") is not None
+        assert queue_url(sqs, queue_name) is not None
+        assert queue_url(sqs, f"{queue_name}-dlq") is not None
+    finally:
+        core.patch_namespaced_pod(
+            held_pod.metadata.name, namespace, {"metadata": {"finalizers": None}}
+        )
+    wait_for(lambda: pipelines.get("shop") is None, "deletion to complete once the pod is gone")
+    assert queue_url(sqs, queue_name) is None
+    assert queue_url(sqs, f"{queue_name}-dlq") is None
+
+
+def test_delete_reports_what_the_dlq_holds_instead_of_waiting_for_it(
+    pipelines: Pipelines, k8s_api: client.ApiClient, local_engines: engines.Engines
+) -> None:
+    created = pipelines.create("shop", queue={"deletionPolicy": "Delete"})
+    pipelines.wait_ready("shop")
+    sqs = local_engines.sqs_client()
+    queue_name = created["spec"]["queue"]["name"]
+    dlq_url = queue_url(sqs, f"{queue_name}-dlq")
+    assert dlq_url is not None
+    send_messages(sqs, dlq_url, 2)
+
+    pipelines.delete("shop")
+
+    wait_for(lambda: pipelines.get("shop") is None, "deletion to complete despite the DLQ")
+    assert queue_url(sqs, f"{queue_name}-dlq") is None
+    wait_for(
+        lambda: has_event(k8s_api, pipelines.namespace, "Deleted", f"2 of {queue_name}-dlq"),
+        "a Deleted Event reporting the 2 messages of the DLQ",
+    )
+
+
+def test_delete_without_its_credentials_secret_ends_with_a_warning_and_keeps_everything(
+    pipelines: Pipelines, k8s_api: client.ApiClient, local_engines: engines.Engines
+) -> None:
+    namespace = pipelines.namespace
+    core = client.CoreV1Api(k8s_api)
+    core.create_namespaced_secret(
+        namespace,
+        client.V1Secret(
+            metadata=client.V1ObjectMeta(name="aws"),
+            string_data={"AWS_ACCESS_KEY_ID": "local", "AWS_SECRET_ACCESS_KEY": "local"},
+        ),
+    )
+    created = pipelines.create(
+        "shop",
+        queue={"deletionPolicy": "Delete"},
+        aws={"credentials": {"source": "Secret", "secretRef": {"name": "aws"}}},
+    )
+    pipelines.wait_ready("shop")
+    core.delete_namespaced_secret("aws", namespace)
+
+    pipelines.delete("shop")
+
+    wait_for(lambda: pipelines.get("shop") is None, "deletion to end without the Secret")
+    wait_for(
+        lambda: has_event(k8s_api, namespace, "CredentialsSecretMissing", "kept queues"),
+        "a CredentialsSecretMissing Warning",
+    )
+    assert queue_url(local_engines.sqs_client(), created["spec"]["queue"]["name"]) is not None

@@ -19,10 +19,11 @@ class FakeSqs:
     """Queues in a dict behind boto's method and keyword names; every write is recorded;
     `unavailable` names an operation that fails as an unreachable engine would."""
 
-    def __init__(self, unavailable: str | None = None) -> None:
+    def __init__(self, unavailable: str | None = None, log: list[str] | None = None) -> None:
         self.queues: dict[str, dict[str, str]] = {}
         self.writes: list[tuple[str, str]] = []
         self.unavailable = unavailable
+        self.log = log if log is not None else []
 
     def _check(self, operation: str) -> None:
         if operation == self.unavailable:
@@ -47,14 +48,25 @@ class FakeSqs:
     def get_queue_attributes(self, QueueUrl: str, AttributeNames: list[str]) -> Any:
         return {"Attributes": {name: self.queues[QueueUrl][name] for name in AttributeNames}}
 
+    def delete_queue(self, QueueUrl: str) -> None:
+        self.writes.append(("DeleteQueue", QueueUrl))
+        self.log.append(f"delete queue {QueueUrl}")
+
 
 class RecordingKube:
-    def __init__(self) -> None:
+    def __init__(self, log: list[str] | None = None) -> None:
         self.applied: list[str] = []
         self.scaled: list[tuple[str, str, int]] = []
+        self.manifests: list[dict[str, Any]] = []
+        self.log = log if log is not None else []
 
     def apply(self, manifest: dict[str, Any]) -> None:
         self.applied.append(f"{manifest['kind']}/{manifest['metadata']['name']}")
+        self.manifests.append(manifest)
+        self.log.append(f"apply {self.applied[-1]}")
+
+    def stop_deployment(self, namespace: str, name: str) -> None:
+        self.log.append(f"stop {name}")
 
     def scale_deployment(self, namespace: str, name: str, replicas: int) -> None:
         self.scaled.append((namespace, name, replicas))
@@ -83,7 +95,7 @@ def run(
 
 
 def fresh_plan() -> decide.QueuesPlan:
-    return decide.decide_queues(SPEC.queue, OWNER, aws.ObservedQueues(dlq=None, main=None))
+    return decide.decide_queues(SPEC, OWNER, aws.ObservedQueues(dlq=None, main=None))
 
 
 def test_fresh_queues_redrive_to_the_dlq_created_in_the_same_pass() -> None:
@@ -101,19 +113,19 @@ def test_fresh_queues_redrive_to_the_dlq_created_in_the_same_pass() -> None:
     assert redrive == {"deadLetterTargetArn": "arn:fake:shop-orders-dlq", "maxReceiveCount": 4}
 
 
-def test_main_queue_of_another_pipeline_found_after_creating_the_dlq_is_left_alone() -> None:
+def test_main_queue_of_another_pipeline_leaves_even_our_missing_dlq_uncreated() -> None:
     sqs = FakeSqs()
     theirs = aws.ObservedQueue(
-        url="http://sqs/shop-orders", tags={aws.OWNER_TAG: "team-b.other"}, attributes={}
+        url="http://sqs/shop-orders", tags={aws.OWNER_TAG: "team-b/other"}, attributes={}
     )
-    plan = decide.decide_queues(SPEC.queue, OWNER, aws.ObservedQueues(dlq=None, main=theirs))
+    plan = decide.decide_queues(SPEC, OWNER, aws.ObservedQueues(dlq=None, main=theirs))
 
     result = run(plan, sqs)
 
     assert result.queues == Failure(
-        "NameConflict", "queue shop-orders belongs to OrderPipeline team-b.other"
+        "NameConflict", "queue shop-orders belongs to OrderPipeline team-b/other"
     )
-    assert sqs.writes == [("CreateQueue", "shop-orders-dlq")]
+    assert sqs.writes == []
 
 
 def test_engine_failing_midway_is_reported_with_what_was_being_done() -> None:
@@ -162,3 +174,46 @@ def test_scaling_remembers_the_recommendations_and_scales_the_processor() -> Non
     act.act_scaling(cast(Any, kube), OWNER, plan, memory)
     assert memory == [scaling.Recommendation(5.0, 10)]
     assert kube.scaled == [("team-a", "shop-processor", 10)]
+
+
+class RecordingDynamoDb:
+    def __init__(self, log: list[str]) -> None:
+        self.log = log
+        self.exceptions = type("Exceptions", (), {"ResourceNotFoundException": KeyError})
+
+    def delete_table(self, TableName: str) -> None:
+        self.log.append(f"delete table {TableName}")
+
+
+def test_deletion_stops_the_api_service_then_both_workloads_then_deletes_queues_and_tables() -> (
+    None
+):
+    log: list[str] = []
+    sqs, kube = FakeSqs(log=log), RecordingKube(log)
+    plan = decide.DeletionPlan(
+        done=True,
+        event=decide.Event("Normal", "Deleted", "removed"),
+        stop_intake=True,
+        stop_processor=True,
+        delete_queues=("http://sqs/shop-orders", "http://sqs/shop-orders-dlq"),
+        delete_tables=("shop-orders",),
+    )
+    act.act_deletion(
+        cast(Any, kube),
+        aws.Clients(sqs=cast(Any, sqs), dynamodb=cast(Any, RecordingDynamoDb(log))),
+        OWNER,
+        plan,
+    )
+    assert log == [
+        "apply Service/shop-api",
+        "stop shop-api",
+        "stop shop-processor",
+        "delete queue http://sqs/shop-orders",
+        "delete queue http://sqs/shop-orders-dlq",
+        "delete table shop-orders",
+    ]
+    (service,) = kube.manifests
+    assert service["spec"]["selector"] == {
+        **builders.selector_labels(OWNER, "api"),
+        "order-pipeline.dev/serving": "stopped",
+    }

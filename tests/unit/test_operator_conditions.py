@@ -89,13 +89,3 @@ def test_workloads_available_needs_both_api_and_processor() -> None:
     assert ready.status == "True"
     assert waiting.status == "False"
     assert "processor 3/10" in waiting.message
-
-
-def test_deletion_blocked_says_how_many_messages_wait() -> None:
-    condition = conditions.deletion_blocked(42, "orders")
-    assert (condition.type, condition.status, condition.reason) == (
-        "DeletionBlocked",
-        "True",
-        "QueueNotEmpty",
-    )
-    assert "42 message(s)" in condition.message

@@ -116,8 +116,15 @@ class QueueSpec(
         default={}, max_length=40
     )
     deletion_policy: Literal["Retain", "Delete"] = "Retain"
-    """Retain keeps queues and tables when the OrderPipeline is deleted. Delete removes them
-    once the queue and its DLQ are empty (visible + in flight)."""
+    """Retain keeps queues and tables when the OrderPipeline is deleted. Delete stops the API
+    (its Service selects no pod, its Deployment scales to zero), waits as deletionWaitsFor
+    says, scales the processor to zero, waits for every pod to be gone, then removes the queues
+    and tables, but only those tagged as this very OrderPipeline's."""
+    deletion_waits_for: Literal["Queue", "QueueAndDlq", "Nothing"] = "Queue"
+    """What a Delete waits to be empty while the processor still runs: Queue (it drains by
+    itself; what the DLQ holds is reported and deleted), QueueAndDlq (someone must drain or
+    redrive the DLQ), or Nothing (what both hold is reported and deleted). Can be changed on an
+    OrderPipeline that is being deleted."""
 
     @property
     def dlq_name(self) -> str:
@@ -126,7 +133,9 @@ class QueueSpec(
 
 class TablesSpec(_Model):
     prefix: str = pydantic.Field(
-        pattern=r"^[A-Za-z0-9_.-]{0,200}$",
+        # Not empty: bare table names (orders, payments) are the likeliest to be someone else's.
+        min_length=1,
+        pattern=r"^[A-Za-z0-9_.-]{1,200}$",
         json_schema_extra=immutable("tables.prefix is immutable"),
     )
     """Tables are <prefix>orders, catalog, idempotency, velocity, payments. Immutable."""
@@ -224,3 +233,9 @@ class OrderPipelineSpec(_Model):
     api: ApiSpec
     processor: ProcessorSpec
     development: DevelopmentSpec = DevelopmentSpec()
+    adopt: bool = False
+    """Take over queues and tables of the spec's names that exist without an owner tag, or that
+    an earlier OrderPipeline of the same namespace and name left behind (deletionPolicy
+    Retain): tag them as this one's and converge them. Without it such a queue or table is a
+    NameConflict and is never changed or deleted. Resources of another OrderPipeline are never
+    adopted."""
