@@ -253,6 +253,11 @@ def _deployment(
     }
 
 
+def api_public_base_url(owner: Owner, spec: v1alpha1.OrderPipelineSpec) -> str:
+    """What the API's status URLs start with: the spec's, else its Service's cluster address."""
+    return spec.api.public_base_url or f"http://{api_name(owner)}.{owner.namespace}.svc"
+
+
 def build_api_deployment(owner: Owner, spec: v1alpha1.OrderPipelineSpec) -> dict[str, Any]:
     api = spec.api
     reload = spec.development.reload
@@ -268,6 +273,7 @@ def build_api_deployment(owner: Owner, spec: v1alpha1.OrderPipelineSpec) -> dict
             *aws_env(spec),
             {"name": "API_HOST", "value": "0.0.0.0"},
             {"name": "API_PORT", "value": str(API_PORT)},
+            {"name": "PUBLIC_BASE_URL", "value": api_public_base_url(owner, spec)},
             *(uvicorn_env if reload else []),
             *_extra_env(api.env),
         ],

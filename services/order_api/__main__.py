@@ -3,14 +3,22 @@
 from __future__ import annotations
 
 import os
+import sys
 
+import pydantic
 import uvicorn
 
 from order_api import settings as settings_module
 
 
 def main() -> None:
-    settings_module.get_settings()  # fail fast, before binding, on bad configuration
+    try:
+        settings_module.get_settings()  # fail fast, before binding, on bad configuration
+    except pydantic.ValidationError as exc:
+        sys.exit(
+            f"order-api: refusing to start, the configuration is invalid:\n"
+            f"{settings_module.describe(exc)}"
+        )
     workers = int(os.environ.get("API_WORKERS", "1"))
     uvicorn.run(
         # One process per container is the norm; API_WORKERS > 1 shares the port on one host.

@@ -11,7 +11,7 @@ from typing import Any
 
 import fastapi
 
-from order_api import middleware, problems, ratelimit, security, stores
+from order_api import credentials, middleware, problems, ratelimit, security, stores
 from order_api import services as services_module
 from order_api import settings as settings_module
 from order_api.routes import auth, health, orders
@@ -28,13 +28,24 @@ async def _lifespan(app: fastapi.FastAPI) -> AsyncIterator[None]:
         aws.dynamodb_client(settings, read_timeout=settings.send_timeout_seconds) as dynamodb,
         aws.sqs_hot_path(sqs, settings, read_timeout=settings.send_timeout_seconds) as sqs_hot,
     ):
+        queue = services_module.QueueLocator(client=sqs, queue_name=settings.queue_name)
+        orders = stores.OrderReader(client=dynamodb, table=settings.orders_table)
         services = services_module.ApiServices(
             settings=settings,
             sqs=sqs,
             sqs_hot=sqs_hot,
-            queue=services_module.QueueLocator(client=sqs, queue_name=settings.queue_name),
+            queue=queue,
             batcher=None,
-            orders=stores.OrderReader(client=dynamodb, table=settings.orders_table),
+            orders=orders,
+            signed_order_reads=services_module.shared_order_reads(
+                orders, reuse_seconds=settings.status_read_cache_seconds
+            ),
+            readiness=services_module.Readiness(
+                queue=queue,
+                sqs=sqs,
+                orders=orders,
+                reuse_seconds=settings.readiness_cache_seconds,
+            ),
             idempotency=stores.IdempotencyStore(
                 client=dynamodb,
                 table=settings.idempotency_table,
@@ -42,7 +53,8 @@ async def _lifespan(app: fastapi.FastAPI) -> AsyncIterator[None]:
                 in_progress_seconds=settings.idempotency_in_progress_seconds,
             ),
             tokens=security.TokenService(settings),
-            signer=security.Signer(settings.signing_secret.get_secret_value().encode()),
+            credentials=credentials.CredentialChecker.from_settings(settings),
+            signer=security.Signer.from_settings(settings),
             rate_limiter=ratelimit.RateLimiter(per_minute=settings.rate_limit_per_minute),
         )
         app.state.services = services

@@ -156,6 +156,9 @@ def pipeline_with_api(
 
 InProcessApi = Callable[..., httpx.Client]
 
+IN_PROCESS_BASE_URL = "http://testserver"
+"""Where the in-process client sends requests, and so the API's PUBLIC_BASE_URL there."""
+
 
 @pytest.fixture
 def in_process_api(monkeypatch: pytest.MonkeyPatch) -> Iterator[InProcessApi]:
@@ -165,10 +168,13 @@ def in_process_api(monkeypatch: pytest.MonkeyPatch) -> Iterator[InProcessApi]:
     clients: list[testclient.TestClient] = []
 
     def make(pipeline: local.LocalPipeline, **env: str) -> httpx.Client:
+        env = {"PUBLIC_BASE_URL": IN_PROCESS_BASE_URL} | env
         for name, value in pipeline.api_env(port=0, **env).items():
             monkeypatch.setenv(name, value)
         client = testclient.TestClient(
-            api_app.create_app(api_settings.ApiSettings()), raise_server_exceptions=False
+            api_app.create_app(api_settings.ApiSettings()),
+            base_url=IN_PROCESS_BASE_URL,
+            raise_server_exceptions=False,
         )
         client.__enter__()  # runs the lifespan: AWS clients, the send batcher
         clients.append(client)

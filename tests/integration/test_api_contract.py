@@ -7,8 +7,15 @@ app answers, not how uvicorn starts (test_failures and the end-to-end tests star
 from __future__ import annotations
 
 import concurrent.futures
+import dataclasses
+import hashlib
+import json
+import logging
 import re
+import secrets
+import statistics
 import time
+import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -19,6 +26,7 @@ import pytest
 
 from order_api import security
 from order_devtools import local
+from tests import faultproxy
 from tests.integration import helpers
 from tests.integration.conftest import InProcessApi
 
@@ -98,6 +106,140 @@ def test_post_without_a_valid_token_is_401(
     assert helpers.queue_depths(two_clients)[two_clients.queue_name] == 0
 
 
+def test_a_refused_token_is_described_in_our_own_words(api: httpx.Client) -> None:
+    response = api.post(
+        "/v1/orders", json=helpers.order_body(), headers={"Authorization": "Bearer not.a.jwt"}
+    )
+    assert _problem(response, 401)["detail"] == "the access token is not valid"
+
+
+def test_a_token_for_a_client_that_is_not_configured_is_401(
+    api: httpx.Client, two_clients: local.LocalPipeline
+) -> None:
+    claims = {
+        "sub": "ghost",
+        "iss": "order-pipeline",
+        "aud": "order-pipeline-api",
+        "exp": int(time.time()) + 600,
+    }
+    signed_by_us = jwt.encode(claims, two_clients.jwt_secret, algorithm="HS256")
+    response = api.post("/v1/orders", json=helpers.order_body(), headers=helpers.auth(signed_by_us))
+    _problem(response, 401)
+    assert helpers.queue_depths(two_clients)[two_clients.queue_name] == 0
+
+
+def test_status_urls_tokens_and_order_ids_outlive_a_key_rotation(
+    two_clients: local.LocalPipeline, in_process_api: InProcessApi
+) -> None:
+    before = in_process_api(two_clients)
+    access_token = helpers.token(before)
+    accepted = helpers.place(before, access_token, helpers.order_body())
+    old_url = httpx.URL(accepted["status_url"])
+    assert old_url.params["kid"] == "1"
+    after = in_process_api(
+        two_clients,
+        SIGNING_KEY_ID="2",
+        SIGNING_SECRET=secrets.token_urlsafe(32),
+        SIGNING_RETIRED_SECRETS=json.dumps({"1": two_clients.signing_secret}),
+        JWT_KEY_ID="2",
+        JWT_SECRET=secrets.token_urlsafe(32),
+        JWT_RETIRED_KEYS=json.dumps({"1": two_clients.jwt_secret}),
+    )
+    assert after.get(old_url).json()["status"] == "QUEUED"
+    by_owner = after.get(f"/v1/orders/{accepted['order_id']}", headers=helpers.auth(access_token))
+    assert by_owner.status_code == 200, by_owner.text
+    new_url = httpx.URL(
+        helpers.place(after, helpers.token(after), helpers.order_body())["status_url"]
+    )
+    assert new_url.params["kid"] == "2"
+    assert after.get(new_url).status_code == 200
+    _problem(after.get(old_url.copy_merge_params({"kid": "2"})), 403)  # not the key that signed
+    _problem(before.get(new_url), 403)  # the old deployment never knew the new key
+
+
+# --- the token endpoint ---------------------------------------------------------------------
+
+
+def _ask_token(api: httpx.Client, client_id: str, secret: str) -> httpx.Response:
+    return api.post("/v1/auth/token", json={"client_id": client_id, "client_secret": secret})
+
+
+def test_an_unknown_client_id_takes_as_long_as_a_wrong_secret(
+    two_clients: local.LocalPipeline, in_process_api: InProcessApi
+) -> None:
+    api = in_process_api(
+        two_clients, TOKEN_FAILURES_PER_CLIENT="100", TOKEN_FAILURES_PER_SOURCE="100"
+    )
+
+    def median_seconds(client_id: str) -> float:
+        durations = []
+        for _ in range(7):
+            started = time.perf_counter()
+            _problem(_ask_token(api, client_id, "not-the-secret"), 401)
+            durations.append(time.perf_counter() - started)
+        return statistics.median(durations)
+
+    known, unknown = median_seconds("demo"), median_seconds("nobody")
+    assert 0.5 < unknown / known < 2, f"known id {known:.4f} s, unknown id {unknown:.4f} s"
+
+
+def _slow_hash(secret: str, *, iterations: int) -> str:
+    """An older PBKDF2 hash (still accepted) that takes long to check."""
+    salt = "00" * 16
+    digest = hashlib.pbkdf2_hmac("sha256", secret.encode(), salt.encode(), iterations).hex()
+    return f"pbkdf2_sha256${iterations}${salt}${digest}"
+
+
+def test_the_api_keeps_answering_while_secrets_are_hashed_one_at_a_time(
+    two_clients: local.LocalPipeline, in_process_api: InProcessApi
+) -> None:
+    clients = {"slow": _slow_hash("slow-secret", iterations=1_500_000)}
+    api = in_process_api(two_clients, API_CLIENTS=json.dumps(clients), TOKEN_HASH_CONCURRENCY="1")
+    started = time.perf_counter()
+    helpers.token(api, "slow", "slow-secret")
+    one_hash = time.perf_counter() - started
+
+    probes = []
+    with concurrent.futures.ThreadPoolExecutor(max_workers=3) as pool:
+        started = time.perf_counter()
+        tokens = [pool.submit(helpers.token, api, "slow", "slow-secret") for _ in range(3)]
+        time.sleep(one_hash / 4)  # the three are in flight
+        for _ in range(3):
+            probe_started = time.perf_counter()
+            assert api.get("/healthz").status_code == 200
+            probes.append(time.perf_counter() - probe_started)
+        for token in tokens:
+            token.result()
+        three_hashes = time.perf_counter() - started
+    assert max(probes) < one_hash / 2, f"/healthz took {probes} while hashing; one: {one_hash}"
+    # TOKEN_HASH_CONCURRENCY=1: the three wait their turn rather than share the cores.
+    assert three_hashes > 2 * one_hash, f"three hashes {three_hashes} s, one {one_hash} s"
+
+
+def test_failed_token_requests_lock_out_the_client_then_the_source(
+    two_clients: local.LocalPipeline,
+    in_process_api: InProcessApi,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.WARNING, logger="order_api")
+    api = in_process_api(two_clients, TOKEN_FAILURES_PER_CLIENT="3", TOKEN_FAILURES_PER_SOURCE="5")
+    for _ in range(3):
+        _problem(_ask_token(api, "demo", "guessed-secret"), 401)
+    locked = _ask_token(api, "demo", "demo-secret")  # even the right secret, for now
+    _problem(locked, 429)
+    assert 1 <= int(locked.headers["retry-after"]) <= 300
+    assert _ask_token(api, "other", "other-secret").status_code == 200  # another client may
+    for client_id in ("nobody-1", "nobody-2"):
+        _problem(_ask_token(api, client_id, "guessed-secret"), 401)
+    _problem(_ask_token(api, "other", "other-secret"), 429)  # this source has no tries left
+
+    refusals = [r.getMessage() for r in caplog.records if r.name == "order_api.credentials"]
+    assert sum("wrong secret, client 'demo'" in line for line in refusals) == 3
+    assert sum("unknown client, client 'nobody-1'" in line for line in refusals) == 1
+    assert sum("too many failures" in line for line in refusals) == 2
+    assert not any("secret" in line and "guessed" in line for line in refusals)
+
+
 # --- the accept path --------------------------------------------------------------------------
 
 
@@ -112,7 +254,7 @@ def test_accept_returns_202_location_retry_after_and_a_request_id(api: httpx.Cli
     assert body["status"] == "QUEUED"
     assert body["order_id"].startswith("ord_")
     assert response.headers["location"] == body["status_url"]
-    # No PUBLIC_BASE_URL here: the URL is on the host the request was sent to.
+    # The in-process client's PUBLIC_BASE_URL is the host it sends to.
     assert body["status_url"].startswith(f"{api.base_url}/v1/orders/{body['order_id']}?expires=")
     assert int(response.headers["retry-after"]) >= 1
     assert response.headers["x-request-id"] == "req-123"
@@ -149,7 +291,7 @@ def test_tampered_or_expired_signature_is_403(
     _problem(api.get(url.copy_with(path=f"/v1/orders/{other}")), 403)
     _problem(api.get(url.copy_merge_params({"expires": str(expires + 1)})), 403)
     _problem(api.get(url.copy_merge_params({"sig": "AAAA"})), 403)
-    signer = security.Signer(two_clients.signing_secret.encode())
+    signer = security.Signer(keys={"1": two_clients.signing_secret.encode()}, current_kid="1")
     past = int(time.time()) - 1
     stale = url.copy_merge_params(
         {"expires": str(past), "sig": signer.sign_status(accepted["order_id"], past)}
@@ -169,6 +311,43 @@ def test_owner_token_reads_the_order_and_another_client_gets_404(api: httpx.Clie
         api.delete(path, headers=helpers.auth(helpers.token(api, "other", "other-secret"))), 404
     )
     _problem(api.get("/v1/orders/ord_invented", headers=helpers.auth(helpers.token(api))), 404)
+
+
+@pytest.mark.parametrize("how", ["owner-get", "signed-get", "owner-delete"])
+def test_a_non_ascii_order_id_is_a_4xx_problem(api: httpx.Client, how: str) -> None:
+    access_token = helpers.token(api)
+    accepted = helpers.place(api, access_token, helpers.order_body())
+    path = f"/v1/orders/{accepted['order_id'][:-1]}é"
+    if how == "owner-get":
+        response = api.get(path, headers=helpers.auth(access_token))
+    elif how == "signed-get":
+        response = api.get(httpx.URL(accepted["status_url"]).copy_with(path=path))
+    else:
+        response = api.delete(path, headers=helpers.auth(access_token))
+    assert 400 <= response.status_code < 500, response.text
+    _problem(response, response.status_code)
+
+
+def test_status_urls_point_at_the_public_base_whatever_the_request_says(
+    two_clients: local.LocalPipeline, in_process_api: InProcessApi
+) -> None:
+    api = in_process_api(two_clients, PUBLIC_BASE_URL="https://orders.example/shop/")
+    response = api.post(
+        "/v1/orders",
+        json=helpers.order_body(),
+        headers={
+            **helpers.auth(helpers.token(api)),
+            "Host": "evil.example",
+            "X-Forwarded-Host": "evil.example",
+            "X-Forwarded-Proto": "http",
+        },
+    )
+    assert response.status_code == 202, response.text
+    order_id = response.json()["order_id"]
+    assert response.headers["location"].startswith(
+        f"https://orders.example/shop/v1/orders/{order_id}?"
+    )
+    assert response.json()["status_url"] == response.headers["location"]
 
 
 # --- idempotency --------------------------------------------------------------------------------
@@ -356,6 +535,43 @@ def test_an_order_not_sent_as_json_is_415(
 
 
 # --- operations endpoints -----------------------------------------------------------------------
+
+
+def test_readiness_names_what_is_unreachable_but_not_the_error(
+    make_pipeline: Callable[..., local.LocalPipeline], in_process_api: InProcessApi
+) -> None:
+    pipeline = make_pipeline()
+    api = in_process_api(dataclasses.replace(pipeline, queue_name=f"missing-{uuid.uuid4().hex}"))
+    response = api.get("/readyz")
+    body = _problem(response, 503)
+    assert body["detail"] == "not ready: queue unreachable"  # the AWS error text is logged only
+    assert body["checks"] == {"queue": "unreachable", "table": "ok"}
+    assert response.headers["retry-after"]
+
+
+def test_unauthenticated_readers_reach_aws_once_per_period_whatever_the_traffic(
+    two_clients: local.LocalPipeline, in_process_api: InProcessApi
+) -> None:
+    with (
+        faultproxy.proxied(two_clients.sqs_endpoint) as sqs,
+        faultproxy.proxied(two_clients.dynamodb_endpoint) as dynamodb,
+    ):
+        proxied = dataclasses.replace(
+            two_clients, sqs_endpoint=sqs.endpoint, dynamodb_endpoint=dynamodb.endpoint
+        )
+        api = in_process_api(proxied, READINESS_CACHE_SECONDS="60", STATUS_READ_CACHE_SECONDS="60")
+        access_token = helpers.token(api)
+        first, second = (helpers.place(api, access_token, helpers.order_body()) for _ in "12")
+        assert api.get(first["status_url"]).status_code == 200  # learns the queue's retention
+        sqs_calls, dynamodb_calls = sqs.stats.forwarded, dynamodb.stats.forwarded
+
+        urls = ["/readyz", second["status_url"]] * 20
+        with concurrent.futures.ThreadPoolExecutor(max_workers=8) as pool:
+            statuses = [r.status_code for r in pool.map(api.get, urls)]
+        assert statuses == [200] * len(urls)
+        # /readyz: one GetQueueAttributes and one DescribeTable; the status URL: one GetItem.
+        assert sqs.stats.forwarded - sqs_calls == 1
+        assert dynamodb.stats.forwarded - dynamodb_calls == 2
 
 
 def test_health_readiness_metrics_and_docs(api: httpx.Client) -> None:

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+import pydantic
+import pytest
+
 from order_operator import builders
 from order_operator.v1alpha1 import spec as v1alpha1
 
@@ -81,6 +84,23 @@ def test_services_get_queue_and_table_settings_from_the_spec() -> None:
     assert api_env["RATE_LIMIT_PER_MINUTE"] == "50"
     assert processor_env["CONCURRENCY"] == "8"
     assert processor_env["BATCH_SIZE"] == "10"
+
+
+def test_the_api_gets_its_status_url_base_from_the_pipeline() -> None:
+    api = {"image": "api:1", "publicBaseUrl": "https://orders.example/shop"}
+    configured = env_of(builders.build_api_deployment(OWNER, make_spec(api=api)))
+    assert configured["PUBLIC_BASE_URL"] == "https://orders.example/shop"
+    # Unset: the Service's cluster address, never anything a request says.
+    unset = env_of(builders.build_api_deployment(OWNER, make_spec()))
+    assert unset["PUBLIC_BASE_URL"] == "http://shop-api.team-a.svc"
+
+
+@pytest.mark.parametrize(
+    "url", ["orders.example", "https://orders.example?next=x", "ftp://orders.example"]
+)
+def test_a_public_base_url_that_is_no_http_base_is_refused(url: str) -> None:
+    with pytest.raises(pydantic.ValidationError, match=r"public_base_url|publicBaseUrl"):
+        make_spec(api={"image": "api:1", "publicBaseUrl": url})
 
 
 def test_probed_and_scraped_ports_listen_on_the_pod_ip_not_loopback() -> None:

@@ -63,6 +63,8 @@ class LocalPipeline:
         return {
             **self.common_env(),
             "API_PORT": str(port),
+            # The API listens on loopback (API_HOST's default): its status URLs point there.
+            "PUBLIC_BASE_URL": f"http://127.0.0.1:{port}",
             "SIGNING_SECRET": self.signing_secret,
             "JWT_SECRET": self.jwt_secret,
             "API_CLIENTS": json.dumps(hashed),

@@ -179,6 +179,12 @@ class ApiSpec(
     secret_ref: SecretReference | None = None
     """Secret whose keys become environment variables (SIGNING_SECRET, JWT_SECRET, API_CLIENTS
     for the API)."""
+    public_base_url: str | None = pydantic.Field(
+        default=None, pattern=r"^https?://[^/?#\s]+(/[^?#\s]*)?$"
+    )
+    """Base of the status URLs the API hands out, as clients reach it (e.g. the ingress's
+    https://orders.example.com). Unset: the API's in-cluster Service URL, for clients inside
+    the cluster; never a request's Host header."""
     autoscaling: ApiAutoscaling = ApiAutoscaling()
     disruption_budget: DisruptionBudget = DisruptionBudget()
 

@@ -2,18 +2,37 @@
 
 from __future__ import annotations
 
+import math
+
 import fastapi
 
-from order_api import deps, problems, schemas, security
+from order_api import credentials, deps, problems, schemas
 
 router = fastapi.APIRouter(prefix="/v1/auth", tags=["auth"])
 
 
-@router.post("/token", response_model=schemas.TokenResponse)
-async def issue_token(body: schemas.TokenRequest, services: deps.Services) -> schemas.TokenResponse:
-    hashed = services.settings.api_clients.get(body.client_id)
-    if hashed is None or not security.verify_client_secret(body.client_secret, hashed):
-        raise problems.ProblemError(401, "unknown client or wrong secret")
+@router.post(
+    "/token",
+    response_model=schemas.TokenResponse,
+    responses={
+        401: {"description": "Unknown client or wrong secret"},
+        429: {"description": "Too many failed attempts for this client or from this address"},
+    },
+)
+async def issue_token(
+    body: schemas.TokenRequest, request: fastapi.Request, services: deps.Services
+) -> schemas.TokenResponse:
+    source = request.client.host if request.client else "unknown"
+    try:
+        await services.credentials.check(body.client_id, body.client_secret, source=source)
+    except credentials.TooManyFailuresError as exc:
+        raise problems.ProblemError(
+            429,
+            "too many failed attempts for this client or from this address; retry later",
+            headers={"Retry-After": str(max(1, math.ceil(exc.retry_after)))},
+        ) from exc
+    except credentials.WrongCredentialsError as exc:
+        raise problems.ProblemError(401, "unknown client or wrong secret") from exc
     return schemas.TokenResponse(
         access_token=services.tokens.issue(body.client_id),
         expires_in=services.settings.token_ttl_seconds,

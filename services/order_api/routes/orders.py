@@ -16,7 +16,7 @@ import orjson
 import pydantic
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from order_api import accepting, deps, problems, schemas
+from order_api import accepting, deps, problems, schemas, security
 from order_api import services as services_module
 from order_common import contract, logs, records
 
@@ -65,39 +65,17 @@ def _utc(timestamp: float | None) -> datetime.datetime | None:
     return datetime.datetime.fromtimestamp(timestamp, tz=datetime.UTC)
 
 
-def _status_url(
-    services: services_module.ApiServices, request: fastapi.Request, order_id: str
-) -> str:
+def _status_url(services: services_module.ApiServices, order_id: str) -> str:
     expires = int(time.time()) + services.settings.status_url_ttl_seconds
-    signature = services.signer.sign_status(order_id, expires)
-    # Both values are URL-safe as they are (an integer, unpadded base64url): no encoding needed.
-    return f"{_base_url(services, request)}/v1/orders/{order_id}?expires={expires}&sig={signature}"
-
-
-def _base_url(services: services_module.ApiServices, request: fastapi.Request) -> str:
-    if services.settings.public_base_url:
-        return services.settings.public_base_url.rstrip("/")
-    # Starlette's own answer (it validates the Host header and falls back to the server
-    # address), remembered per distinct input: building it parses a URL object, ~7% of the
-    # accept path's CPU when done for every order.
-    scope = request.scope
-    key = (
-        scope.get("scheme"),
-        request.headers.get("host"),
-        scope.get("root_path"),
-        scope.get("app_root_path"),
-        tuple(scope.get("server") or ()),  # ASGI allows a list (Starlette's test client sends one)
+    signer = services.signer
+    signature = signer.sign_status(order_id, expires)
+    # The base is configuration, never the request's Host header (a client could name any host
+    # there, and the URL would send the next reader to it). The query values are URL-safe as
+    # they are (an integer, a key id, unpadded base64url): no encoding needed.
+    return (
+        f"{services.settings.public_base_url}/v1/orders/{order_id}"
+        f"?expires={expires}&kid={signer.current_kid}&sig={signature}"
     )
-    base = _base_urls.get(key)
-    if base is None:
-        if len(_base_urls) >= _BASE_URLS_KEPT:
-            _base_urls.clear()  # Host headers are client input: keep the memory bounded
-        base = _base_urls[key] = str(request.base_url).rstrip("/")
-    return base
-
-
-_BASE_URLS_KEPT = 64
-_base_urls: dict[tuple[object, ...], str] = {}
 
 
 def _accepted_response(body: dict[str, Any], retry_after: int) -> fastapi.Response:
@@ -143,7 +121,7 @@ async def create_order(request: fastapi.Request) -> fastapi.Response:
             client_id=client_id,
             order=order,
             idempotency_key=idempotency_key,
-            status_url_for=lambda order_id: _status_url(services, request, order_id),
+            status_url_for=lambda order_id: _status_url(services, order_id),
         )
     except accepting.IdempotencyKeyReusedError as exc:
         raise problems.ProblemError(
@@ -306,21 +284,29 @@ def _not_found(order_id: str) -> problems.ProblemError:
     return problems.ProblemError(404, f"order {order_id} not found")
 
 
+def _not_an_order_id() -> problems.ProblemError:
+    """For a path that is not an order id at all: not echoed back."""
+    return problems.ProblemError(404, "no order has this id")
+
+
 @router.get("/{order_id}", response_model=schemas.OrderView)
 async def get_order(
     order_id: str,
     services: deps.Services,
     client_id: deps.OptionalClient,
     expires: Annotated[int | None, fastapi.Query(description="from the signed status URL")] = None,
+    kid: Annotated[str | None, fastapi.Query(description="from the signed status URL")] = None,
     sig: Annotated[str | None, fastapi.Query(description="from the signed status URL")] = None,
 ) -> schemas.OrderView:
     """The order's current state, by signed status URL or by the owner's bearer token."""
+    if not security.is_order_id(order_id):
+        raise _not_an_order_id()  # before anything reads the table or logs the id
     logs.order_id_var.set(order_id)
     if expires is not None or sig is not None:
         valid = (
             expires is not None
             and sig is not None
-            and services.signer.verify_status(order_id, expires, sig, now=time.time())
+            and services.signer.verify_status(order_id, expires, sig, kid=kid, now=time.time())
         )
         if not valid:
             raise problems.ProblemError(403, "the status URL signature is invalid or has expired")
@@ -335,7 +321,8 @@ async def get_order(
             "use the signed status_url, or send the owner's bearer token",
             headers={"WWW-Authenticate": "Bearer"},
         )
-    record = await services.orders.get(order_id)
+    read = services.orders.get if owner is not None else services.signed_order_reads
+    record = await read(order_id)
     if record is not None and owner is not None and record.get("client_id") != owner:
         raise _not_found(order_id)
     if record is None and expires is not None:
@@ -365,6 +352,8 @@ async def cancel_order(
     order_id: str, services: deps.Services, client_id: deps.Client
 ) -> schemas.OrderView:
     """Cancel an order that has not started processing."""
+    if not security.is_order_id(order_id):
+        raise _not_an_order_id()
     logs.order_id_var.set(order_id)
     if not services.signer.order_belongs_to(order_id, client_id):
         raise _not_found(order_id)
