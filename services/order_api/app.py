@@ -43,7 +43,14 @@ async def _lifespan(app: fastapi.FastAPI) -> AsyncIterator[None]:
             ),
             tokens=security.TokenService(settings),
             signer=security.Signer(settings.signing_secret.get_secret_value().encode()),
-            rate_limiter=ratelimit.RateLimiter(per_minute=settings.rate_limit_per_minute),
+            rate_limiter=ratelimit.RateLimiter(
+                per_minute=settings.rate_limit_per_minute,
+                windows=stores.RateLimitWindows(
+                    client=dynamodb,
+                    table=settings.idempotency_table,
+                    window_seconds=ratelimit.WINDOW_SECONDS,
+                ),
+            ),
         )
         app.state.services = services
         try:
