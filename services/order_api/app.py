@@ -55,7 +55,14 @@ async def _lifespan(app: fastapi.FastAPI) -> AsyncIterator[None]:
             tokens=security.TokenService(settings),
             credentials=credentials.CredentialChecker.from_settings(settings),
             signer=security.Signer.from_settings(settings),
-            rate_limiter=ratelimit.RateLimiter(per_minute=settings.rate_limit_per_minute),
+            rate_limiter=ratelimit.RateLimiter(
+                per_minute=settings.rate_limit_per_minute,
+                windows=stores.RateLimitWindows(
+                    client=dynamodb,
+                    table=settings.idempotency_table,
+                    window_seconds=ratelimit.WINDOW_SECONDS,
+                ),
+            ),
         )
         app.state.services = services
         try:

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import time
 from typing import Annotated
 
 import fastapi
 
-from order_api import problems, ratelimit, security
+from order_api import problems, ratelimit, security, stores
 from order_api import services as services_module
 
 
@@ -32,7 +31,7 @@ def _bearer_token(request: fastapi.Request) -> str | None:
     return token.strip()
 
 
-def _authenticate(request: fastapi.Request) -> str | None:
+async def _authenticate(request: fastapi.Request) -> str | None:
     """The client id of a valid bearer token (rate-limited), or None when none was sent."""
     token = _bearer_token(request)
     if token is None:
@@ -44,7 +43,16 @@ def _authenticate(request: fastapi.Request) -> str | None:
         raise problems.ProblemError(
             401, str(exc), headers={"WWW-Authenticate": 'Bearer error="invalid_token"'}
         ) from exc
-    wait = services.rate_limiter.acquire(client_id, now=time.monotonic())
+    try:
+        wait = await services.rate_limiter.acquire(client_id)
+    except stores.StoreUnavailableError as exc:
+        # Unchecked is not an option: the limit would be gone for everyone.
+        raise problems.ProblemError(
+            503,
+            "the rate limit cannot be checked (its table is unavailable): nothing was accepted,"
+            " retry later",
+            headers={"Retry-After": str(services.settings.retry_after_seconds)},
+        ) from exc
     if wait > 0:
         raise problems.ProblemError(
             429,
@@ -56,19 +64,20 @@ def _authenticate(request: fastapi.Request) -> str | None:
 
 # Dependencies are `async def` so FastAPI runs them on the event loop, not in a thread pool.
 async def optional_client(request: fastapi.Request) -> str | None:
-    return _authenticate(request)
+    return await _authenticate(request)
 
 
 async def required_client(request: fastapi.Request) -> str:
-    return authenticated_client(request)
+    return await authenticated_client(request)
 
 
-def authenticated_client(request: fastapi.Request) -> str:
-    """The client id of the request's valid bearer token; 401 without one, 429 over the limit.
+async def authenticated_client(request: fastapi.Request) -> str:
+    """The client id of the request's valid bearer token; 401 without one, 429 over the limit,
+    503 when the limit cannot be checked.
 
-    Plain function for routes that skip dependency solving on the hot path.
+    Plain coroutine for routes that skip dependency solving on the hot path.
     """
-    client_id = _authenticate(request)
+    client_id = await _authenticate(request)
     if client_id is None:
         raise problems.ProblemError(
             401,

@@ -17,6 +17,12 @@ SEND_BATCH_SIZE = prometheus_client.Histogram(
     "Entries per SendMessageBatch call",
     buckets=(1, 2, 3, 4, 5, 6, 7, 8, 9, 10),
 )
+RATE_LIMIT_WRITES = prometheus_client.Counter(
+    "rate_limit_window_writes_total",
+    "Conditional UpdateItem calls taking a slice of a client's shared rate-limit window, by"
+    " outcome (taken; short: fewer permits left than asked)",
+    ["outcome"],
+)
 HTTP_REQUESTS = prometheus_client.Counter(
     "http_requests_total",
     "HTTP requests by route, method and status",

@@ -104,7 +104,9 @@ class ApiSettings(common_settings.AwsSettings):
     DynamoDB (0: check every time)."""
 
     rate_limit_per_minute: int = pydantic.Field(default=100, ge=1)
-    """Requests per client per minute, per API process."""
+    """Authenticated requests per client per minute (a fixed window, on the minute), shared by
+    every API replica and never exceeded: the count is kept in the idempotency table. A client
+    over it gets 429 with Retry-After (the window's end); if the table cannot be reached, 503."""
 
     idempotency_ttl_seconds: int = pydantic.Field(default=86400, ge=60)
     """How long an Idempotency-Key is remembered (and replayed)."""

@@ -1,4 +1,5 @@
-"""The API's DynamoDB adapter: order reads, cancellation, idempotency records."""
+"""The API's DynamoDB adapter: order reads, cancellation, idempotency records, rate-limit
+windows."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
+from order_api import metrics
 from order_common import contract, items, records
 
 if TYPE_CHECKING:
@@ -210,3 +212,54 @@ class IdempotencyStore:
         )
         item = response.get("Item")
         return items.from_item(item) if item else None
+
+
+RATE_LIMIT_KEY_PREFIX = "rate-limit:"
+"""Rate-limit windows share the idempotency table (its TTL deletes them). Idempotency records
+are keyed `<client id>#<key>`: only a client whose configured id starts with this prefix could
+name one of these, and client ids are set by the operator, not by clients."""
+
+
+@dataclass(frozen=True)
+class RateLimitWindows:
+    """Each client's count per rate-limit window, one item per client and window."""
+
+    client: DynamoDBClient
+    table: str
+    window_seconds: int
+
+    @_unavailable_on_error
+    async def take(self, client_id: str, *, window_start: int, count: int, limit: int) -> int:
+        """Add up to `count` to the window's count without passing `limit`; return how many
+        were added.
+
+        One conditional ADD, all or nothing; when fewer than `count` are left, the failed
+        condition returns the count as it stands and the rest is taken instead.
+        """
+        key = f"{RATE_LIMIT_KEY_PREFIX}{client_id}:{window_start}"
+        # Kept one window after its end: clocks of replicas differ a little.
+        expires_at = window_start + 2 * self.window_seconds
+        while count > 0:
+            try:
+                await self.client.update_item(
+                    TableName=self.table,
+                    Key={"key": {"S": key}},
+                    UpdateExpression="ADD taken :count SET expires_at = :expires",
+                    ConditionExpression="attribute_not_exists(taken) OR taken <= :ceiling",
+                    ExpressionAttributeValues={
+                        ":count": items.to_value(count),
+                        ":ceiling": items.to_value(limit - count),
+                        ":expires": items.to_value(expires_at),
+                    },
+                    ReturnValuesOnConditionCheckFailure="ALL_OLD",
+                )
+            except self.client.exceptions.ConditionalCheckFailedException as exc:
+                metrics.RATE_LIMIT_WRITES.labels("short").inc()
+                # Without the item (an engine that does not return it) the window counts as spent.
+                found = exc.response.get("Item")
+                taken = items.from_item(found).get("taken", 0) if isinstance(found, dict) else limit
+                count = min(count, limit - int(taken))
+                continue
+            metrics.RATE_LIMIT_WRITES.labels("taken").inc()
+            return count
+        return 0

@@ -26,6 +26,8 @@ ORDERS = Table("orders", key="order_id")
 CATALOG = Table("catalog", key="sku")
 IDEMPOTENCY = Table("idempotency", key="key", ttl_attribute="expires_at")
 VELOCITY = Table("velocity", key="customer_id", ttl_attribute="expires_at")
+"""Keyed by `<client_id>#<customer_id>`: customers are counted per client. The attribute keeps
+its name so that tables created before keep working (their old items expire within minutes)."""
 PAYMENTS = Table("payments", key="order_id")
 """The simulated gateway's ledger (a real gateway keeps its own)."""
 

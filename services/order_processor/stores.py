@@ -3,7 +3,7 @@
 Every state change is a conditional write, so a redelivered message can neither apply an
 effect twice nor move an order backwards:
 - the order record is created by the same transaction that reserves its stock and adds the
-  order to its customer's velocity window;
+  order to its customer's velocity window (customers per client: `velocity.customer_key`);
 - a final status is written only from PROCESSING, and a rejection or failure releases the
   stock in that same transaction.
 """
@@ -18,7 +18,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from order_common import aws, contract, items, records
+from order_common import aws, contract, items, records, schema
 from order_common import settings as common_settings
 from order_processor import metrics, velocity
 
@@ -144,7 +144,7 @@ class ProcessorStore:
         operations = [
             self._processing_put(message, lines, now=now),
             *(self._stock_update(line.sku, -line.quantity) for line in lines),
-            self._velocity_update(message.customer_id, [message.order_id], now=now),
+            self._velocity_update(_customer_key(message), [message.order_id], now=now),
         ]
         reasons = await self._transact(operations)
         if reasons is None:
@@ -174,7 +174,7 @@ class ProcessorStore:
         demand: dict[str, int] = {}
         by_customer: dict[str, list[str]] = {}
         for message, lines in orders:
-            by_customer.setdefault(message.customer_id, []).append(message.order_id)
+            by_customer.setdefault(_customer_key(message), []).append(message.order_id)
             for line in lines:
                 demand[line.sku] = demand.get(line.sku, 0) + line.quantity
         actions = len(orders) + len(demand) + len(by_customer)
@@ -308,7 +308,7 @@ class ProcessorStore:
         }
 
     def _velocity_update(
-        self, customer_id: str, order_ids: Sequence[str], *, now: float
+        self, customer_key: str, order_ids: Sequence[str], *, now: float
     ) -> TransactWriteItemTypeDef:
         """Add orders to their customer's current window (sets: a redelivery adds nothing).
 
@@ -319,7 +319,7 @@ class ProcessorStore:
         return {
             "Update": {
                 "TableName": self.settings.velocity_table,
-                "Key": {"customer_id": {"S": customer_id}},
+                "Key": {schema.VELOCITY.key: {"S": customer_key}},
                 "UpdateExpression": f"ADD {windows.current(now)} :orders SET expires_at = :expires"
                 f" REMOVE {', '.join(windows.stale(now))}",
                 "ExpressionAttributeValues": {
@@ -341,16 +341,16 @@ class ProcessorStore:
         """
         windows = self.velocity_windows
         current, previous = windows.current(now), windows.previous(now)
-        found = await self._batch_get(
-            self.settings.velocity_table,
-            "customer_id",
-            {m.customer_id for m in messages},
-            projection="customer_id, #c, #p",
-            names={"#c": current, "#p": previous},
-        )
         by_customer: dict[str, list[str]] = {}
         for message in messages:
-            by_customer.setdefault(message.customer_id, []).append(message.order_id)
+            by_customer.setdefault(_customer_key(message), []).append(message.order_id)
+        found = await self._batch_get(
+            self.settings.velocity_table,
+            schema.VELOCITY.key,
+            by_customer,
+            projection="#k, #c, #p",
+            names={"#k": schema.VELOCITY.key, "#c": current, "#p": previous},
+        )
         recent: dict[str, int] = {}
         for customer, order_ids in by_customer.items():
             item = found.get(customer, {})
@@ -430,6 +430,10 @@ class ProcessorStore:
         raise TransactionContendedError(
             f"transaction still conflicting after {_CONFLICT_ATTEMPTS} attempts"
         )
+
+
+def _customer_key(message: contract.OrderMessage) -> str:
+    return velocity.customer_key(message.client_id, message.customer_id)
 
 
 class TransactionContendedError(Exception):

@@ -4,6 +4,10 @@ Each customer's item holds one set of order ids per fixed window (attribute `w<s
 order is added to the window it is processed in, so a redelivery adds nothing. Reading, the
 previous window counts by how much of it still overlaps the last `seconds` (a sliding-window
 estimate), so a burst straddling a window boundary is still seen.
+
+Customers are counted per client: a customer id is the client's own name for its customer, so
+the same id at two clients is two customers, and one client's orders never count against
+another's.
 """
 
 from __future__ import annotations
@@ -14,6 +18,15 @@ from dataclasses import dataclass
 
 _STALE_WINDOWS_DROPPED = 4
 """Windows before the previous one removed on each write (older ones have expired anyway)."""
+
+
+def customer_key(client_id: str, customer_id: str) -> str:
+    """The velocity item of a customer as one client names it.
+
+    Unambiguous: customer ids cannot hold a '#' (the API's schema), so the last '#' separates
+    the two.
+    """
+    return f"{client_id}#{customer_id}"
 
 
 @dataclass(frozen=True)

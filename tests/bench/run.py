@@ -157,6 +157,13 @@ def main() -> None:
     )
     parser.add_argument("--fixed-rate", type=int, default=3000, help="accept rate to report")
     parser.add_argument(
+        "--rate-limit-per-minute",
+        type=int,
+        default=10**9,
+        help="the API's RATE_LIMIT_PER_MINUTE (one client sends all the load): its window"
+        " writes per accepted order are reported",
+    )
+    parser.add_argument(
         "--e2e-rates",
         default="",
         help="end-to-end rates to run as they are, instead of the search (an exploration)",
@@ -217,7 +224,7 @@ def _processor_env(args: argparse.Namespace) -> dict[str, str]:
 
 
 def _service_env(args: argparse.Namespace) -> dict[str, str]:
-    return {"RATE_LIMIT_PER_MINUTE": "1000000000", "LOG_LEVEL": "WARNING"}
+    return {"RATE_LIMIT_PER_MINUTE": str(args.rate_limit_per_minute), "LOG_LEVEL": "WARNING"}
 
 
 def _accept_phase(
@@ -243,11 +250,16 @@ def _accept_phase(
             _wait_idle(base)  # an overloaded step leaves requests behind: don't measure those
             _purge(pipeline)
             cpu: dict[str, float] = {}
+            before = _api_counters(port)
             with meter.measure(cpu):
                 attack = loadgen.attack(
                     vegeta, targets, rate=rate, seconds=args.seconds, workdir=work
                 )
-            step = {**dataclasses.asdict(attack), "cpu_cores": cpu}
+            step = {
+                **dataclasses.asdict(attack),
+                "cpu_cores": cpu,
+                "dynamodb_calls_per_accepted_order": _calls_per_order(before, _api_counters(port)),
+            }
             steps.append(step)
             print(f"accept {rate}/s -> {json.dumps(step)}", flush=True)
             return step
@@ -364,9 +376,11 @@ def end_to_end_step(
         pids = {"api": api.process.pid if api.process else 0, **(engine_pids or {})}
         pids.update({f"processor{i}": c.process.pid for i, c in enumerate(consumers) if c.process})
         cpu: dict[str, float] = {}
+        before = _api_counters(port)
         with CpuMeter(pids).measure(cpu):
             attack = loadgen.attack(vegeta, targets, rate=rate, seconds=seconds, workdir=work)
             backlog_at_end = _backlog(pipeline)
+        api_calls = _calls_per_order(before, _api_counters(port))
         drained_after = _wait_drained(pipeline, timeout=60)
         rows = _final_latencies(pipeline)
         receives = _receive_batches(metrics_ports)
@@ -392,6 +406,7 @@ def end_to_end_step(
         "backlog_at_end": backlog_at_end,
         "drained_seconds_after_load": drained_after,
         "cpu_cores": cpu,
+        "api_dynamodb_calls_per_accepted_order": api_calls,
         **sends,
         **receives,
     }
@@ -415,6 +430,24 @@ def _send_batches(api_port: int) -> dict[str, float]:
     text = httpx.get(f"http://127.0.0.1:{api_port}/metrics").text
     calls, mean = _histogram_mean(text, "queue_send_batch_size")
     return {"send_calls": calls, "messages_per_send": mean}
+
+
+def _api_counters(api_port: int) -> dict[str, float]:
+    """The API's orders accepted and the DynamoDB calls its accept path made (the rate limit's
+    window writes: the accept path's only DynamoDB calls without an Idempotency-Key)."""
+    text = httpx.get(f"http://127.0.0.1:{api_port}/metrics").text
+    counters = {"orders_accepted_total": 0.0, "rate_limit_window_writes_total": 0.0}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name in counters:
+                counters[sample.name] += sample.value
+    return counters
+
+
+def _calls_per_order(before: dict[str, float], after: dict[str, float]) -> float:
+    accepted = after["orders_accepted_total"] - before["orders_accepted_total"]
+    calls = after["rate_limit_window_writes_total"] - before["rate_limit_window_writes_total"]
+    return round(calls / accepted, 5) if accepted else 0.0
 
 
 def _receive_batches(metrics_ports: list[int]) -> dict[str, float]:

@@ -9,6 +9,7 @@ from typing import Any, TypeVar
 import boto3
 import httpx
 
+from order_api import ratelimit
 from order_devtools import local
 
 T = TypeVar("T")
@@ -101,6 +102,14 @@ def queue_depths(pipeline: local.LocalPipeline) -> dict[str, int]:
             attributes["ApproximateNumberOfMessagesNotVisible"]
         )
     return depths
+
+
+def in_a_fresh_rate_limit_window(needed_seconds: float) -> None:
+    """Wait for the API's next rate-limit window if this one ends within `needed_seconds`: the
+    limit is per fixed minute, and requests straddling two windows may pass it."""
+    left = ratelimit.WINDOW_SECONDS - time.time() % ratelimit.WINDOW_SECONDS
+    if left < needed_seconds:
+        time.sleep(left + 0.1)
 
 
 def eventually(probe: Callable[[], T], *, until: Callable[[T], bool], timeout: float = 30.0) -> T:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 
 import httpx
@@ -85,6 +86,32 @@ def test_velocity_rule_rejects_a_burst_from_one_customer(
     assert statuses.count("COMPLETED") >= 5
     assert "REJECTED" in statuses, finals
     assert all("orders in 60 s" in f["reason"] for f in finals if f["status"] == "REJECTED")
+
+
+def test_velocity_is_counted_per_client_so_one_cannot_get_anothers_customer_rejected(
+    make_pipeline: PipelineFactory,
+    start_api: ServiceFactory,
+    start_processor: ServiceFactory,
+    api_client: Clients,
+) -> None:
+    # Customer ids are each client's own: "shared" at one client is nobody at another.
+    pipeline = dataclasses.replace(
+        make_pipeline(), clients={"demo": "demo-secret", "other": "other-secret"}
+    )
+    client = api_client(start_api(pipeline))
+    # More than 2 orders a minute by one customer scores 40 or more: rejected.
+    start_processor(pipeline, VELOCITY_LIMIT="2", FRAUD_THRESHOLD="40")
+    demo, other = helpers.token(client), helpers.token(client, "other", "other-secret")
+
+    def final_status(access_token: str) -> dict[str, object]:
+        body = helpers.order_body(customer_id="shared", SKU_STICKER=1)
+        return helpers.wait_final(client, helpers.place(client, access_token, body)["status_url"])
+
+    assert [final_status(other)["status"] for _ in range(2)] == ["COMPLETED"] * 2
+    assert final_status(demo)["status"] == "COMPLETED"  # other's burst is not demo's customer's
+    third = final_status(other)  # demo's order is not other's customer's either: 3, not 4
+    assert third["status"] == "REJECTED"
+    assert "3 orders in 60 s" in str(third["reason"]), third
 
 
 def test_transient_payment_errors_are_retried_to_completion(

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from order_common import contract
-from order_processor import payments, stores, workflow
+from order_processor import payments, stores, velocity, workflow
 from order_processor import settings as settings_module
 
 PROCESSING = contract.OrderStatus.PROCESSING.value
@@ -47,7 +47,8 @@ class FakeStore:
         for line in lines:
             price, stock = self.catalog[line.sku]
             self.catalog[line.sku] = (price, stock - line.quantity)
-        self.velocity[message.customer_id] = self.velocity.get(message.customer_id, 0) + 1
+        customer = velocity.customer_key(message.client_id, message.customer_id)
+        self.velocity[customer] = self.velocity.get(customer, 0) + 1
         self.orders[message.order_id] = {
             "order_id": message.order_id,
             "status": PROCESSING,
@@ -87,7 +88,10 @@ class FakeStore:
     async def recent_orders(
         self, messages: Sequence[contract.OrderMessage], *, now: float
     ) -> dict[str, int]:
-        return {m.order_id: self.velocity.get(m.customer_id, 1) for m in messages}
+        return {
+            m.order_id: self.velocity.get(velocity.customer_key(m.client_id, m.customer_id), 1)
+            for m in messages
+        }
 
     async def complete_together(self, completions: Any, *, now: float) -> bool:
         self.calls.append("complete_together")
@@ -238,7 +242,8 @@ def test_a_redelivered_charged_order_completes_without_being_judged_again() -> N
     first = _delivery("o1")
     store._take(first.message, [stores.PricedLine("SKU-A", 1, 500)])
     gateway.charges["o1"] = 500
-    store.velocity[first.message.customer_id] = 1_000  # the fraud rules would reject it now
+    customer = velocity.customer_key(first.message.client_id, first.message.customer_id)
+    store.velocity[customer] = 1_000  # the fraud rules would reject it now
     assert _run(store, gateway, [_delivery("o1", count=2)]) == [ACK]
     assert _status(store, "o1") == "COMPLETED"
     assert gateway.charges == {"o1": 500}

@@ -109,7 +109,7 @@ async def create_order(request: fastapi.Request) -> fastapi.Response:
     # through FastAPI's dependency solving, which took about half of this route's CPU per order.
     # The errors are the same problem documents the other routes give.
     services = deps.services_of(request)
-    client_id = deps.authenticated_client(request)
+    client_id = await deps.authenticated_client(request)
     _require_json(request.headers.get("content-type"))
     idempotency_key, order = _validated(
         request.headers.get(IDEMPOTENCY_KEY_HEADER), await request.body()
