@@ -20,7 +20,10 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz")
+@router.get(
+    "/readyz",
+    responses={503: {"description": "The queue or the order store is unreachable (see checks)"}},
+)
 async def readyz(services: deps.Services) -> dict[str, str]:
     checks = {"queue": _check_queue(services), "table": services.orders.ping()}
     failures: dict[str, str] = {}
