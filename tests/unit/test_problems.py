@@ -7,8 +7,10 @@ import asyncio
 
 import fastapi
 import fastapi.exceptions
+import orjson
 import pydantic
 import pytest
+from starlette import testclient
 
 from order_api import app as api_app
 from order_api import problems, schemas
@@ -78,3 +80,21 @@ def test_problem_documents_are_what_the_problem_model_describes() -> None:
     assert problem.status == 422
     assert problem.errors is not None
     assert {error.field for error in problem.errors} == {"client_id", "client_secret"}
+
+
+def test_an_unexpected_error_is_a_500_problem_document_that_tells_nothing_of_it() -> None:
+    app = _app()
+
+    @app.get("/explode")
+    async def explode() -> None:
+        raise RuntimeError("internal state the client must not see")
+
+    # No lifespan runs, so the app has no services: the accept route fails too, on its fast path.
+    client = testclient.TestClient(app, raise_server_exceptions=False)
+    for response in (client.get("/explode"), client.post("/v1/orders", json={})):
+        assert response.status_code == 500
+        assert response.headers["content-type"] == problems.PROBLEM_JSON
+        body = orjson.loads(response.content)
+        assert body["status"] == 500
+        assert "internal state" not in body["detail"]
+        assert "services" not in body["detail"]

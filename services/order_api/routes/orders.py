@@ -235,6 +235,8 @@ class AcceptFastPath:
 
     def _handler_for(self, exc: Exception) -> ExceptionHandler | None:
         for kind in type(exc).__mro__:  # the most specific handler, as Starlette picks it
+            if kind is Exception:
+                break  # the 500 handler is the server-error middleware's: it logs the traceback
             if kind in self.handlers:
                 return self.handlers[kind]
         return None
