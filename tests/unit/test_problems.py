@@ -27,7 +27,7 @@ def _app() -> fastapi.FastAPI:
     with pytest.MonkeyPatch.context() as env:
         for name, value in local.LocalPipeline("", "").api_env(port=0).items():
             env.setenv(name, value)
-        return api_app.create_app(api_settings.ApiSettings())  # type: ignore[call-arg]
+        return api_app.create_app(api_settings.ApiSettings())
 
 
 def test_every_documented_error_response_is_a_problem_document() -> None:
@@ -66,7 +66,7 @@ def test_problem_documents_are_what_the_problem_model_describes() -> None:
         503, "maybe accepted", extra={"order_id": "ord_x", "status_url": "http://h/v1/orders/ord_x"}
     )
     assert uncertain.media_type == problems.PROBLEM_JSON
-    assert schemas.Problem.model_validate_json(uncertain.body).order_id == "ord_x"
+    assert schemas.Problem.model_validate_json(bytes(uncertain.body)).order_id == "ord_x"
 
     with pytest.raises(pydantic.ValidationError) as invalid:
         schemas.TokenRequest.model_validate({"client_id": ""})
@@ -76,7 +76,7 @@ def test_problem_documents_are_what_the_problem_model_describes() -> None:
             fastapi.exceptions.RequestValidationError(invalid.value.errors()),
         )
     )
-    problem = schemas.Problem.model_validate_json(validation.body)
+    problem = schemas.Problem.model_validate_json(bytes(validation.body))
     assert problem.status == 422
     assert problem.errors is not None
     assert {error.field for error in problem.errors} == {"client_id", "client_secret"}
