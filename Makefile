@@ -87,4 +87,4 @@ cluster-down: venv  ## stop the control plane cluster-up started and remove its 
 	$(PY) -m order_devtools.cluster down
 
 clean:  ## remove the virtualenv and local state (caches outside the repo stay)
-	rm -rf $(VENV) .cluster .run bench-results .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .cluster .run bench-results .pytest_cache .mypy_cache .ruff_cache .hypothesis
