@@ -11,7 +11,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 API_PORT ?= 8000
 
-.PHONY: help venv lock generate debian-packages run engines test test-fast lint bench chaos operator cluster-up cluster-down clean
+.PHONY: help venv lock generate debian-packages run engines test test-fast lint fuzz bench chaos operator cluster-up cluster-down clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
@@ -58,6 +58,10 @@ test-fast: venv debian-packages  ## unit tests and the in-process API and AWS-cl
 	$(PY) -m pytest -q tests/unit tests/integration/test_api_contract.py \
 	  tests/integration/test_aws_json_transport.py
 
+# The same module `make test` runs at a smaller count (docs/fuzzing.md).
+fuzz: venv debian-packages  ## fuzz the API from its OpenAPI description: 10,000+ requests on the real engines
+	FUZZ_EXAMPLES=1300 FUZZ_MIN_REQUESTS=10000 $(PY) -m pytest -q -s tests/integration/test_fuzz.py
+
 generate: venv  ## write the OrderPipeline CRD (operator and chart copies) and the chart's copy script
 	$(PY) -m order_operator.generate --write
 
@@ -83,4 +87,4 @@ cluster-down: venv  ## stop the control plane cluster-up started and remove its 
 	$(PY) -m order_devtools.cluster down
 
 clean:  ## remove the virtualenv and local state (caches outside the repo stay)
-	rm -rf $(VENV) .cluster .run bench-results .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .cluster .run bench-results .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -105,20 +105,24 @@ def create_app(settings: settings_module.ApiSettings | None = None) -> fastapi.F
     app.include_router(auth.router)
     app.include_router(orders.router)
     app.include_router(health.router)
-    _document_request_models(app)
+    _document(app)
     return app
 
 
-def _document_request_models(app: fastapi.FastAPI) -> None:
-    """Add the models of bodies a route parses itself (see orders.create_order) to /openapi.json."""
+def _document(app: fastapi.FastAPI) -> None:
+    """Complete /openapi.json with what FastAPI cannot infer: the models of bodies a route parses
+    itself (see orders.create_order) and the problem documents every error response is."""
     generate = app.openapi
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
-            components = generate().setdefault("components", {}).setdefault("schemas", {})
-            for name, schema in orders.REQUEST_SCHEMAS.items():
-                if components.setdefault(name, copy.deepcopy(schema)) != schema:
-                    raise RuntimeError(f"two different OpenAPI schemas are named {name}")
+            document = generate()
+            components = document.setdefault("components", {}).setdefault("schemas", {})
+            for models in (orders.REQUEST_SCHEMAS, problems.SCHEMAS):
+                for name, schema in models.items():
+                    if components.setdefault(name, copy.deepcopy(schema)) != schema:
+                        raise RuntimeError(f"two different OpenAPI schemas are named {name}")
+            problems.describe_error_responses(document)
         return app.openapi_schema or {}
 
     app.openapi = openapi  # type: ignore[method-assign]  # FastAPI's documented extension point

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import fastapi
 
@@ -94,3 +94,9 @@ def services_of(request: fastapi.Request) -> services_module.ApiServices:
 
 OptionalClient = Annotated[str | None, fastapi.Depends(optional_client)]
 Client = Annotated[str, fastapi.Depends(required_client)]
+
+BEARER_ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"description": "Missing, garbled or expired bearer token"},
+    429: {"description": "Rate limit exceeded"},
+}
+"""The errors of a route that authenticates a bearer token, for its `responses=`."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import http
 from typing import Any
 
@@ -9,6 +10,8 @@ import fastapi
 import fastapi.exceptions
 import orjson
 from starlette import exceptions as starlette_exceptions
+
+from order_api import schemas
 
 PROBLEM_JSON = "application/problem+json"
 
@@ -70,7 +73,35 @@ async def _on_http(request: fastapi.Request, exc: Exception) -> fastapi.Response
     return problem_response(exc.status_code, str(exc.detail), headers=dict(exc.headers or {}))
 
 
+async def _on_unexpected(request: fastapi.Request, exc: Exception) -> fastapi.Response:
+    # Starlette's server-error middleware calls this, then re-raises for the server to log the
+    # traceback; the client learns nothing of it.
+    return problem_response(500, "the request failed on an internal error; it has been logged")
+
+
 def install(app: fastapi.FastAPI) -> None:
     app.add_exception_handler(ProblemError, _on_problem)
     app.add_exception_handler(fastapi.exceptions.RequestValidationError, _on_validation)
     app.add_exception_handler(starlette_exceptions.HTTPException, _on_http)
+    app.add_exception_handler(Exception, _on_unexpected)
+
+
+SCHEMAS = schemas.openapi_components(schemas.Problem)
+"""The Problem model and the models it uses, as OpenAPI components (app.py adds them)."""
+
+# FastAPI's own description of its 422 body, which this API never sends.
+_FASTAPI_VALIDATION_SCHEMAS = ("HTTPValidationError", "ValidationError")
+
+
+def describe_error_responses(openapi: dict[str, Any]) -> None:
+    """Make every error response in `openapi` what the handlers above send: a Problem document
+    as application/problem+json (FastAPI describes them as application/json bodies)."""
+    problem = {PROBLEM_JSON: {"schema": {"$ref": schemas.COMPONENT_REF.format(model="Problem")}}}
+    for path_item in openapi.get("paths", {}).values():
+        for operation in path_item.values():
+            for status, response in operation.get("responses", {}).items():
+                if status[0] in "45":
+                    response["content"] = copy.deepcopy(problem)
+    components = openapi.get("components", {}).get("schemas", {})
+    for name in _FASTAPI_VALIDATION_SCHEMAS:
+        components.pop(name, None)

@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 import datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 import pydantic
 
 from order_common import contract
+
+COMPONENT_REF = "#/components/schemas/{model}"
+
+
+def openapi_components(model: type[pydantic.BaseModel]) -> dict[str, Any]:
+    """`model` and the models it uses, as OpenAPI components named after their classes."""
+    schema = model.model_json_schema(ref_template=COMPONENT_REF)
+    return {**schema.pop("$defs", {}), model.__name__: schema}
 
 
 class _Request(pydantic.BaseModel):
@@ -73,3 +81,32 @@ class OrderView(pydantic.BaseModel):
     accepted_at: datetime.datetime | None = None
     updated_at: datetime.datetime | None = None
     finished_at: datetime.datetime | None = None
+
+
+class FieldError(pydantic.BaseModel):
+    """One invalid part of a request: where (`body.items.0.quantity`), what, and its kind."""
+
+    field: str
+    message: str
+    type: str
+
+
+# problems.problem_response writes these documents (as plain dicts, for speed); this model
+# describes them in /openapi.json.
+class Problem(pydantic.BaseModel):
+    """Every error response: RFC 9457 problem details, sent as application/problem+json."""
+
+    model_config = pydantic.ConfigDict(extra="allow", use_attribute_docstrings=True)
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    errors: list[FieldError] | None = None
+    """400 and 422: each invalid part of the request."""
+    order_id: str | None = None
+    """503 when the queue did not confirm an order: the order that may have been accepted."""
+    status_url: str | None = None
+    """With `order_id`: where to follow that order."""
+    checks: dict[str, str] | None = None
+    """/readyz's 503: each dependency's state."""

@@ -7,6 +7,7 @@ in the test's own process (`in_process_api`) where the HTTP contract is what is 
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -31,33 +32,35 @@ def local_engines(tmp_path_factory: pytest.TempPathFactory) -> Iterator[engines.
 PipelineFactory = Callable[..., local.LocalPipeline]
 
 
+def new_pipeline(
+    local_engines: engines.Engines,
+    *,
+    catalog: dict[str, tuple[str, int, int]] | None = None,
+    visibility_timeout: int = 30,
+    max_receive_count: int = 3,
+) -> local.LocalPipeline:
+    """A fresh queue + DLQ + tables (unique names) with its catalog seeded."""
+    suffix = uuid.uuid4().hex[:10]
+    pipeline = local.LocalPipeline(
+        sqs_endpoint=local_engines.sqs_endpoint,
+        dynamodb_endpoint=local_engines.dynamodb_endpoint,
+        queue_name=f"orders-{suffix}",
+        table_prefix=f"t{suffix}-",
+    )
+    provision.provision(
+        pipeline.aws_settings(),
+        queue=schema.QueueConfig(
+            visibility_timeout_seconds=visibility_timeout, max_receive_count=max_receive_count
+        ),
+        catalog=catalog if catalog is not None else provision.DEMO_CATALOG,
+    )
+    return pipeline
+
+
 @pytest.fixture
 def make_pipeline(local_engines: engines.Engines) -> PipelineFactory:
-    """Provision a fresh queue + DLQ + tables (unique names) and seed its catalog."""
-
-    def make(
-        *,
-        catalog: dict[str, tuple[str, int, int]] | None = None,
-        visibility_timeout: int = 30,
-        max_receive_count: int = 3,
-    ) -> local.LocalPipeline:
-        suffix = uuid.uuid4().hex[:10]
-        pipeline = local.LocalPipeline(
-            sqs_endpoint=local_engines.sqs_endpoint,
-            dynamodb_endpoint=local_engines.dynamodb_endpoint,
-            queue_name=f"orders-{suffix}",
-            table_prefix=f"t{suffix}-",
-        )
-        provision.provision(
-            pipeline.aws_settings(),
-            queue=schema.QueueConfig(
-                visibility_timeout_seconds=visibility_timeout, max_receive_count=max_receive_count
-            ),
-            catalog=catalog if catalog is not None else provision.DEMO_CATALOG,
-        )
-        return pipeline
-
-    return make
+    """`make_pipeline(**options)`: `new_pipeline` on the session's engines."""
+    return functools.partial(new_pipeline, local_engines)
 
 
 @pytest.fixture
@@ -65,12 +68,18 @@ def pipeline(make_pipeline: PipelineFactory) -> local.LocalPipeline:
     return make_pipeline()
 
 
+# The engines accept any credentials; boto3 in the test process still needs some.
+LOCAL_AWS_ENV = {
+    "AWS_ACCESS_KEY_ID": "local",
+    "AWS_SECRET_ACCESS_KEY": "local",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
+
+
 @pytest.fixture(autouse=True)
 def _local_aws_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
-    # The engines accept any credentials; boto3 in the test process still needs some.
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "local")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "local")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    for name, value in LOCAL_AWS_ENV.items():
+        monkeypatch.setenv(name, value)
 
 
 ServiceFactory = Callable[..., local.ServiceProcess]

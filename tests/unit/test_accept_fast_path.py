@@ -81,3 +81,14 @@ def test_the_accept_route_is_served_without_the_router_and_errors_use_the_apps_h
 def test_an_error_no_handler_knows_goes_on_to_the_server_error_middleware() -> None:
     with pytest.raises(problems.ProblemError):
         _serve(_scope("POST", "/v1/orders"), handlers={})
+
+
+def test_the_apps_500_handler_is_left_to_the_server_error_middleware() -> None:
+    # There it answers and the exception is re-raised for the server to log its traceback.
+    async def answer_500(request: Any, exc: Exception) -> Any:
+        return problems.problem_response(500, "internal error")
+
+    scope = _scope("POST", "/v1/orders")
+    scope["headers"].append((b"authorization", b"Bearer t"))  # reaches the missing services
+    with pytest.raises(AttributeError):
+        _serve(scope, handlers={**HANDLERS, Exception: answer_500})

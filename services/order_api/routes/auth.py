@@ -15,7 +15,10 @@ router = fastapi.APIRouter(prefix="/v1/auth", tags=["auth"])
     "/token",
     response_model=schemas.TokenResponse,
     responses={
+        400: {"description": "The body is not valid JSON"},
         401: {"description": "Unknown client or wrong secret"},
+        413: {"description": "The body is larger than the configured limit"},
+        422: {"description": "Invalid body"},
         429: {"description": "Too many failed attempts for this client or from this address"},
     },
 )

@@ -15,7 +15,10 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz")
+@router.get(
+    "/readyz",
+    responses={503: {"description": "The queue or the order store is unreachable (see checks)"}},
+)
 async def readyz(services: deps.Services) -> dict[str, str]:
     verdict = await services.readiness.verdict()
     failing = [name for name, state in verdict.items() if state != "ok"]

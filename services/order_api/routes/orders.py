@@ -26,16 +26,8 @@ router = fastapi.APIRouter(prefix="/v1/orders", tags=["orders"])
 
 IDEMPOTENCY_KEY_HEADER = "Idempotency-Key"
 _MAX_IDEMPOTENCY_KEY = 255
-_COMPONENT_REF = "#/components/schemas/{model}"
 
-
-def _request_schemas() -> dict[str, Any]:
-    """OrderCreate and the models it uses, as OpenAPI components."""
-    schema = schemas.OrderCreate.model_json_schema(ref_template=_COMPONENT_REF)
-    return {**schema.pop("$defs", {}), "OrderCreate": schema}
-
-
-REQUEST_SCHEMAS = _request_schemas()
+REQUEST_SCHEMAS = schemas.openapi_components(schemas.OrderCreate)
 """Components the accept route's OpenAPI description refers to (app.py adds them)."""
 
 # The accept route reads its body and headers itself (below), so FastAPI cannot infer them;
@@ -44,7 +36,9 @@ _ACCEPT_OPENAPI: dict[str, Any] = {
     "requestBody": {
         "required": True,
         "content": {
-            "application/json": {"schema": {"$ref": _COMPONENT_REF.format(model="OrderCreate")}}
+            "application/json": {
+                "schema": {"$ref": schemas.COMPONENT_REF.format(model="OrderCreate")}
+            }
         },
     },
     "parameters": [
@@ -164,13 +158,12 @@ router.add_api_route(
     response_model=schemas.OrderAccepted,
     openapi_extra=_ACCEPT_OPENAPI,
     responses={
+        **deps.BEARER_ERRORS,
         400: {"description": "The body is not valid JSON"},
-        401: {"description": "Missing, garbled or expired bearer token"},
         409: {"description": "A request with this Idempotency-Key is still in flight"},
         413: {"description": "The body is larger than the configured limit"},
         415: {"description": "The body is not sent as application/json"},
         422: {"description": "Invalid body, or Idempotency-Key reused with another body"},
-        429: {"description": "Rate limit exceeded"},
         503: {"description": "The queue is unreachable; nothing was accepted"},
     },
 )
@@ -220,6 +213,8 @@ class AcceptFastPath:
 
     def _handler_for(self, exc: Exception) -> ExceptionHandler | None:
         for kind in type(exc).__mro__:  # the most specific handler, as Starlette picks it
+            if kind is Exception:
+                break  # the 500 handler is the server-error middleware's: it logs the traceback
             if kind in self.handlers:
                 return self.handlers[kind]
         return None
@@ -289,7 +284,22 @@ def _not_an_order_id() -> problems.ProblemError:
     return problems.ProblemError(404, "no order has this id")
 
 
-@router.get("/{order_id}", response_model=schemas.OrderView)
+_STORE_UNAVAILABLE: dict[int | str, dict[str, Any]] = {
+    503: {"description": "The order store is unavailable; retry later"}
+}
+
+
+@router.get(
+    "/{order_id}",
+    response_model=schemas.OrderView,
+    responses={
+        **deps.BEARER_ERRORS,
+        401: {"description": "Neither a signed status URL nor a valid bearer token"},
+        403: {"description": "The status URL's signature is invalid or has expired"},
+        404: {"description": "No such order of this client"},
+        **_STORE_UNAVAILABLE,
+    },
+)
 async def get_order(
     order_id: str,
     services: deps.Services,
@@ -346,7 +356,12 @@ async def get_order(
 @router.delete(
     "/{order_id}",
     response_model=schemas.OrderView,
-    responses={409: {"description": "Processing has already started"}},
+    responses={
+        **deps.BEARER_ERRORS,
+        404: {"description": "No such order of this client"},
+        409: {"description": "Processing has already started"},
+        **_STORE_UNAVAILABLE,
+    },
 )
 async def cancel_order(
     order_id: str, services: deps.Services, client_id: deps.Client
