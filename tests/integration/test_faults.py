@@ -395,10 +395,11 @@ def test_a_status_read_past_the_queues_retention_with_no_record_says_it_never_wi
     # An order accepted eight days ago (its status URL is valid for seven more) that no
     # processor ever recorded: the queue (four days' retention) no longer holds it.
     client = start_api_client(pipeline, STATUS_URL_TTL_SECONDS=str(15 * 86400))
-    signer = security.Signer(pipeline.signing_secret.encode())
+    signer = security.Signer(keys={"1": pipeline.signing_secret.encode()}, current_kid="1")
     order_id = signer.new_order_id("demo")
     expires = int(time.time()) + 7 * 86400
-    url = f"/v1/orders/{order_id}?expires={expires}&sig={signer.sign_status(order_id, expires)}"
+    signature = signer.sign_status(order_id, expires)
+    url = f"/v1/orders/{order_id}?expires={expires}&kid=1&sig={signature}"
 
     answer = client.get(url)
 

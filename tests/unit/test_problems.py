@@ -48,7 +48,7 @@ def test_every_documented_error_response_is_a_problem_document() -> None:
 @pytest.mark.parametrize(
     ("operation", "statuses"),
     [
-        ("POST /v1/auth/token", {"400", "401", "413", "422"}),
+        ("POST /v1/auth/token", {"400", "401", "413", "422", "429"}),
         ("POST /v1/orders", {"400", "401", "409", "413", "415", "422", "429", "503"}),
         ("GET /v1/orders/{order_id}", {"401", "403", "404", "422", "429", "503"}),
         ("DELETE /v1/orders/{order_id}", {"401", "404", "409", "422", "429", "503"}),
