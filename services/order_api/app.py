@@ -53,14 +53,23 @@ async def _lifespan(app: fastapi.FastAPI) -> AsyncIterator[None]:
                 in_progress_seconds=settings.idempotency_in_progress_seconds,
             ),
             tokens=security.TokenService(settings),
-            credentials=credentials.CredentialChecker.from_settings(settings),
+            credentials=credentials.CredentialChecker.from_settings(
+                settings,
+                lambda counts: stores.CountingWindows(
+                    client=dynamodb,
+                    table=settings.idempotency_table,
+                    window_seconds=settings.token_failure_window_seconds,
+                    counts=counts,
+                ),
+            ),
             signer=security.Signer.from_settings(settings),
             rate_limiter=ratelimit.RateLimiter(
                 per_minute=settings.rate_limit_per_minute,
-                windows=stores.RateLimitWindows(
+                windows=stores.CountingWindows(
                     client=dynamodb,
                     table=settings.idempotency_table,
                     window_seconds=ratelimit.WINDOW_SECONDS,
+                    counts="rate-limit",
                 ),
             ),
         )

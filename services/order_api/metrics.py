@@ -19,9 +19,10 @@ SEND_BATCH_SIZE = prometheus_client.Histogram(
 )
 RATE_LIMIT_WRITES = prometheus_client.Counter(
     "rate_limit_window_writes_total",
-    "Conditional UpdateItem calls taking a slice of a client's shared rate-limit window, by"
-    " outcome (taken; short: fewer permits left than asked)",
-    ["outcome"],
+    "UpdateItem calls on shared counting windows, by limit (rate-limit: a client's requests;"
+    " token-failures: failed token requests) and outcome (taken; short: fewer left than asked;"
+    " given_back: an attempt that did not count)",
+    ["limit", "outcome"],
 )
 HTTP_REQUESTS = prometheus_client.Counter(
     "http_requests_total",

@@ -1,19 +1,21 @@
-"""ASGI middleware: request ids, the body-size limit, HTTP metrics.
+"""ASGI middleware: request ids, the body-size limit, HTTP metrics, the answer to an
+unexpected error.
 
 Written as plain ASGI (not BaseHTTPMiddleware) because it wraps every request on the hot path.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
-from typing import Any
 
-import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from order_api import metrics, problems
 from order_common import logs
+
+log = logging.getLogger(__name__)
 
 REQUEST_ID_HEADER = b"x-request-id"
 _MAX_REQUEST_ID = 128
@@ -55,6 +57,17 @@ class RequestContextMiddleware:
                 await self._too_large(send_with_id)
                 return
             await self.app(scope, self._limited(receive, send_with_id, refused), send_with_id)
+        except Exception:
+            # Answered and logged here, inside the request's context, so the traceback and the
+            # 500 carry the same request id; the client learns nothing else of the error.
+            log.exception("request failed", extra={"request_id": request_id})
+            if response_started[0]:
+                raise  # the server can only cut the connection
+            await self._send_problem(
+                send_with_id,
+                500,
+                f"the request failed on an internal error, logged as request {request_id}",
+            )
         finally:
             logs.request_id_var.reset(token)
             route = scope.get("route")
@@ -83,21 +96,18 @@ class RequestContextMiddleware:
         return limited_receive
 
     async def _too_large(self, send: Send) -> None:
-        body: dict[str, Any] = {
-            "type": "about:blank",
-            "title": "Content Too Large",
-            "status": 413,
-            "detail": f"the request body is larger than {self.max_body_bytes} bytes",
-        }
-        payload = orjson.dumps(body)
+        await self._send_problem(
+            send, 413, f"the request body is larger than {self.max_body_bytes} bytes"
+        )
+
+    @staticmethod
+    async def _send_problem(send: Send, status: int, detail: str) -> None:
+        payload = problems.problem_response(status, detail)
         await send(
             {
                 "type": "http.response.start",
-                "status": 413,
-                "headers": [
-                    (b"content-type", problems.PROBLEM_JSON.encode()),
-                    (b"content-length", str(len(payload)).encode()),
-                ],
+                "status": status,
+                "headers": payload.raw_headers,
             }
         )
-        await send({"type": "http.response.body", "body": payload})
+        await send({"type": "http.response.body", "body": payload.body})

@@ -73,17 +73,10 @@ async def _on_http(request: fastapi.Request, exc: Exception) -> fastapi.Response
     return problem_response(exc.status_code, str(exc.detail), headers=dict(exc.headers or {}))
 
 
-async def _on_unexpected(request: fastapi.Request, exc: Exception) -> fastapi.Response:
-    # Starlette's server-error middleware calls this, then re-raises for the server to log the
-    # traceback; the client learns nothing of it.
-    return problem_response(500, "the request failed on an internal error; it has been logged")
-
-
 def install(app: fastapi.FastAPI) -> None:
     app.add_exception_handler(ProblemError, _on_problem)
     app.add_exception_handler(fastapi.exceptions.RequestValidationError, _on_validation)
     app.add_exception_handler(starlette_exceptions.HTTPException, _on_http)
-    app.add_exception_handler(Exception, _on_unexpected)
 
 
 SCHEMAS = schemas.openapi_components(schemas.Problem)

@@ -1,7 +1,7 @@
 """One rate limit per client, shared by every API replica and never exceeded.
 
 The limit holds per fixed window of a minute. A window's count lives in the pipeline's DynamoDB
-(`stores.RateLimitWindows`), and a replica takes permits from it in slices with one conditional
+(`stores.CountingWindows`), and a replica takes permits from it in slices with one conditional
 write each: the write adds the slice only if the count stays within the limit, so the replicas
 together never hand out more than the limit, whatever their number. A replica then grants from
 its slice in memory, so most requests cost no call at all.

@@ -66,15 +66,20 @@ class ApiSettings(common_settings.AwsSettings):
     """Client secrets verified at once per process (each takes ~19 MiB and one core for
     ~40 ms, in a worker thread); further token requests wait their turn."""
 
-    token_failure_window_seconds: int = pydantic.Field(default=300, ge=1)
-    """Sliding window over which failed token requests are counted."""
+    token_hash_queue: int = pydantic.Field(default=16, ge=0)
+    """Token requests that may wait for a hashing slot per process; more answer 503 with
+    Retry-After, so a flood of them cannot pile up unbounded latency and memory."""
+
+    token_failure_window_seconds: int = pydantic.Field(default=300, ge=10)
+    """Fixed window over which failed token requests are counted, by all replicas together
+    (in the idempotency table)."""
 
     token_failures_per_client: int = pydantic.Field(default=10, ge=1)
-    """Failed token requests for one client id within the window before that id answers 429
-    (even with the right secret) until the oldest failure leaves the window."""
+    """Failed token requests for one client id within a window before that id answers 429
+    (even with the right secret) until the window ends."""
 
     token_failures_per_source: int = pydantic.Field(default=30, ge=1)
-    """Failed token requests from one source address within the window before it answers 429.
+    """Failed token requests from one source address within a window before it answers 429.
     The address is the peer's, or X-Forwarded-For's from the proxies in uvicorn's
     FORWARDED_ALLOW_IPS."""
 

@@ -1,5 +1,5 @@
-"""The API's DynamoDB adapter: order reads, cancellation, idempotency records, rate-limit
-windows."""
+"""The API's DynamoDB adapter: order reads, cancellation, idempotency records, counting
+windows (the rate limit, failed token requests)."""
 
 from __future__ import annotations
 
@@ -214,36 +214,42 @@ class IdempotencyStore:
         return items.from_item(item) if item else None
 
 
-RATE_LIMIT_KEY_PREFIX = "rate-limit:"
-"""Rate-limit windows share the idempotency table (its TTL deletes them). Idempotency records
-are keyed `<client id>#<key>`: only a client whose configured id starts with this prefix could
-name one of these, and client ids are set by the operator, not by clients."""
-
-
 @dataclass(frozen=True)
-class RateLimitWindows:
-    """Each client's count per rate-limit window, one item per client and window."""
+class CountingWindows:
+    """Counts per subject and fixed window, shared by every replica: one item per subject and
+    window, keyed `<counts>:<subject>:<window start>`.
+
+    They share the idempotency table (its TTL deletes them). Idempotency records are keyed
+    `<client id>#<key>`: only a client whose configured id starts with a window's prefix could
+    name one of these, and client ids are set by the operator, not by clients.
+    """
 
     client: DynamoDBClient
     table: str
     window_seconds: int
+    counts: str
+    """What is counted (`rate-limit`, `token-failures-client`, ...): the key's prefix and the
+    writes metric's `limit` label."""
+
+    def _key(self, subject: str, window_start: int) -> dict[str, Any]:
+        return {"key": {"S": f"{self.counts}:{subject}:{window_start}"}}
 
     @_unavailable_on_error
-    async def take(self, client_id: str, *, window_start: int, count: int, limit: int) -> int:
+    async def take(self, subject: str, *, window_start: int, count: int, limit: int) -> int:
         """Add up to `count` to the window's count without passing `limit`; return how many
         were added.
 
         One conditional ADD, all or nothing; when fewer than `count` are left, the failed
         condition returns the count as it stands and the rest is taken instead.
         """
-        key = f"{RATE_LIMIT_KEY_PREFIX}{client_id}:{window_start}"
+        writes = metrics.RATE_LIMIT_WRITES
         # Kept one window after its end: clocks of replicas differ a little.
         expires_at = window_start + 2 * self.window_seconds
         while count > 0:
             try:
                 await self.client.update_item(
                     TableName=self.table,
-                    Key={"key": {"S": key}},
+                    Key=self._key(subject, window_start),
                     UpdateExpression="ADD taken :count SET expires_at = :expires",
                     ConditionExpression="attribute_not_exists(taken) OR taken <= :ceiling",
                     ExpressionAttributeValues={
@@ -254,12 +260,28 @@ class RateLimitWindows:
                     ReturnValuesOnConditionCheckFailure="ALL_OLD",
                 )
             except self.client.exceptions.ConditionalCheckFailedException as exc:
-                metrics.RATE_LIMIT_WRITES.labels("short").inc()
+                writes.labels(self.counts, "short").inc()
                 # Without the item (an engine that does not return it) the window counts as spent.
                 found = exc.response.get("Item")
                 taken = items.from_item(found).get("taken", 0) if isinstance(found, dict) else limit
                 count = min(count, limit - int(taken))
                 continue
-            metrics.RATE_LIMIT_WRITES.labels("taken").inc()
+            writes.labels(self.counts, "taken").inc()
             return count
         return 0
+
+    @_unavailable_on_error
+    async def give_back(self, subject: str, *, window_start: int, count: int) -> None:
+        """Return `count` taken from the window (an attempt that turned out not to count)."""
+        try:
+            await self.client.update_item(
+                TableName=self.table,
+                Key=self._key(subject, window_start),
+                UpdateExpression="ADD taken :count",
+                # Never create a window without its expiry; one already expired needs nothing.
+                ConditionExpression="attribute_exists(taken)",
+                ExpressionAttributeValues={":count": items.to_value(-count)},
+            )
+        except self.client.exceptions.ConditionalCheckFailedException:
+            return
+        metrics.RATE_LIMIT_WRITES.labels(self.counts, "given_back").inc()

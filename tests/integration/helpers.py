@@ -104,10 +104,12 @@ def queue_depths(pipeline: local.LocalPipeline) -> dict[str, int]:
     return depths
 
 
-def in_a_fresh_rate_limit_window(needed_seconds: float) -> None:
-    """Wait for the API's next rate-limit window if this one ends within `needed_seconds`: the
-    limit is per fixed minute, and requests straddling two windows may pass it."""
-    left = ratelimit.WINDOW_SECONDS - time.time() % ratelimit.WINDOW_SECONDS
+def in_a_fresh_rate_limit_window(
+    needed_seconds: float, *, window_seconds: int = ratelimit.WINDOW_SECONDS
+) -> None:
+    """Wait for the API's next fixed window (of the rate limit, or of `window_seconds`) if this
+    one ends within `needed_seconds`: requests straddling two windows may pass a limit."""
+    left = window_seconds - time.time() % window_seconds
     if left < needed_seconds:
         time.sleep(left + 0.1)
 

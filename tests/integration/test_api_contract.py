@@ -223,6 +223,7 @@ def test_failed_token_requests_lock_out_the_client_then_the_source(
 ) -> None:
     caplog.set_level(logging.WARNING, logger="order_api")
     api = in_process_api(two_clients, TOKEN_FAILURES_PER_CLIENT="3", TOKEN_FAILURES_PER_SOURCE="5")
+    helpers.in_a_fresh_rate_limit_window(needed_seconds=20, window_seconds=300)  # the default
     for _ in range(3):
         _problem(_ask_token(api, "demo", "guessed-secret"), 401)
     locked = _ask_token(api, "demo", "demo-secret")  # even the right secret, for now

@@ -1,8 +1,10 @@
-"""The per-client rate limit, shared by every API replica through the pipeline's DynamoDB.
+"""The per-client rate limit and the limits on failed token requests, shared by every API
+replica through the pipeline's DynamoDB.
 
 Real API processes on the real engines: a client spreading its requests over several replicas
 gets exactly the limit in a window, a client over it costs no DynamoDB call, and a limiter that
-cannot reach its store refuses (503) rather than letting everyone through.
+cannot reach its store refuses (503) rather than letting everyone through. A guesser spreading
+wrong secrets over the replicas gets exactly the configured number of tries.
 """
 
 from __future__ import annotations
@@ -44,6 +46,10 @@ def _post_orders(
 
     with concurrent.futures.ThreadPoolExecutor(workers) as pool:
         return list(pool.map(post, range(count)))
+
+
+def _ask_token(api: httpx.Client, client_id: str, secret: str) -> httpx.Response:
+    return api.post("/v1/auth/token", json={"client_id": client_id, "client_secret": secret})
 
 
 def _assert_refused_as_over_the_limit(response: httpx.Response) -> None:
@@ -107,6 +113,10 @@ def test_a_limiter_without_its_store_refuses_with_503_and_queues_nothing(
     access_token = helpers.token(api)
     with dynamodb_proxy.faults(Fault(fault, times=None)):
         response = _post_orders([api], access_token, 1)[0]
+        token_response = _ask_token(api, "demo", "demo-secret")
+    # Secrets are not checked uncounted either.
+    assert token_response.status_code == 503, token_response.text
+    assert "cannot be counted" in token_response.json()["detail"]
     assert response.status_code == 503, response.text
     assert response.headers["content-type"].startswith(PROBLEM)
     assert "rate limit" in response.json()["detail"]
@@ -114,3 +124,31 @@ def test_a_limiter_without_its_store_refuses_with_503_and_queues_nothing(
     assert helpers.queue_depths(pipeline)[pipeline.queue_name] == 0
     # Back once the store is: the same client is served again.
     assert _post_orders([api], access_token, 1)[0].status_code == 202
+
+
+def test_a_guesser_spreading_wrong_secrets_over_three_replicas_gets_exactly_the_tries(
+    pipeline: local.LocalPipeline, start_api_client: ApiClients
+) -> None:
+    window = 600
+    env = {
+        "TOKEN_FAILURE_WINDOW_SECONDS": str(window),
+        "TOKEN_FAILURES_PER_CLIENT": "4",
+        "TOKEN_FAILURES_PER_SOURCE": "7",
+    }
+    two_clients = dataclasses.replace(
+        pipeline, clients={"demo": "demo-secret", "other": "other-secret"}
+    )
+    replicas = [start_api_client(two_clients, **env) for _ in range(3)]
+    helpers.in_a_fresh_rate_limit_window(needed_seconds=30, window_seconds=window)
+
+    guesses = [_ask_token(replicas[i % 3], "demo", f"guess-{i}") for i in range(9)]
+    assert [r.status_code for r in guesses] == [401] * 4 + [429] * 5
+    assert 1 <= int(guesses[-1].headers["retry-after"]) <= window
+    # Locked for every replica, even with the right secret; a right secret refunds its try.
+    assert {_ask_token(api, "demo", "demo-secret").status_code for api in replicas} == {429}
+    assert helpers.token(replicas[1], "other", "other-secret")
+
+    # The source's own count: 4 failures so far, 3 more tries over unknown ids, then none.
+    unknown = [_ask_token(replicas[i % 3], f"nobody-{i}", "guess") for i in range(5)]
+    assert [r.status_code for r in unknown] == [401] * 3 + [429] * 2
+    assert _ask_token(replicas[2], "other", "other-secret").status_code == 429

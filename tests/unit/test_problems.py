@@ -4,6 +4,7 @@ problem document (application/problem+json, the `Problem` model)."""
 from __future__ import annotations
 
 import asyncio
+import logging
 
 import fastapi
 import fastapi.exceptions
@@ -13,7 +14,7 @@ import pytest
 from starlette import testclient
 
 from order_api import app as api_app
-from order_api import problems, schemas
+from order_api import middleware, problems, schemas
 from order_api import settings as api_settings
 from order_devtools import local
 
@@ -48,7 +49,7 @@ def test_every_documented_error_response_is_a_problem_document() -> None:
 @pytest.mark.parametrize(
     ("operation", "statuses"),
     [
-        ("POST /v1/auth/token", {"400", "401", "413", "422", "429"}),
+        ("POST /v1/auth/token", {"400", "401", "413", "422", "429", "503"}),
         ("POST /v1/orders", {"400", "401", "409", "413", "415", "422", "429", "503"}),
         ("GET /v1/orders/{order_id}", {"401", "403", "404", "422", "429", "503"}),
         ("DELETE /v1/orders/{order_id}", {"401", "404", "409", "422", "429", "503"}),
@@ -82,7 +83,9 @@ def test_problem_documents_are_what_the_problem_model_describes() -> None:
     assert {error.field for error in problem.errors} == {"client_id", "client_secret"}
 
 
-def test_an_unexpected_error_is_a_500_problem_document_that_tells_nothing_of_it() -> None:
+def test_an_unexpected_error_is_a_500_problem_document_that_tells_nothing_of_it(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     app = _app()
 
     @app.get("/explode")
@@ -91,10 +94,21 @@ def test_an_unexpected_error_is_a_500_problem_document_that_tells_nothing_of_it(
 
     # No lifespan runs, so the app has no services: the accept route fails too, on its fast path.
     client = testclient.TestClient(app, raise_server_exceptions=False)
-    for response in (client.get("/explode"), client.post("/v1/orders", json={})):
+    with caplog.at_level(logging.ERROR, logger=middleware.__name__):
+        answers = [
+            client.get("/explode", headers={"x-request-id": "req-explode"}),
+            client.post("/v1/orders", json={}, headers={"x-request-id": "req-accept"}),
+        ]
+    for response, request_id in zip(answers, ("req-explode", "req-accept"), strict=True):
         assert response.status_code == 500
         assert response.headers["content-type"] == problems.PROBLEM_JSON
         body = orjson.loads(response.content)
         assert body["status"] == 500
         assert "internal state" not in body["detail"]
         assert "services" not in body["detail"]
+        # The id the client can quote is the one on the logged traceback.
+        assert response.headers["x-request-id"] == request_id
+        assert request_id in body["detail"]
+    logged = [record for record in caplog.records if record.exc_info]
+    assert [record.request_id for record in logged] == ["req-explode", "req-accept"]
+    assert "internal state the client must not see" in str(logged[0].exc_info[1])

@@ -6,7 +6,7 @@ import math
 
 import fastapi
 
-from order_api import credentials, deps, problems, schemas
+from order_api import credentials, deps, problems, schemas, stores
 
 router = fastapi.APIRouter(prefix="/v1/auth", tags=["auth"])
 
@@ -20,6 +20,7 @@ router = fastapi.APIRouter(prefix="/v1/auth", tags=["auth"])
         413: {"description": "The body is larger than the configured limit"},
         422: {"description": "Invalid body"},
         429: {"description": "Too many failed attempts for this client or from this address"},
+        503: {"description": "Too many token requests waiting, or failures cannot be counted"},
     },
 )
 async def issue_token(
@@ -33,6 +34,16 @@ async def issue_token(
             429,
             "too many failed attempts for this client or from this address; retry later",
             headers={"Retry-After": str(max(1, math.ceil(exc.retry_after)))},
+        ) from exc
+    except credentials.HashingBusyError as exc:
+        raise problems.ProblemError(
+            503, "too many token requests are waiting; retry shortly", headers={"Retry-After": "1"}
+        ) from exc
+    except stores.StoreUnavailableError as exc:
+        raise problems.ProblemError(
+            503,
+            "failed attempts cannot be counted (their table is unavailable); retry later",
+            headers={"Retry-After": str(services.settings.retry_after_seconds)},
         ) from exc
     except credentials.WrongCredentialsError as exc:
         raise problems.ProblemError(401, "unknown client or wrong secret") from exc
