@@ -36,12 +36,20 @@ lock: $(UV)  ## re-resolve requirements.lock and requirements-runtime.lock from 
 	$(UV) pip compile --quiet pyproject.toml --generate-hashes --universal \
 	  --python-version 3.11 --no-header -c requirements.lock -o requirements-runtime.lock
 
-# ElasticMQ runs on the JRE (resolved with Maven); Dynoxide runs with jemalloc preloaded.
-debian-packages:  ## install a JRE, Maven and jemalloc from Debian if they are missing
-	@command -v java >/dev/null && command -v mvn >/dev/null && \
-	  ls /usr/lib/*/libjemalloc.so.2 >/dev/null 2>&1 || { \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
-	    openjdk-17-jre-headless maven libjemalloc2; }
+# ElasticMQ runs on the JRE (resolved with Maven); Dynoxide runs with jemalloc preloaded;
+# Prometheus and promtool check the shipped rules and dashboards; buildah and mmdebstrap build
+# the images; containerd, runc, the CNI plugins and iptables run the test cluster's real node.
+DEBIAN_PACKAGES := libjemalloc2 prometheus buildah mmdebstrap containerd runc \
+  containernetworking-plugins iptables
+debian-packages:  ## install what the engines, images and test cluster need from Debian if missing
+	@missing=$$(command -v java >/dev/null && command -v mvn >/dev/null || \
+	  echo openjdk-17-jre-headless maven; \
+	  for package in $(DEBIAN_PACKAGES); do \
+	    dpkg-query -W -f='$${db:Status-Status}' $$package 2>/dev/null | grep -qx installed || \
+	      echo $$package; \
+	  done); \
+	[ -z "$$missing" ] || { apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; }
 
 run: venv debian-packages  ## start engines, API and processor locally (Ctrl-C stops everything)
 	API_PORT=$(API_PORT) $(PY) -m order_devtools.run
