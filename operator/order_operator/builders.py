@@ -166,6 +166,7 @@ def _pod_spec(
     spec: v1alpha1.OrderPipelineSpec,
     *,
     container: dict[str, Any],
+    placement: v1alpha1.Placement,
     termination_grace_seconds: int,
 ) -> dict[str, Any]:
     pod: dict[str, Any] = {
@@ -178,6 +179,13 @@ def _pod_spec(
     }
     if spec.aws.credentials.service_account_name:
         pod["serviceAccountName"] = spec.aws.credentials.service_account_name
+    if placement.node_selector:
+        pod["nodeSelector"] = dict(placement.node_selector)
+    if placement.tolerations:
+        pod["tolerations"] = [
+            toleration.model_dump(by_alias=True, exclude_none=True)
+            for toleration in placement.tolerations
+        ]
     return pod
 
 
@@ -283,7 +291,9 @@ def build_api_deployment(owner: Owner, spec: v1alpha1.OrderPipelineSpec) -> dict
         "readinessProbe": {"httpGet": {"path": "/readyz", "port": "http"}, "periodSeconds": 5},
         "securityContext": _container_security(),
     }
-    pod = _pod_spec(spec, container=container, termination_grace_seconds=30)
+    pod = _pod_spec(
+        spec, container=container, placement=api.placement, termination_grace_seconds=30
+    )
     if reload:
         pod = _with_source_reload(pod, command=list(API_RELOAD_COMMAND))
     strategy = {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": "25%"}}
@@ -313,7 +323,9 @@ def build_processor_deployment(owner: Owner, spec: v1alpha1.OrderPipelineSpec) -
     # Scale-in must not cut off work in flight: give a stopping consumer at least the
     # visibility timeout to finish or release its messages.
     grace = max(30, spec.queue.visibility_timeout_seconds + 10)
-    pod = _pod_spec(spec, container=container, termination_grace_seconds=grace)
+    pod = _pod_spec(
+        spec, container=container, placement=processor.placement, termination_grace_seconds=grace
+    )
     if spec.development.reload:
         pod = _with_source_reload(
             pod, command=processor_reload_command(stop_timeout_seconds=grace - 5)

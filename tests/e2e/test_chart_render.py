@@ -230,6 +230,15 @@ def test_pipelines_come_from_values_with_image_defaults_and_overrides(
     assert "http://us-api.shop.svc/readyz" in scripts
 
 
+def test_the_test_pod_runs_where_the_values_place_it(helm_path: Path, tmp_path: Path) -> None:
+    placement = {
+        "nodeSelector": {"type": "real"},
+        "tolerations": [{"key": "order-pipeline.dev/real-node", "operator": "Exists"}],
+    }
+    (pod,) = by_kind(render_values(helm_path, tmp_path, {"tests": placement}), "Pod")
+    assert {key: pod["spec"][key] for key in placement} == placement
+
+
 def test_each_pipeline_gets_a_generated_api_secret_unless_it_brings_its_own(
     helm_path: Path, tmp_path: Path
 ) -> None:

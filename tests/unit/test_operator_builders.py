@@ -262,3 +262,19 @@ def test_development_reload_commands_reload_from_the_working_directory() -> None
     # watchfiles' SIGINT-then-SIGKILL fits in the pod's grace period.
     timeout = int(command[command.index("--sigint-timeout") + 1])
     assert timeout < pod_of(processor)["terminationGracePeriodSeconds"]
+
+
+def test_each_components_placement_reaches_its_pods_and_only_its_own() -> None:
+    real_node = {
+        "nodeSelector": {"type": "real"},
+        "tolerations": [{"key": "order-pipeline.dev/real-node", "operator": "Exists"}],
+    }
+    spec = make_spec(processor={"image": "processor:1", "placement": real_node})
+    processor = pod_of(builders.build_processor_deployment(OWNER, spec))
+    assert processor["nodeSelector"] == {"type": "real"}
+    assert processor["tolerations"] == [
+        {"key": "order-pipeline.dev/real-node", "operator": "Exists"}
+    ]
+    api = pod_of(builders.build_api_deployment(OWNER, spec))
+    assert "nodeSelector" not in api
+    assert "tolerations" not in api

@@ -154,6 +154,23 @@ class DisruptionBudget(_Model):
     max_unavailable: IntOrString = 1
 
 
+class Toleration(_Model):
+    """A Kubernetes pod toleration."""
+
+    key: str | None = None
+    operator: Literal["Exists", "Equal"] = "Equal"
+    value: str | None = None
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
+    toleration_seconds: int | None = None
+
+
+class Placement(_Model):
+    """Where a component's pods may run (copied into their pod spec)."""
+
+    node_selector: dict[str, str] = {}
+    tolerations: list[Toleration] = []
+
+
 class ApiAutoscaling(_Model):
     min_replicas: int = pydantic.Field(default=2, ge=1, le=100)
     max_replicas: int = pydantic.Field(default=10, ge=1, le=100)
@@ -187,6 +204,7 @@ class ApiSpec(
     the cluster; never a request's Host header."""
     autoscaling: ApiAutoscaling = ApiAutoscaling()
     disruption_budget: DisruptionBudget = DisruptionBudget()
+    placement: Placement = Placement()
 
 
 class ProcessorScaling(
@@ -219,6 +237,7 @@ class ProcessorSpec(_Model):
     batch_size: int = pydantic.Field(default=10, ge=1, le=10)
     scaling: ProcessorScaling = ProcessorScaling()
     disruption_budget: DisruptionBudget = DisruptionBudget()
+    placement: Placement = Placement()
 
 
 class DevelopmentSpec(_Model):
