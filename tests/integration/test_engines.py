@@ -291,10 +291,10 @@ def test_a_port_taken_before_the_engine_binds_is_replaced_when_we_picked_it(
         taken_port = squatter.getsockname()[1]
         free_ports = iter([taken_port])
         real_pick = processes.free_port
-        monkeypatch.setattr(processes, "free_port", lambda: next(free_ports, real_pick()))
+        monkeypatch.setattr(processes, "free_port", lambda host: next(free_ports, real_pick(host)))
         # Let the pre-check pass once, as when another process binds in between.
         pre_checks = iter([True])
-        monkeypatch.setattr(processes, "port_is_free", lambda port: next(pre_checks, True))
+        monkeypatch.setattr(processes, "port_is_free", lambda port, host: next(pre_checks, True))
         engine = local_engines.elasticmq_process(tmp_path, port=0, persistent=False)
 
         try:
@@ -370,3 +370,18 @@ def test_engines_die_when_their_parent_is_killed(tmp_path: Path) -> None:
         if runner.poll() is None:
             runner.kill()
             runner.wait()
+
+
+def test_engines_bound_to_another_address_listen_there_only(tmp_path: Path) -> None:
+    """The test cluster's real pods reach the engines on its bridge address; 127.0.0.2 (also
+    this host, yet not 127.0.0.1) stands in for it here."""
+    host = "127.0.0.2"
+    with local_engines.running_engines(tmp_path, persistent=False, host=host) as running:
+        for engine in running.all():
+            assert engine.endpoint == f"http://{host}:{engine.port}"
+            with pytest.raises(ConnectionRefusedError):
+                socket.create_connection((processes.LOOPBACK_HOST, engine.port), timeout=2)
+        # Queue URLs name the address clients must use.
+        queue_url = running.sqs_client().create_queue(QueueName="elsewhere")["QueueUrl"]
+        assert queue_url.startswith(f"http://{host}:{running.sqs.port}/")
+        assert "TableNames" in running.dynamodb_client().list_tables()

@@ -110,8 +110,8 @@ def _ephemeral_port_floor() -> int:
         return 32768
 
 
-def free_port() -> int:
-    """A free loopback port below the ephemeral range.
+def free_port(host: str = LOOPBACK_HOST) -> int:
+    """A free port on `host` (loopback by default) below the ephemeral range.
 
     Ports the kernel hands out with bind(0) are also used for outgoing connections, and one was
     seen taken by a client socket in the moment between picking it and a server binding it.
@@ -119,20 +119,20 @@ def free_port() -> int:
     floor = _ephemeral_port_floor()
     candidates = list(range(PICKED_PORT_LOW, max(floor, PICKED_PORT_LOW + 1000)))
     for port in random.sample(candidates, k=min(200, len(candidates))):
-        if port_is_free(port):
+        if port_is_free(port, host):
             return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind((LOOPBACK_HOST, 0))
+        probe.bind((host, 0))
         picked: int = probe.getsockname()[1]
         return picked
 
 
-def port_is_free(port: int) -> bool:
+def port_is_free(port: int, host: str = LOOPBACK_HOST) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         # As servers bind: connections in TIME_WAIT from an earlier run don't count.
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
-            probe.bind((LOOPBACK_HOST, port))
+            probe.bind((host, port))
         except OSError:
             return False
         return True

@@ -130,7 +130,7 @@ def _install_cargo(crate: CargoCrate) -> None:
         progress(f"{crate.name} ready in {time.monotonic() - started:.1f}s")
 
 
-def _dynamodb_answers(port: int) -> bool:
+def _dynamodb_answers(host: str, port: int) -> bool:
     headers = {
         "X-Amz-Target": "DynamoDB_20120810.ListTables",
         "Content-Type": "application/x-amz-json-1.0",
@@ -142,7 +142,7 @@ def _dynamodb_answers(port: int) -> bool:
             "SignedHeaders=host, Signature=0"
         ),
     }
-    return answers_http(port, "POST", "/", body=b"{}", headers=headers)
+    return answers_http(host, port, "POST", "/", body=b"{}", headers=headers)
 
 
 # glibc's allocator held about a quarter of Dynoxide's CPU in the pipeline; with jemalloc
@@ -171,17 +171,19 @@ def _allocator_env() -> dict[str, str]:
     return {}
 
 
-def dynoxide_process(state_dir: Path, *, port: int, persistent: bool) -> EngineProcess:
+def dynoxide_process(
+    state_dir: Path, *, port: int, persistent: bool, host: str = LOOPBACK_HOST
+) -> EngineProcess:
     work_dir = state_dir / "dynoxide"
 
-    def build_command(bound_port: int) -> list[str]:
+    def build_command(host: str, bound_port: int) -> list[str]:
         # One database whatever credentials or region a client uses, as in one account.
         storage = ["--db-path", str((work_dir / "dynamodb.sqlite").resolve())] if persistent else []
         return [
             str(DYNOXIDE.binary),
             "serve",
             "--host",
-            LOOPBACK_HOST,
+            host,
             "--port",
             str(bound_port),
             *storage,
@@ -195,4 +197,5 @@ def dynoxide_process(state_dir: Path, *, port: int, persistent: bool) -> EngineP
         log_path=state_dir / "dynoxide.log",
         work_dir=work_dir,
         env=_allocator_env(),
+        host=host,
     )

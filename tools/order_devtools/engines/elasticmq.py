@@ -173,15 +173,15 @@ def _record_class_archive() -> None:
     progress(f"class-data archive recorded in {time.monotonic() - started:.1f}s")
 
 
-def _sqs_answers(port: int) -> bool:
-    return answers_http(port, "GET", "/?Action=ListQueues")
+def _sqs_answers(host: str, port: int) -> bool:
+    return answers_http(host, port, "GET", "/?Action=ListQueues")
 
 
 def _hocon_string(value: str) -> str:
     return json.dumps(value)
 
 
-def elasticmq_config(*, port: int, data_dir: Path | None) -> str:
+def elasticmq_config(*, port: int, data_dir: Path | None, host: str = LOOPBACK_HOST) -> str:
     """HOCON for ElasticMQ; queues come from CreateQueue calls, not from this file."""
     if data_dir is None:
         storage = "messages-storage { enabled = false }"
@@ -201,14 +201,14 @@ def elasticmq_config(*, port: int, data_dir: Path | None) -> str:
 
 node-address {{
   protocol = "http"
-  host = {_hocon_string(LOOPBACK_HOST)}
+  host = {_hocon_string(host)}
   port = {port}
   context-path = ""
 }}
 rest-sqs {{
   enabled = true
   bind-port = {port}
-  bind-hostname = {_hocon_string(LOOPBACK_HOST)}
+  bind-hostname = {_hocon_string(host)}
   sqs-limits = strict
 }}
 generate-node-address = false
@@ -234,13 +234,14 @@ def elasticmq_process(
     port: int,
     persistent: bool,
     extra_jvm_options: Sequence[str] = (),
+    host: str = LOOPBACK_HOST,
 ) -> EngineProcess:
     work_dir = state_dir / "elasticmq"
     config_path = work_dir / "elasticmq.conf"
 
-    def build_command(bound_port: int) -> list[str]:
+    def build_command(host: str, bound_port: int) -> list[str]:
         data_dir = work_dir if persistent else None
-        config_path.write_text(elasticmq_config(port=bound_port, data_dir=data_dir))
+        config_path.write_text(elasticmq_config(port=bound_port, data_dir=data_dir, host=host))
         return [
             require_tool("java"),
             *COMMON_JVM_OPTIONS,
@@ -259,4 +260,5 @@ def elasticmq_process(
         answers=_sqs_answers,
         log_path=state_dir / "elasticmq.log",
         work_dir=work_dir,
+        host=host,
     )

@@ -53,6 +53,7 @@ def listens_on(pid: int, port: int) -> bool:
 
 
 def answers_http(
+    host: str,
     port: int,
     method: str,
     path: str,
@@ -60,7 +61,7 @@ def answers_http(
     body: bytes | None = None,
     headers: dict[str, str] | None = None,
 ) -> bool:
-    connection = http.client.HTTPConnection(LOOPBACK_HOST, port, timeout=2.0)
+    connection = http.client.HTTPConnection(host, port, timeout=2.0)
     try:
         connection.request(method, path, body=body, headers=headers or {})
         return connection.getresponse().status == 200
@@ -75,22 +76,25 @@ class PortTakenError(RuntimeError):
 
 
 class EngineProcess:
-    """One engine process on a fixed loopback port; restarts reuse the port and the data dir."""
+    """One engine process on a fixed port of `host` (loopback unless pods must reach it);
+    restarts reuse the port and the data dir."""
 
     def __init__(
         self,
         *,
         name: str,
         port: int,
-        build_command: Callable[[int], list[str]],
-        answers: Callable[[int], bool],
+        build_command: Callable[[str, int], list[str]],
+        answers: Callable[[str, int], bool],
         log_path: Path,
         work_dir: Path,
         port_taken_markers: Sequence[str] = ("Address already in use",),
         env: dict[str, str] | None = None,
+        host: str = LOOPBACK_HOST,
     ) -> None:
         self.name = name
-        self.port = port if port else processes.free_port()
+        self.host = host
+        self.port = port if port else processes.free_port(host)
         # A port we picked may be re-picked until the first start succeeds; after that,
         # restarts must keep it because clients hold the endpoint.
         self.may_choose_port = not port
@@ -110,7 +114,7 @@ class EngineProcess:
 
     @property
     def endpoint(self) -> str:
-        return f"http://{LOOPBACK_HOST}:{self.port}"
+        return f"http://{self.host}:{self.port}"
 
     @property
     def pid(self) -> int | None:
@@ -128,17 +132,17 @@ class EngineProcess:
         start_together([self])
 
     def choose_new_port(self) -> None:
-        self.port = processes.free_port()
+        self.port = processes.free_port(self.host)
 
     def spawn(self) -> None:
         """Launch the engine without waiting, so several engines can boot at the same time."""
         if self.is_running():
             return
-        if not processes.port_is_free(self.port):
-            raise PortTakenError(f"{self.name}: port {LOOPBACK_HOST}:{self.port} is already in use")
+        if not processes.port_is_free(self.port, self.host):
+            raise PortTakenError(f"{self.name}: port {self.host}:{self.port} is already in use")
         self._work_dir.mkdir(parents=True, exist_ok=True)
         self._log_offset = self._log_path.stat().st_size if self._log_path.exists() else 0
-        command = self._build_command(self.port)
+        command = self._build_command(self.host, self.port)
         with self._log_path.open("ab") as log_file:
             log_file.write(f"--- starting {self.name}: {' '.join(command)}\n".encode())
         self._started_at = time.monotonic()
@@ -158,12 +162,12 @@ class EngineProcess:
         if process is None:
             raise RuntimeError(f"{self.name} was never started")
         deadline = time.monotonic() + timeout
-        while not self._answers(self.port):
+        while not self._answers(self.host, self.port):
             if self._log_says_port_taken():
                 # ElasticMQ keeps running without a listener when its bind fails.
                 self.stop()
                 raise PortTakenError(
-                    f"{self.name}: port {LOOPBACK_HOST}:{self.port} was taken before it bound; "
+                    f"{self.name}: port {self.host}:{self.port} was taken before it bound; "
                     f"log {self._log_path}:\n{processes.log_tail(self._log_path, lines=5)}"
                 )
             if process.poll() is not None:
@@ -181,9 +185,7 @@ class EngineProcess:
             time.sleep(READINESS_POLL_SECONDS)
         if not listens_on(process.pid, self.port):
             self.stop()
-            raise PortTakenError(
-                f"{self.name}: another process answers on {LOOPBACK_HOST}:{self.port}"
-            )
+            raise PortTakenError(f"{self.name}: another process answers on {self.host}:{self.port}")
         self.last_startup_seconds = time.monotonic() - self._started_at
         logger.info(
             "%s answers on %s after %.2fs", self.name, self.endpoint, self.last_startup_seconds

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 import boto3
 
+from order_devtools import processes
 from order_devtools.engines import dynoxide, elasticmq
 from order_devtools.engines.engine_process import EngineProcess, start_together
 from order_devtools.engines.install import require_tool
@@ -77,8 +78,10 @@ def running_engines(
     sqs_port: int = 0,
     dynamodb_port: int = 0,
     persistent: bool = True,
+    host: str = processes.LOOPBACK_HOST,
 ) -> Iterator[Engines]:
-    """Both engines on loopback for the duration of the block; port 0 picks a free port.
+    """Both engines on `host` (loopback; the test cluster's bridge address for its real pods)
+    for the duration of the block; port 0 picks a free port.
 
     persistent=True keeps queues, messages and tables under `state_dir` across stop()/start()
     (and across runs with the same dir); persistent=False keeps everything in memory.
@@ -86,8 +89,10 @@ def running_engines(
     ensure_installed()
     state_dir.mkdir(parents=True, exist_ok=True)
     engines = Engines(
-        sqs=elasticmq.elasticmq_process(state_dir, port=sqs_port, persistent=persistent),
-        dynamodb=dynoxide.dynoxide_process(state_dir, port=dynamodb_port, persistent=persistent),
+        sqs=elasticmq.elasticmq_process(state_dir, port=sqs_port, persistent=persistent, host=host),
+        dynamodb=dynoxide.dynoxide_process(
+            state_dir, port=dynamodb_port, persistent=persistent, host=host
+        ),
     )
     engines.start()
     try:
