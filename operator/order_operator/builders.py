@@ -386,6 +386,11 @@ def build_api_hpa(owner: Owner, spec: v1alpha1.OrderPipelineSpec) -> dict[str, A
             },
             "minReplicas": autoscaling.min_replicas,
             "maxReplicas": autoscaling.max_replicas,
+            "behavior": {
+                "scaleDown": {
+                    "stabilizationWindowSeconds": autoscaling.scale_down_stabilization_seconds
+                }
+            },
             "metrics": [
                 {
                     "type": "Resource",

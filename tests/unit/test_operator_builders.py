@@ -131,6 +131,10 @@ def test_hpa_targets_the_api_with_spec_bounds_and_default_cpu_target() -> None:
     assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (3, 7)
     target = hpa["spec"]["metrics"][0]["resource"]["target"]
     assert target == {"type": "Utilization", "averageUtilization": 70}
+    assert hpa["spec"]["behavior"]["scaleDown"] == {"stabilizationWindowSeconds": 300}
+    quick = make_spec(api={"image": "a", "autoscaling": {"scaleDownStabilizationSeconds": 20}})
+    behavior = builders.build_api_hpa(OWNER, quick)["spec"]["behavior"]
+    assert behavior["scaleDown"] == {"stabilizationWindowSeconds": 20}
 
 
 def test_pdbs_use_max_unavailable_and_select_their_component() -> None:

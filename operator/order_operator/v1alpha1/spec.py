@@ -177,6 +177,9 @@ class ApiAutoscaling(_Model):
     target_cpu_utilization_percentage: int = pydantic.Field(
         default=70, ge=1, le=100, alias="targetCPUUtilizationPercentage"
     )
+    scale_down_stabilization_seconds: int = pydantic.Field(default=300, ge=0, le=3600)
+    """How long a lower replica count must be wanted before the API scales in (the HPA's
+    scaleDown stabilization window; Kubernetes' default)."""
 
 
 _IMAGE = pydantic.Field(min_length=1)
