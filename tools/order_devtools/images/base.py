@@ -72,8 +72,9 @@ class BaseRecipe:
         return images_cache() / "base" / f"{self.name}-{self.key}.tar"
 
 
-# `python` on PATH as the Dockerfiles call it; the virtualenv's interpreter links to it.
-RUNTIME_BASE = BaseRecipe("base", ("python3", "python-is-python3"))
+# `python` on PATH as the Dockerfiles call it (the virtualenv's interpreter links to it), and the
+# C++ runtime some wheels link (frozenlist, else it falls back to pure Python without a word).
+RUNTIME_BASE = BaseRecipe("base", ("python3", "python-is-python3", "libstdc++6"))
 BUILD_BASE = BaseRecipe("build-base", (*RUNTIME_BASE.packages, "python3-pip"))
 
 

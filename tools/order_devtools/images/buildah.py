@@ -3,8 +3,8 @@ configuration and its temporary files, so a build reads no host container config
 leaves nothing in /var/lib/containers. Builds run with chroot isolation: no daemon, no container
 runtime, no network namespace (RUN steps use the host's network).
 
-buildah 1.28 still writes a few fixed host paths whatever its flags say: `host_paths_restored`
-removes those the build created.
+buildah 1.28 still writes one fixed host path whatever its flags say (FIXED_HOST_PATHS):
+`host_paths_restored` removes what the build created there.
 """
 
 from __future__ import annotations
@@ -21,9 +21,10 @@ from order_devtools.images.cache import ImageBuildError, run_logged, run_tool
 
 # overlay on the cache's file system (ext4 here); vfs would copy every layer in full.
 STORAGE_DRIVER = "overlay"
-# Written by buildah 1.28 (through containers/image and containers/common) outside its --root,
-# --runroot and configuration: the blob-info cache (fixed for root), the network backend's
-# directories, created even under chroot isolation, which never uses them.
+# Fixed host paths buildah 1.28 would write whatever --root and --runroot say. As root, the
+# blob-info cache always goes to /var/lib/containers/cache (containers/image offers no option for
+# it in buildah); the network backend's /etc/cni/net.d/cni.lock and /run/containers/networks are
+# avoided by the private containers.conf and listed in case a version writes them anyway.
 FIXED_HOST_PATHS = (
     Path("/var/lib/containers/cache"),
     Path("/etc/cni/net.d/cni.lock"),
