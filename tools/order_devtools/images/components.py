@@ -28,6 +28,8 @@ REPO_ROOT = Path(__file__).resolve().parents[3]
 IGNORED_NAMES = ("__pycache__",)
 IGNORED_SUFFIXES = (".pyc", ".pyo")
 TAG_LENGTH = 16
+# Archives (and tags) kept per component, the newest first.
+KEPT_TAGS = 3
 
 
 @dataclass(frozen=True)
@@ -188,10 +190,18 @@ def _host_ca_bundle() -> Path:
 
 
 def _forget_older_tags(buildah: Buildah, built: BuiltImage) -> None:
-    """Older archives and tags of the component go; the layer cache (untagged) stays."""
-    for archive in built.archive.parent.glob(f"{built.component}-*.tar"):
-        if archive != built.archive:
-            archive.unlink(missing_ok=True)
+    """Beyond the newest KEPT_TAGS archives of the component, archives and tags go (buildah's
+    untagged layer cache stays). Several are kept because checkouts on one machine share the
+    cache: one must not delete the archive another has just been handed."""
+    archives = sorted(
+        built.archive.parent.glob(f"{built.component}-*.tar"),
+        key=lambda path: path.stat().st_mtime,
+        reverse=True,
+    )
+    kept_tags = {path.stem.removeprefix(f"{built.component}-") for path in archives[:KEPT_TAGS]}
+    kept_tags.add(built.tag)
+    for archive in archives[KEPT_TAGS:]:
+        archive.unlink(missing_ok=True)
     for reference in buildah.image_references(built.repository):
-        if reference != built.reference:
+        if reference.rpartition(":")[2] not in kept_tags:
             buildah.run("rmi", reference, what=f"removing {reference}")
