@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 
 from order_devtools import images
-from order_devtools.images import buildah as private_buildah
+from order_devtools.images import buildah as image_buildah
 
 # A cold build (Debian bootstrap, pip install of the lock) takes minutes on 2 cores.
 pytestmark = pytest.mark.timeout(3600)
@@ -131,7 +131,7 @@ class UnpackedImage:
 
 @pytest.fixture(scope="module")
 def fixed_host_paths_before() -> set[Path]:
-    return {path for path in private_buildah.FIXED_HOST_PATHS if path.exists()}
+    return {path for path in image_buildah.FIXED_HOST_PATHS if path.exists()}
 
 
 @pytest.fixture(scope="module")
@@ -310,7 +310,7 @@ def test_the_operator_entrypoint_answers_help(unpacked: dict[str, UnpackedImage]
 def test_the_build_leaves_no_fixed_host_path_behind(
     built_images: dict[str, images.BuiltImage], fixed_host_paths_before: set[Path]
 ) -> None:
-    left = {path for path in private_buildah.FIXED_HOST_PATHS if path.exists()}
+    left = {path for path in image_buildah.FIXED_HOST_PATHS if path.exists()}
     assert left <= fixed_host_paths_before, (
         f"left behind by buildah: {left - fixed_host_paths_before}"
     )
