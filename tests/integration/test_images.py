@@ -198,6 +198,8 @@ def test_the_image_config_runs_the_module_as_a_numeric_non_root_user(
 ) -> None:
     config = unpacked[component].config["config"]
     assert config["Entrypoint"] == ["python", "-m", ENTRY_MODULES[component]]
+    # No arguments inherited from the base image's CMD (argparse in the operator would refuse).
+    assert not config.get("Cmd"), config.get("Cmd")
     assert config["User"] == IMAGE_USER
     environment = unpacked[component].environment
     assert environment["PATH"].split(":")[0] == "/opt/venv/bin"
