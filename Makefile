@@ -57,7 +57,7 @@ run: venv debian-packages  ## start engines, API and processor locally (Ctrl-C s
 engines: venv debian-packages  ## only the local SQS + DynamoDB engines, in the foreground
 	$(PY) -m order_devtools.engines
 
-test: venv debian-packages  ## install what is missing and run the whole suite
+test: venv debian-packages images  ## install what is missing, build the images, run the whole suite
 	$(MAKE) --no-print-directory lint
 	$(PY) -m pytest
 
