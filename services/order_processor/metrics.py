@@ -17,6 +17,17 @@ END_TO_END_DURATION = prometheus_client.Histogram(
     "Time from the API accepting an order to its final status",
     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
 )
+AGE_AT_RECEIVE = prometheus_client.Histogram(
+    "order_message_age_at_receive_seconds",
+    "Time a message waited in the queue before this receive (since it was sent)",
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900),
+)
+QUEUE_MESSAGES = prometheus_client.Gauge(
+    "order_queue_messages",
+    "Messages in the orders queue and its dead-letter queue, by state (visible: waiting;"
+    " in_flight: received, not yet deleted; delayed), as the queue last reported them",
+    ["queue", "state"],
+)
 RECEIVE_BATCH_SIZE = prometheus_client.Histogram(
     "queue_receive_batch_size",
     "Messages per ReceiveMessage call",
