@@ -4,9 +4,15 @@ from __future__ import annotations
 
 import prometheus_client
 
+from order_common import contract
+
 ORDERS_PROCESSED = prometheus_client.Counter(
     "orders_processed_total", "Orders that reached a final status, by status", ["status"]
 )
+# Every final status from the start: a series born at its first order would hide that order
+# from rate() (Prometheus sees no increase into a series' first sample).
+for _status in sorted(contract.FINAL_STATUSES):
+    ORDERS_PROCESSED.labels(_status.value)
 PROCESSING_DURATION = prometheus_client.Histogram(
     "order_processing_duration_seconds",
     "Time from receiving a message to its outcome",
