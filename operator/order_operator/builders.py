@@ -304,9 +304,7 @@ def build_api_deployment(owner: Owner, spec: v1alpha1.OrderPipelineSpec) -> dict
     if reload:
         pod = _with_source_reload(pod, command=list(API_RELOAD_COMMAND))
     strategy = {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": "25%"}}
-    return _deployment(
-        owner, api_name(owner), "api", pod, metrics_port=API_PORT, strategy=strategy
-    )
+    return _deployment(owner, api_name(owner), "api", pod, metrics_port=API_PORT, strategy=strategy)
 
 
 def build_processor_deployment(owner: Owner, spec: v1alpha1.OrderPipelineSpec) -> dict[str, Any]:

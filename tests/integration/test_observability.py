@@ -323,12 +323,13 @@ def test_the_pipeline_dashboard_renders_from_live_results(observed: Observed) ->
     target = render.render(
         observed.server,
         dashboard,
-        observed.png_dir / f"{dashboards.PIPELINE.uid}.png",
+        observed.png_dir / f"dashboard-{dashboards.PIPELINE.uid}.png",
         start=observed.started,
         end=time.time(),
         rate_window="15s",
     )
     assert target.stat().st_size > 50_000
     keep = os.environ.get("OBSERVABILITY_PNG_DIR")
-    if keep:
+    if keep:  # `make dashboards`: the README's picture
+        Path(keep).mkdir(parents=True, exist_ok=True)
         shutil.copy(target, Path(keep) / target.name)
