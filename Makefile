@@ -66,10 +66,12 @@ generate: venv  ## write the OrderPipeline CRD (operator and chart copies), the 
 	$(PY) -m order_operator.generate --write
 	$(PY) -m order_devtools.observability --write
 
-# A real Prometheus scrapes the real services under mixed traffic; every panel query and rule runs
-# against it, and the Pipeline dashboard is drawn from the results (docs/observability.md).
-dashboards: generate debian-packages  ## generate dashboards and rules, prove them on a real Prometheus, draw docs/images/dashboard-order-pipeline.png
-	OBSERVABILITY_PNG_DIR=docs/images $(PY) -m pytest -q tests/integration/test_observability.py
+# A real Prometheus scrapes the real services under mixed traffic and the real operator on the test
+# control plane; every panel query and rule runs against it, and each dashboard is drawn from the
+# results (docs/observability.md).
+dashboards: generate debian-packages  ## generate dashboards and rules, prove them on a real Prometheus, draw them to docs/images/
+	OBSERVABILITY_PNG_DIR=docs/images $(PY) -m pytest -q tests/integration/test_observability.py \
+	  tests/e2e/test_operator_observability.py
 
 lint:  venv ## ruff, mypy strict, import-linter
 	$(VENV)/bin/ruff check .
