@@ -20,13 +20,12 @@ from kubernetes import client
 from order_devtools import cluster as local_cluster
 from order_devtools import engines
 from order_devtools.observability import dashboards, generate, prometheus, promql, render, rules
+from tests import observability_checks
 
 from .k8s_helpers import wait_for
 from .operator_harness import GROUP, PLURAL, VERSION, condition, operator_running, pipeline_manifest
 
 pytestmark = pytest.mark.e2e
-
-RATE_WINDOW = "5m"
 
 
 @pytest.fixture(scope="module")
@@ -92,12 +91,7 @@ def test_operator_dashboard_and_alerts_on_a_real_prometheus(
 
             model = generate.load_dashboard(generate.dashboard_path(dashboards.OPERATOR))
             for query in promql.panel_queries(model):
-                expr = promql.substitute_variables(query.expr, rate_window=RATE_WINDOW)
-                result = server.query(expr)
-                assert result, f"{query.panel}: no series for {expr}"
-                for series in result:
-                    missing = promql.legend_labels(query.legend) - set(series["metric"])
-                    assert not missing, f"{query.panel}: {missing} not in {series['metric']}"
+                observability_checks.assert_panel_query_answers(server, query)
             ready = {
                 (s["metric"]["namespace"], s["metric"]["name"]): s["value"][1]
                 for s in server.query("orderpipeline_ready")

@@ -11,7 +11,6 @@ is rendered to a PNG from those results (`make dashboards` keeps it: OBSERVABILI
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 import shutil
 import time
@@ -32,15 +31,14 @@ from order_devtools.observability import (
     render,
     rules,
 )
-from tests import faultproxy
+from tests import faultproxy, observability_checks
 from tests.faultproxy import Fault, FaultKind
 from tests.integration import helpers
 from tests.integration.conftest import LOCAL_AWS_ENV, new_pipeline
 
 pytestmark = pytest.mark.integration
 
-RATE_WINDOW = "5m"
-"""Longer than the whole test: every event counts in every rate."""
+RATE_WINDOW = observability_checks.RATE_WINDOW
 
 SCOPE_LABELS = {"namespace": "local", "pipeline": "demo"}
 BUILT_IN = {"up", "ALERTS"}
@@ -243,17 +241,7 @@ def test_prometheus_scrapes_both_services_and_loaded_every_rule(observed: Observ
 def test_every_pipeline_panel_query_returns_labelled_series(
     observed: Observed, query: promql.PanelQuery
 ) -> None:
-    expr = promql.substitute_variables(query.expr, rate_window=RATE_WINDOW)
-    result = observed.server.query(expr)
-    assert result, f"{query.panel}: no series for {expr}"
-    for series in result:
-        missing = promql.legend_labels(query.legend) - set(series["metric"])
-        assert not missing, f"{query.panel}: legend labels {missing} not in {series['metric']}"
-    values = _values(result)
-    # A quantile of a route idle over the window is NaN (a gap in Grafana), but not all of them.
-    assert any(not math.isnan(v) for v in values), f"{query.panel}: {values}"
-    if query.ratio:
-        assert all(0 <= v <= 1 for v in values), f"{query.panel}: {values}"
+    observability_checks.assert_panel_query_answers(observed.server, query)
 
 
 def _rules() -> list[dict[str, Any]]:
