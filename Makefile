@@ -11,7 +11,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 API_PORT ?= 8000
 
-.PHONY: help venv lock generate debian-packages run engines test test-fast lint fuzz bench chaos operator cluster-up cluster-down images clean
+.PHONY: help venv lock generate dashboards debian-packages run engines test test-fast lint fuzz bench chaos operator cluster-up cluster-down images clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
@@ -70,8 +70,16 @@ test-fast: venv debian-packages  ## unit tests and the in-process API and AWS-cl
 fuzz: venv debian-packages  ## fuzz the API from its OpenAPI description: 10,000+ requests on the real engines
 	FUZZ_EXAMPLES=1300 FUZZ_MIN_REQUESTS=10000 $(PY) -m pytest -q -s tests/integration/test_fuzz.py
 
-generate: venv  ## write the OrderPipeline CRD (operator and chart copies) and the chart's copy script
+generate: venv  ## write the OrderPipeline CRD (operator and chart copies), the chart's copy script, dashboards and rules
 	$(PY) -m order_operator.generate --write
+	$(PY) -m order_devtools.observability --write
+
+# A real Prometheus scrapes the real services under mixed traffic and the real operator on the test
+# control plane; every panel query and rule runs against it, and each dashboard is drawn from the
+# results (docs/observability.md).
+dashboards: generate debian-packages  ## generate dashboards and rules, prove them on a real Prometheus, draw them to docs/images/
+	OBSERVABILITY_PNG_DIR=docs/images $(PY) -m pytest -q tests/integration/test_observability.py \
+	  tests/e2e/test_operator_observability.py
 
 lint:  venv ## ruff, mypy strict, import-linter
 	$(VENV)/bin/ruff check .

@@ -239,12 +239,23 @@ def _env_from(secret: v1alpha1.SecretReference | None) -> list[dict[str, Any]]:
     return [] if secret is None else [{"secretRef": {"name": secret.name}}]
 
 
+def scrape_annotations(port: int) -> dict[str, str]:
+    """The `prometheus.io/*` pod annotations that annotation-based Prometheus setups (the
+    common `kubernetes-pods` scrape job) follow to a pod's metrics."""
+    return {
+        "prometheus.io/scrape": "true",
+        "prometheus.io/port": str(port),
+        "prometheus.io/path": "/metrics",
+    }
+
+
 def _deployment(
     owner: Owner,
     name: str,
     component: str,
     pod: dict[str, Any],
     *,
+    metrics_port: int,
     strategy: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """A Deployment of one component's pods, without `replicas` (its HPA or the operator's
@@ -252,7 +263,13 @@ def _deployment(
     spec: dict[str, Any] = {"selector": {"matchLabels": selector_labels(owner, component)}}
     if strategy is not None:
         spec["strategy"] = strategy
-    spec["template"] = {"metadata": {"labels": labels(owner, component)}, "spec": pod}
+    spec["template"] = {
+        "metadata": {
+            "labels": labels(owner, component),
+            "annotations": scrape_annotations(metrics_port),
+        },
+        "spec": pod,
+    }
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -297,7 +314,7 @@ def build_api_deployment(owner: Owner, spec: v1alpha1.OrderPipelineSpec) -> dict
     if reload:
         pod = _with_source_reload(pod, command=list(API_RELOAD_COMMAND))
     strategy = {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": "25%"}}
-    return _deployment(owner, api_name(owner), "api", pod, strategy=strategy)
+    return _deployment(owner, api_name(owner), "api", pod, metrics_port=API_PORT, strategy=strategy)
 
 
 def build_processor_deployment(owner: Owner, spec: v1alpha1.OrderPipelineSpec) -> dict[str, Any]:
@@ -330,7 +347,7 @@ def build_processor_deployment(owner: Owner, spec: v1alpha1.OrderPipelineSpec) -
         pod = _with_source_reload(
             pod, command=processor_reload_command(stop_timeout_seconds=grace - 5)
         )
-    return _deployment(owner, processor_name(owner), "processor", pod)
+    return _deployment(owner, processor_name(owner), "processor", pod, metrics_port=METRICS_PORT)
 
 
 NO_POD_SELECTOR = {f"{v1alpha1.GROUP}/serving": "stopped"}

@@ -9,6 +9,7 @@ comes back. Deletion is held by kopf's finalizer until `reconcile.finalize` says
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 import time
@@ -56,6 +57,12 @@ def _post(body: Mapping[str, Any], event: decide.Event) -> None:
     kopf.event(cast(Any, body), type=event.type, reason=event.reason, message=event.message)
 
 
+def _set_ready(metadata: Mapping[str, Any], *, ready: bool) -> None:
+    metrics.PIPELINES_READY.labels(namespace=metadata["namespace"], name=metadata["name"]).set(
+        1 if ready else 0
+    )
+
+
 def _run_pass(body: Mapping[str, Any], memo: kopf.Memo, trigger: str) -> reconcile.Outcome:
     api: kube.Kube = memo.kube
     memory = _memory(memo)
@@ -72,15 +79,15 @@ def _run_pass(body: Mapping[str, Any], memo: kopf.Memo, trigger: str) -> reconci
         except Exception as error:
             metrics.RECONCILES.labels(trigger=trigger, result="error").inc()
             metrics.RECONCILE_ERRORS.labels(error=type(error).__name__).inc()
+            # A pipeline whose passes fail is not known Ready: OrderPipelineNotReady sees it.
+            _set_ready(metadata, ready=False)
             raise
         finally:
             metrics.RECONCILE_DURATION.observe(time.monotonic() - started)
     metrics.RECONCILES.labels(
         trigger=trigger, result="ready" if outcome.ready else "progressing"
     ).inc()
-    metrics.PIPELINES_READY.labels(namespace=metadata["namespace"], name=metadata["name"]).set(
-        1 if outcome.ready else 0
-    )
+    _set_ready(metadata, ready=outcome.ready)
     for event in outcome.events:
         _post(latest, event)
     return outcome
@@ -158,6 +165,9 @@ def on_delete(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
         raise kopf.TemporaryError(str(error), delay=5) from error
     _post(body, result.event)
     if result.done:
+        # Gone: no series left behind to alert on.
+        with contextlib.suppress(KeyError):
+            metrics.PIPELINES_READY.remove(metadata["namespace"], metadata["name"])
         return
     held = result.blocked or conditions.deletion_blocked(result.event.reason, result.event.message)
     spec = v1alpha1.OrderPipelineSpec.model_validate(body["spec"])

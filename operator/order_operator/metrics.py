@@ -20,6 +20,9 @@ RECONCILE_DURATION = prometheus_client.Histogram(
 SCALING_DECISIONS = prometheus_client.Counter(
     "orderpipeline_scaling_decisions_total", "Processor replica changes", ["direction"]
 )
+# Both directions from the start: a series born at its first change would hide it from rate().
+for _direction in ("ScaledUp", "ScaledDown"):  # the Event reasons decide.py posts
+    SCALING_DECISIONS.labels(direction=_direction)
 PIPELINES_READY = prometheus_client.Gauge(
     "orderpipeline_ready", "1 when the OrderPipeline is Ready", ["namespace", "name"]
 )

@@ -12,6 +12,10 @@ ORDERS_ACCEPTED = prometheus_client.Counter(
 ORDERS_REFUSED = prometheus_client.Counter(
     "orders_refused_total", "Orders not accepted, by reason", ["reason"]
 )
+REFUSAL_REASONS = ("queue_unavailable", "queue_uncertain")
+# Each reason from the start: a series born at its first refusal would hide it from rate().
+for _reason in REFUSAL_REASONS:
+    ORDERS_REFUSED.labels(_reason)
 SEND_BATCH_SIZE = prometheus_client.Histogram(
     "queue_send_batch_size",
     "Entries per SendMessageBatch call",

@@ -26,11 +26,19 @@ from order_processor import metrics, workflow
 
 if TYPE_CHECKING:
     from types_aiobotocore_sqs import SQSClient
+    from types_aiobotocore_sqs.literals import QueueAttributeNameType
     from types_aiobotocore_sqs.type_defs import MessageTypeDef
 
 log = logging.getLogger(__name__)
 
 DEAD_LETTER_RETRY_SECONDS = 30
+
+_DEPTH_ATTRIBUTES: dict[QueueAttributeNameType, str] = {
+    "ApproximateNumberOfMessages": "visible",
+    "ApproximateNumberOfMessagesNotVisible": "in_flight",
+    "ApproximateNumberOfMessagesDelayed": "delayed",
+}
+"""The queue attributes read for `order_queue_messages`, and its `state` label for each."""
 
 
 @dataclass(frozen=True)
@@ -90,6 +98,7 @@ class Consumer:
     receive_linger: float = 0.0
     """Seconds a poller pauses after a partial batch before it receives again."""
     dead_letter_recheck_seconds: int = 12 * 3600
+    queue_depth_interval_seconds: float = 15.0
     _stopping: asyncio.Event = field(default_factory=asyncio.Event)
     _in_flight: dict[str, _InFlight] = field(default_factory=dict)
     processed: int = 0
@@ -109,9 +118,11 @@ class Consumer:
         heartbeat = asyncio.create_task(self._extend_visibility_forever())
         pollers = [asyncio.create_task(self._poll_forever(i)) for i in range(self.pollers)]
         reconciler = asyncio.create_task(self._reconcile_dead_letters_forever())
+        depths = asyncio.create_task(self._observe_queue_depths_forever())
         await self._stopping.wait()
         reconciler.cancel()
-        await asyncio.gather(reconciler, return_exceptions=True)
+        depths.cancel()
+        await asyncio.gather(reconciler, depths, return_exceptions=True)
         log.info("stopping: %s messages in flight", len(self._in_flight))
         _, pending = await asyncio.wait(pollers, timeout=shutdown_grace)
         for task in pending:
@@ -129,7 +140,7 @@ class Consumer:
                     QueueUrl=self.queue.url,
                     MaxNumberOfMessages=self.batch_size,
                     WaitTimeSeconds=self.wait_time_seconds,
-                    MessageSystemAttributeNames=["ApproximateReceiveCount"],
+                    MessageSystemAttributeNames=["ApproximateReceiveCount", "SentTimestamp"],
                     MessageAttributeNames=["All"],
                 )
             )
@@ -187,7 +198,11 @@ class Consumer:
                 if await self._dead_letter(m, reason):
                     done.append(m)
                 continue
-            receive_count = int(m.get("Attributes", {}).get("ApproximateReceiveCount", "1"))
+            attributes = m.get("Attributes", {})
+            receive_count = int(attributes.get("ApproximateReceiveCount", "1"))
+            if "SentTimestamp" in attributes:  # milliseconds since the epoch
+                age = time.time() - int(attributes["SentTimestamp"]) / 1000
+                metrics.AGE_AT_RECEIVE.observe(max(0.0, age))
             request_attribute = m.get("MessageAttributes", {}).get("request_id")
             request_id = request_attribute.get("StringValue") if request_attribute else None
             deliveries.append((m, workflow.Delivery(order, receive_count, request_id)))
@@ -213,6 +228,28 @@ class Consumer:
                     self.retried += 1
         if done:
             await self._delete(done)
+
+    async def _observe_queue_depths_forever(self) -> None:
+        """Publish the depths of the queue and its DLQ (`order_queue_messages`): the backlog
+        and the dead letters that dashboards and alerts watch. Every replica reports the same
+        numbers; queries take their max."""
+        queues = {"orders": self.queue.url}
+        if self.queue.dlq_url is not None:
+            queues["dead-letter"] = self.queue.dlq_url
+        while True:
+            for role, url in queues.items():
+                try:
+                    response = await self.client.get_queue_attributes(
+                        QueueUrl=url, AttributeNames=list(_DEPTH_ATTRIBUTES)
+                    )
+                except Exception as exc:  # engine down: keep the last numbers, try again
+                    log.warning("reading the depth of %s failed: %s", url, exc)
+                    continue
+                attributes = response.get("Attributes", {})
+                for attribute, state in _DEPTH_ATTRIBUTES.items():
+                    count = float(attributes.get(attribute, "0"))
+                    metrics.QUEUE_MESSAGES.labels(queue=role, state=state).set(count)
+            await asyncio.sleep(self.queue_depth_interval_seconds)
 
     async def _reconcile_dead_letters_forever(self) -> None:
         """Every order whose message reaches the DLQ ends FAILED with a reason.

@@ -4,9 +4,15 @@ from __future__ import annotations
 
 import prometheus_client
 
+from order_common import contract
+
 ORDERS_PROCESSED = prometheus_client.Counter(
     "orders_processed_total", "Orders that reached a final status, by status", ["status"]
 )
+# Every final status from the start: a series born at its first order would hide that order
+# from rate() (Prometheus sees no increase into a series' first sample).
+for _status in sorted(contract.FINAL_STATUSES):
+    ORDERS_PROCESSED.labels(_status.value)
 PROCESSING_DURATION = prometheus_client.Histogram(
     "order_processing_duration_seconds",
     "Time from receiving a message to its outcome",
@@ -16,6 +22,17 @@ END_TO_END_DURATION = prometheus_client.Histogram(
     "order_end_to_end_duration_seconds",
     "Time from the API accepting an order to its final status",
     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
+)
+AGE_AT_RECEIVE = prometheus_client.Histogram(
+    "order_message_age_at_receive_seconds",
+    "Time a message waited in the queue before this receive (since it was sent)",
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900),
+)
+QUEUE_MESSAGES = prometheus_client.Gauge(
+    "order_queue_messages",
+    "Messages in the orders queue and its dead-letter queue, by state (visible: waiting;"
+    " in_flight: received, not yet deleted; delayed), as the queue last reported them",
+    ["queue", "state"],
 )
 RECEIVE_BATCH_SIZE = prometheus_client.Histogram(
     "queue_receive_batch_size",

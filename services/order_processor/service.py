@@ -145,6 +145,7 @@ async def run(settings: settings_module.ProcessorSettings) -> None:
                 wait_time_seconds=settings.wait_time_seconds,
                 receive_linger=settings.receive_linger_ms / 1000,
                 dead_letter_recheck_seconds=settings.dead_letter_recheck_seconds,
+                queue_depth_interval_seconds=settings.queue_depth_interval_seconds,
             )
             active.append(worker)
             memory.freeze_startup_objects()

@@ -56,6 +56,10 @@ class ProcessorSettings(common_settings.AwsSettings):
     catalog_cache_seconds: float = pydantic.Field(default=5.0, ge=0)
     """How long catalog prices are reused; stock is always checked by the reservation itself."""
 
+    queue_depth_interval_seconds: float = pydantic.Field(default=15.0, gt=0, le=300)
+    """How often the queue depths (`order_queue_messages`) are read: one GetQueueAttributes
+    per queue each time, whatever the traffic."""
+
     @pydantic.field_validator("payment_gateway")
     @classmethod
     def _names_a_gateway(cls, value: str) -> str:

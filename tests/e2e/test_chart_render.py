@@ -16,6 +16,7 @@ import pytest
 import yaml
 
 from order_devtools import cluster as local_cluster
+from order_devtools.observability import generate as observability_generate
 from order_operator import builders
 from order_operator.v1alpha1 import spec as v1alpha1
 
@@ -567,3 +568,97 @@ def test_network_policies_admit_anyone_to_the_served_ports_without_peers(
     for policy in policies:
         (rule,) = policy["spec"]["ingress"]
         assert "from" not in rule
+
+
+MONITORING_ON = [
+    "--set",
+    "monitoring.dashboards.enabled=true",
+    "--set",
+    "monitoring.rules.enabled=true",
+    "--set",
+    "monitoring.podMonitors.enabled=true",
+    "--set",
+    "monitoring.labels.release=kube-prometheus-stack",
+]
+PROMETHEUS_OPERATOR_APIS = [
+    "--api-versions",
+    "monitoring.coreos.com/v1/PrometheusRule",
+    "--api-versions",
+    "monitoring.coreos.com/v1/PodMonitor",
+]
+
+
+def test_monitoring_ships_the_generated_dashboards_for_grafanas_sidecar(
+    helm_path: Path, tmp_path: Path
+) -> None:
+    config_maps = by_kind(render(helm_path, tmp_path, *MONITORING_ON), "ConfigMap")
+    shipped = {}
+    for config_map in config_maps:
+        kubernetes_validate.validate(config_map, KUBERNETES_VERSION, strict=True)
+        assert config_map["metadata"]["labels"]["grafana_dashboard"] == "1"
+        assert config_map["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+        ((name, text),) = config_map["data"].items()
+        shipped[name] = json.loads(text)
+    generated = {
+        path.name: json.loads(text)
+        for path, text in observability_generate.generated_files().items()
+        if path.suffix == ".json"
+    }
+    assert shipped == generated
+    assert {d["uid"] for d in shipped.values()} == {"order-pipeline", "order-pipeline-operator"}
+
+
+def test_monitoring_ships_rules_and_pod_monitors_only_where_the_operators_api_is_served(
+    helm_path: Path, tmp_path: Path
+) -> None:
+    without = render(helm_path, tmp_path, *MONITORING_ON)
+    assert not by_kind(without, "PrometheusRule")
+    assert not by_kind(without, "PodMonitor")
+    manifests = render(
+        helm_path,
+        tmp_path,
+        *MONITORING_ON,
+        *PROMETHEUS_OPERATOR_APIS,
+        "--set",
+        "monitoring.rules.runbookBaseUrl=https://example.org/order-pipeline/",
+    )
+    (rule,) = by_kind(manifests, "PrometheusRule")
+    expected = observability_generate.load_rules()
+    for group in expected["groups"]:
+        for item in group["rules"]:
+            if "alert" in item:
+                link = item["annotations"]["runbook_url"]
+                item["annotations"]["runbook_url"] = f"https://example.org/order-pipeline/{link}"
+    assert rule["spec"] == expected
+
+
+def test_pod_monitors_select_the_pods_the_operator_creates_on_their_metrics_ports(
+    helm_path: Path, tmp_path: Path
+) -> None:
+    manifests = render(helm_path, tmp_path, *MONITORING_ON, *PROMETHEUS_OPERATOR_APIS)
+    monitors = {m["metadata"]["name"]: m["spec"] for m in by_kind(manifests, "PodMonitor")}
+    owner = builders.Owner(name="orders", namespace="shop", uid="1")
+    spec = v1alpha1.OrderPipelineSpec.model_validate(
+        MINIMAL_SPEC | {"api": {"image": "a:1"}, "processor": {"image": "p:1"}}
+    )
+    pods = {
+        "api": builders.build_api_deployment(owner, spec)["spec"]["template"],
+        "processor": builders.build_processor_deployment(owner, spec)["spec"]["template"],
+    }
+    (operator,) = by_kind(manifests, "Deployment")
+    pods["operator"] = operator["spec"]["template"]
+    for component, pod in pods.items():
+        monitor = monitors[f"rel-order-pipeline-{component}"]
+        selector = monitor["selector"]["matchLabels"]
+        assert selector.items() <= pod["metadata"]["labels"].items(), component
+        (endpoint,) = monitor["podMetricsEndpoints"]
+        (container,) = pod["spec"]["containers"]
+        assert endpoint["port"] in {port["name"] for port in container["ports"]}, component
+        relabel = {r["targetLabel"]: r for r in endpoint["relabelings"]}
+        assert relabel["job"]["replacement"] == f"order-{component}"
+    for component in ("api", "processor"):
+        relabel = monitors[f"rel-order-pipeline-{component}"]["podMetricsEndpoints"][0]
+        pipeline_label = {r["targetLabel"]: r for r in relabel["relabelings"]}["pipeline"]
+        assert pipeline_label["sourceLabels"] == [
+            "__meta_kubernetes_pod_label_app_kubernetes_io_instance"
+        ]

@@ -112,6 +112,21 @@ def test_probed_and_scraped_ports_listen_on_the_pod_ip_not_loopback() -> None:
     assert container["livenessProbe"]["httpGet"]["port"] == "metrics"
 
 
+def test_pods_carry_scrape_annotations_naming_a_port_their_container_exposes() -> None:
+    spec = make_spec()
+    for deployment in (
+        builders.build_api_deployment(OWNER, spec),
+        builders.build_processor_deployment(OWNER, spec),
+    ):
+        template = deployment["spec"]["template"]
+        annotations = template["metadata"]["annotations"]
+        assert annotations["prometheus.io/scrape"] == "true"
+        assert annotations["prometheus.io/path"] == "/metrics"
+        (container,) = template["spec"]["containers"]
+        exposed = {port["containerPort"] for port in container["ports"]}
+        assert int(annotations["prometheus.io/port"]) in exposed
+
+
 def test_secret_credentials_become_secret_key_refs_never_values() -> None:
     spec = make_spec(aws={"credentials": {"source": "Secret", "secretRef": {"name": "aws"}}})
     env = env_of(builders.build_processor_deployment(OWNER, spec))

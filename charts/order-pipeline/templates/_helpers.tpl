@@ -75,6 +75,16 @@ app.kubernetes.io/component: operator
 app.kubernetes.io/component: pipeline
 {{- end }}
 
+{{/* --- monitoring --- */}}
+
+{{- define "order-pipeline.monitoring.labels" -}}
+{{ include "order-pipeline.labels" . }}
+app.kubernetes.io/component: monitoring
+{{- with .Values.monitoring.labels }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
 {{/* --- helm test --- */}}
 
 {{- define "order-pipeline.test.labels" -}}

@@ -1,0 +1,3 @@
+from order_devtools.observability import generate
+
+generate.main()
