@@ -38,9 +38,10 @@ lock: $(UV)  ## re-resolve requirements.lock and requirements-runtime.lock from 
 
 # ElasticMQ runs on the JRE (resolved with Maven); Dynoxide runs with jemalloc preloaded;
 # Prometheus and promtool check the shipped rules and dashboards; buildah and mmdebstrap build
-# the images; containerd, runc, the CNI plugins and iptables run the test cluster's real node.
+# the images; containerd, runc, the CNI plugins, iptables and nftables run the test cluster's
+# real node, whose pause image gcc links statically.
 DEBIAN_PACKAGES := libjemalloc2 prometheus buildah mmdebstrap containerd runc \
-  containernetworking-plugins iptables
+  containernetworking-plugins iptables nftables iproute2 gcc libc6-dev
 debian-packages:  ## install what the engines, images and test cluster need from Debian if missing
 	@missing=$$(command -v java >/dev/null && command -v mvn >/dev/null || \
 	  echo openjdk-17-jre-headless maven; \
