@@ -1,0 +1,84 @@
+"""A snapshot of everything on the host a real node may change, to prove that stopping it puts
+the host back: iptables and nf_tables rules, links, addresses and routes, the sysctls, cgroup
+directories, mounts, the fixed host paths, and the node's kind of processes."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from pathlib import Path
+
+from order_devtools.cluster import host_changes
+
+# Counters and lifetimes change with traffic and time; they are not state the node owns.
+_COUNTERS = re.compile(
+    r"\[\d+:\d+\]|counter packets \d+ bytes \d+|valid_lft \S+ preferred_lft \S+|expires \d+sec"
+)
+# A process of one of these names that outlives the node is a leak.
+NODE_PROCESS_NAMES = frozenset(
+    {"containerd", "containerd-shim-runc-v2", "runc", "kubelet", "kube-proxy", "pause"}
+)
+# Besides the paths the node is known to use, where a CNI plugin or runtime could write.
+WATCHED_PATHS = (*host_changes.FIXED_HOST_PATHS, "/etc/cni", "/run/netns", "/var/run/netns")
+
+
+def _command(*argv: str) -> str:
+    result = subprocess.run(list(argv), capture_output=True, text=True, check=False, timeout=60)
+    return _COUNTERS.sub("", result.stdout + result.stderr)
+
+
+def _cgroup_dirs() -> list[str]:
+    found = []
+    for hierarchy in host_changes.cgroup_hierarchies():
+        for child in hierarchy.iterdir():
+            if child.is_dir():
+                found.append(str(child))
+                found.extend(str(grand) for grand in child.iterdir() if grand.is_dir())
+    return sorted(found)
+
+
+def _node_processes() -> list[str]:
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            name = (proc / "comm").read_text().strip()
+            stat = (proc / "stat").read_text()
+        except OSError:
+            continue
+        if name in NODE_PROCESS_NAMES:
+            start_ticks = stat.rsplit(")", 1)[1].split()[19]
+            found.append(f"{name} pid {proc.name} started {start_ticks}")
+    return sorted(found)
+
+
+def snapshot() -> dict[str, object]:
+    mounts = sorted(
+        line.split()[4] for line in Path("/proc/self/mountinfo").read_text().splitlines()
+    )
+    return {
+        "iptables-save": _command("iptables-save"),
+        "ip6tables-save": _command("ip6tables-save"),
+        "nft list ruleset": _command("nft", "list", "ruleset"),
+        "links": sorted(
+            line.split(":")[1].split("@")[0].strip()
+            for line in _command("ip", "-o", "link", "show").splitlines()
+        ),
+        "addresses": _command("ip", "-o", "address", "show"),
+        "routes": _command("ip", "route", "show", "table", "all"),
+        "sysctls": host_changes.read_sysctls(host_changes.NODE_SYSCTLS),
+        "cgroups": _cgroup_dirs(),
+        "mounts": mounts,
+        "paths": {path: host_changes.path_tree(Path(path)) for path in WATCHED_PATHS},
+        "processes": _node_processes(),
+    }
+
+
+def differences(before: dict[str, object], after: dict[str, object]) -> list[str]:
+    """What differs, item by item, in a form a failing test can print."""
+    return [
+        f"{key}:\n  before: {before[key]!r}\n  after:  {after.get(key)!r}"
+        for key in before
+        if before[key] != after.get(key)
+    ]
