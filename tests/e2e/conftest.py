@@ -137,7 +137,7 @@ def kube_cluster(
             pytest.fail(f"{EXISTING_CLUSTER_VARIABLE} names an unusable cluster: {error}")
         yield existing
         return
-    host_before = host_state.snapshot() if _session_needs_real_node else None
+    host_before = host_state.snapshot(state_dir) if _session_needs_real_node else None
     try:
         running = local_cluster.start_cluster(
             state_dir, toolchain=k8s_toolchain, real_node=_session_needs_real_node
@@ -149,7 +149,7 @@ def kube_cluster(
     finally:
         running.stop(remove_state=True)
         if host_before is not None:
-            left = host_state.differences(host_before, host_state.snapshot())
+            left = host_state.differences(host_before, host_state.snapshot(state_dir))
             if left:
                 pytest.fail("stopping the real node left the host changed:\n" + "\n".join(left))
 

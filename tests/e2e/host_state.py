@@ -28,13 +28,15 @@ def _command(*argv: str) -> str:
 
 
 def _cgroup_dirs() -> list[str]:
-    found = []
-    for hierarchy in host_changes.cgroup_hierarchies():
-        for child in hierarchy.iterdir():
-            if child.is_dir():
-                found.append(str(child))
-                found.extend(str(grand) for grand in child.iterdir() if grand.is_dir())
-    return sorted(found)
+    """The top-level cgroups of every hierarchy (the node's root among them while it runs);
+    deeper ones belong to whoever owns the top-level one (the machine's own process runner
+    makes some per command)."""
+    return sorted(
+        str(child)
+        for hierarchy in host_changes.cgroup_hierarchies()
+        for child in hierarchy.iterdir()
+        if child.is_dir()
+    )
 
 
 def _node_processes() -> list[str]:
@@ -53,9 +55,15 @@ def _node_processes() -> list[str]:
     return sorted(found)
 
 
-def snapshot() -> dict[str, object]:
+def snapshot(state_dir: Path) -> dict[str, object]:
+    """The host as far as a real node of the cluster in `state_dir` can change it. Mounts are
+    compared where the node makes them (its state directory, /run, /var, the cgroup tree), so
+    other work on the machine mounting elsewhere does not count."""
+    mount_roots = (f"{state_dir}/", "/run/", "/var/", "/sys/fs/cgroup/")
     mounts = sorted(
-        line.split()[4] for line in Path("/proc/self/mountinfo").read_text().splitlines()
+        point
+        for line in Path("/proc/self/mountinfo").read_text().splitlines()
+        if (point := line.split()[4]).startswith(mount_roots)
     )
     return {
         "iptables-save": _command("iptables-save"),

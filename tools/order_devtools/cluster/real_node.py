@@ -558,7 +558,8 @@ state = "{base / "state"}"
                 metrics = response.read().decode()
         except (OSError, urllib.error.URLError):
             return False
-        for line in metrics.splitlines():
-            if line.startswith("kubeproxy_sync_proxy_rules_last_timestamp_seconds "):
-                return float(line.split()[1]) > 0
-        return False
+        # The pods and Services are IPv4; kube-proxy syncs each family on its own.
+        synced = 'kubeproxy_sync_proxy_rules_last_timestamp_seconds{ip_family="IPv4"} '
+        return any(
+            line.startswith(synced) and float(line.split()[-1]) > 0 for line in metrics.splitlines()
+        )
