@@ -14,10 +14,6 @@ from order_devtools.cluster import host_changes
 _COUNTERS = re.compile(
     r"\[\d+:\d+\]|counter packets \d+ bytes \d+|valid_lft \S+ preferred_lft \S+|expires \d+sec"
 )
-# A process of one of these names that outlives the node is a leak.
-NODE_PROCESS_NAMES = frozenset(
-    {"containerd", "containerd-shim-runc-v2", "runc", "kubelet", "kube-proxy", "pause"}
-)
 # Besides the paths the node is known to use, where a CNI plugin or runtime could write.
 WATCHED_PATHS = (*host_changes.FIXED_HOST_PATHS, "/etc/cni", "/run/netns", "/var/run/netns")
 
@@ -39,19 +35,22 @@ def _cgroup_dirs() -> list[str]:
     )
 
 
-def _node_processes() -> list[str]:
+def _node_processes(state_dir: Path) -> list[str]:
+    """Processes whose command line names the cluster's state directory: containerd, the
+    kubelet, kube-proxy, the shims (by their socket) and runc (by its root). Their containers
+    are in the node's cgroups, compared above. (Other containerds on the machine do not count.)"""
     found = []
+    marker = str(state_dir).encode()
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit():
             continue
         try:
-            name = (proc / "comm").read_text().strip()
-            stat = (proc / "stat").read_text()
+            cmdline = (proc / "cmdline").read_bytes()
         except OSError:
             continue
-        if name in NODE_PROCESS_NAMES:
-            start_ticks = stat.rsplit(")", 1)[1].split()[19]
-            found.append(f"{name} pid {proc.name} started {start_ticks}")
+        if marker in cmdline:
+            argv = cmdline.replace(b"\0", b" ").decode(errors="replace")
+            found.append(f"pid {proc.name}: {argv}")
     return sorted(found)
 
 
@@ -79,7 +78,7 @@ def snapshot(state_dir: Path) -> dict[str, object]:
         "cgroups": _cgroup_dirs(),
         "mounts": mounts,
         "paths": {path: host_changes.path_tree(Path(path)) for path in WATCHED_PATHS},
-        "processes": _node_processes(),
+        "processes": _node_processes(state_dir),
     }
 
 

@@ -36,10 +36,9 @@ SERVE_PORT = 8080
 
 
 @pytest.fixture(scope="session")
-def probe_image(real_node: local_cluster.RealNode, tmp_path_factory: pytest.TempPathFactory) -> str:
-    """A one-binary image (tests/e2e/real_node_probe, static Go) imported into the node."""
-    work = tmp_path_factory.mktemp("node-probe")
-    binary = work / "node-probe"
+def probe_binary(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """tests/e2e/real_node_probe built static (standard library Go, no libc needed)."""
+    binary = tmp_path_factory.mktemp("node-probe") / "node-probe"
     env = {**os.environ, "CGO_ENABLED": "0", "GOTOOLCHAIN": "local", "GOFLAGS": "-mod=mod"}
     build = subprocess.run(
         ["go", "build", "-trimpath", "-ldflags=-s -w", "-o", str(binary), "."],
@@ -52,15 +51,27 @@ def probe_image(real_node: local_cluster.RealNode, tmp_path_factory: pytest.Temp
     )
     if build.returncode != 0:
         pytest.fail(f"building the probe image's binary failed (needs go):\n{build.stderr}")
-    archive = work / "node-probe.tar"
+    return binary
+
+
+def write_probe_archive(binary: Path, name: str, archive_format: str) -> Path:
+    archive = binary.with_name(f"{name.replace('/', '_').replace(':', '_')}.{archive_format}.tar")
     subprocess.run(
         [
             sys.executable, str(SINGLE_BINARY_IMAGE), "--binary", str(binary),
-            "--path", PROBE_BINARY, "--name", PROBE_IMAGE, "--output", str(archive),
+            "--path", PROBE_BINARY, "--name", name, "--format", archive_format,
+            "--output", str(archive),
         ],
         check=True,
         timeout=60,
     )  # fmt: skip
+    return archive
+
+
+@pytest.fixture(scope="session")
+def probe_image(real_node: local_cluster.RealNode, probe_binary: Path) -> str:
+    """The probe as a docker-archive image, imported into the node."""
+    archive = write_probe_archive(probe_binary, PROBE_IMAGE, "docker")
     assert real_node.import_images([archive]) == [PROBE_IMAGE]
     return PROBE_IMAGE
 
@@ -269,6 +280,25 @@ def test_kubectl_logs_exec_and_port_forward_reach_the_container(
 
     logs = kube_cluster.kubectl("logs", "-n", namespace, "web").stdout
     assert f"request GET /forwarded-{token}" in logs
+
+
+def test_an_oci_archive_image_runs_under_its_short_name(
+    core: client.CoreV1Api, namespace: str, real_node: local_cluster.RealNode, probe_binary: Path
+) -> None:
+    # As `buildah push IMAGE oci-archive:...` writes it: the name as given, not normalized.
+    archive = write_probe_archive(probe_binary, "node-probe-oci:test", "oci")
+    assert real_node.import_images([archive]) == ["docker.io/library/node-probe-oci:test"]
+    core.create_namespaced_pod(
+        namespace,
+        real_node_pod(
+            "from-oci", "node-probe-oci:test", ["echo", "ran", "oci"], restart_policy="Never"
+        ),
+    )
+    wait_for(
+        lambda: core.read_namespaced_pod("from-oci", namespace).status.phase == "Succeeded",
+        "pod from-oci Succeeded",
+    )
+    assert core.read_namespaced_pod_log("from-oci", namespace) == "ran oci\n"
 
 
 def test_pods_that_do_not_ask_for_the_real_node_stay_on_kwok_nodes(
