@@ -161,7 +161,7 @@ def test_real_node_state_round_trips(tmp_path: Path) -> None:
         local_cluster.Toolchain(tmp_path),
         RealNodeSettings(cluster_dns=("10.96.0.10",)),
         ports={"kubelet": 1},
-        host=host_changes.HostChanges("br", "cg", "net", sysctls_before={"kernel.panic": "1"}),
+        host=host_changes.HostChanges("br", "cg", sysctls_before={"kernel.panic": "1"}),
         processes=[local_cluster.ComponentProcess("kubelet", 5, 6, "/log")],
     )
     loaded = RealNode.from_json(json.loads(json.dumps(node.to_json())), node.toolchain)

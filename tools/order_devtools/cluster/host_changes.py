@@ -195,8 +195,6 @@ class HostChanges:
     """The pods' bridge; the node creates it, so it is deleted whatever its state."""
     cgroup_name: str
     """The kubelet's cgroupRoot, made in every hierarchy."""
-    cni_network: str
-    """The CNI network name; libcni's cache files in /var/lib/cni carry it."""
     sysctls_before: dict[str, str] = field(default_factory=dict)
     fixed_paths_before: dict[str, list[str]] = field(default_factory=dict)
     """Each fixed host path with everything that was below it (empty: it did not exist)."""
@@ -205,12 +203,11 @@ class HostChanges:
     nft_chains_before: list[str] = field(default_factory=list)
 
     @classmethod
-    def record(cls, *, bridge: str, cgroup_name: str, cni_network: str) -> HostChanges:
+    def record(cls, *, bridge: str, cgroup_name: str) -> HostChanges:
         tables, chains = nft_objects()
         return cls(
             bridge=bridge,
             cgroup_name=cgroup_name,
-            cni_network=cni_network,
             sysctls_before=read_sysctls(NODE_SYSCTLS),
             fixed_paths_before={path: path_tree(Path(path)) for path in FIXED_HOST_PATHS},
             iptables_chains_before={
@@ -246,6 +243,13 @@ class HostChanges:
             for setting in ("cpuset.cpus", "cpuset.mems"):
                 value = (cpuset / setting).read_text()
                 (cpuset / self.cgroup_name / setting).write_text(value)
+
+    @staticmethod
+    def enable_bridge_netfilter() -> None:
+        """Bridged traffic (pod to pod on the bridge) must pass iptables, or a pod cannot reach
+        a Service whose endpoint is on the same bridge."""
+        for name in ("net.bridge.bridge-nf-call-iptables", "net.bridge.bridge-nf-call-ip6tables"):
+            write_sysctl(name, "1")
 
     # -- undoing them
 

@@ -185,17 +185,11 @@ class RealNode:
     def prepare_host(self, *, owner: str, save: Callable[[], None]) -> None:
         """Record the host's state, then make the bridge (with the node's address, so the
         apiserver can bind it) and the cgroup root. `save` persists each step first."""
-        self.host = HostChanges.record(
-            bridge=BRIDGE_NAME, cgroup_name=CGROUP_NAME, cni_network=CNI_NETWORK_NAME
-        )
+        self.host = HostChanges.record(bridge=BRIDGE_NAME, cgroup_name=CGROUP_NAME)
         save()
         self.host.create_bridge(f"{BRIDGE_ADDRESS}/{POD_SUBNET.prefixlen}", owner)
         self.host.create_cgroup_root()
-        # Pods reach Services through kube-proxy's rules, which bridged traffic must traverse.
-        for family in ("iptables", "ip6tables"):
-            setting = Path(f"/proc/sys/net/bridge/bridge-nf-call-{family}")
-            if setting.read_text().strip() != "1":
-                setting.write_text("1\n")
+        self.host.enable_bridge_netfilter()
 
     def start_runtime(
         self, *, deadline: float, exit_with_parent: bool, save: Callable[[], None]
