@@ -4,6 +4,7 @@ directories, mounts, the fixed host paths, and the node's kind of processes."""
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 from pathlib import Path
@@ -42,7 +43,7 @@ def _node_processes(state_dir: Path) -> list[str]:
     found = []
     marker = str(state_dir).encode()
     for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
+        if not proc.name.isdigit() or int(proc.name) == os.getpid():
             continue
         try:
             cmdline = (proc / "cmdline").read_bytes()

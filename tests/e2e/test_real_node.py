@@ -344,3 +344,21 @@ def test_pods_that_do_not_ask_for_the_real_node_stay_on_kwok_nodes(
 
     wait_for(unschedulable, "pod no-toleration reported Unschedulable")
     assert core.read_namespaced_pod("no-toleration", namespace).spec.node_name is None
+
+
+def test_a_second_real_node_on_the_host_is_refused_naming_the_running_one(
+    kube_cluster: local_cluster.ClusterAccess, real_node: local_cluster.RealNode, tmp_path: Path
+) -> None:
+    second = subprocess.run(
+        [sys.executable, "-m", "order_devtools.cluster", "up", "--real-node", "--dir",
+         str(tmp_path / "second")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )  # fmt: skip
+    assert second.returncode == 1
+    owner = kube_cluster.state_dir
+    assert f"a real node already runs on this host, for the cluster in {owner}" in second.stderr
+    assert not (tmp_path / "second").exists()
+    assert real_node.is_running()
