@@ -9,11 +9,15 @@ import json
 import os
 import shutil
 import subprocess
+from collections.abc import Sequence
 from pathlib import Path
 
 from order_devtools.cluster.errors import ClusterError
 
 ADMIN_USER = "order-pipeline-admin"
+# The apiserver's identity towards kubelets (logs, exec, port-forward); system:masters lets the
+# kubelet's webhook authorizer allow it everything.
+KUBELET_CLIENT_SUBJECT = "/O=system:masters/CN=kube-apiserver-kubelet-client"
 
 
 def _openssl(*args: str) -> None:
@@ -24,10 +28,14 @@ def _openssl(*args: str) -> None:
         raise ClusterError(f"openssl {' '.join(args[:2])} failed: {result.stderr.strip()}")
 
 
-def write_credentials(pki_dir: Path) -> str:
+def write_credentials(pki_dir: Path, *, extra_ip_sans: Sequence[str] = ()) -> str:
     """A CA, the apiserver's serving certificate, the ServiceAccount signing key pair and the
-    admin token file. Returns the admin bearer token."""
+    admin token file. Returns the admin bearer token.
+
+    `extra_ip_sans`: more addresses the serving certificate is valid for (a real node's pods
+    reach the apiserver at the `kubernetes` Service IP and at the node's bridge address)."""
     pki_dir.mkdir(parents=True, exist_ok=True)
+    ip_sans = "".join(f"IP:{address}," for address in ("127.0.0.1", *extra_ip_sans))
     ec_key = ("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes")
     _openssl(
         "req", "-x509", *ec_key, "-days", "3650", "-subj", "/CN=order-pipeline-local-ca",
@@ -42,20 +50,12 @@ def write_credentials(pki_dir: Path) -> str:
         "-addext", "basicConstraints=critical,CA:FALSE",
         "-addext", "keyUsage=critical,digitalSignature,keyEncipherment",
         "-addext", "extendedKeyUsage=serverAuth",
-        "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost,DNS:kubernetes,"
+        "-addext", f"subjectAltName={ip_sans}DNS:localhost,DNS:kubernetes,"
         "DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local",
     )  # fmt: skip
     # The aggregation layer's client identity; also lets the controller-manager and scheduler
     # find a complete extension-apiserver-authentication ConfigMap.
-    _openssl(
-        "req", "-x509", *ec_key, "-days", "365", "-subj", "/CN=front-proxy-client",
-        "-CA", str(pki_dir / "ca.crt"), "-CAkey", str(pki_dir / "ca.key"),
-        "-keyout", str(pki_dir / "front-proxy-client.key"),
-        "-out", str(pki_dir / "front-proxy-client.crt"),
-        "-addext", "basicConstraints=critical,CA:FALSE",
-        "-addext", "keyUsage=critical,digitalSignature,keyEncipherment",
-        "-addext", "extendedKeyUsage=clientAuth",
-    )  # fmt: skip
+    _client_certificate(pki_dir, "front-proxy-client", "/CN=front-proxy-client")
     _openssl(
         "genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:prime256v1",
         "-out", str(pki_dir / "sa.key"),
@@ -69,6 +69,25 @@ def write_credentials(pki_dir: Path) -> str:
         secret.chmod(0o600)
     tokens_csv.chmod(0o600)
     return admin_token
+
+
+def _client_certificate(pki_dir: Path, name: str, subject: str) -> None:
+    """`<name>.crt` and `<name>.key`: a client certificate signed by the cluster's CA."""
+    _openssl(
+        "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+        "-days", "365", "-subj", subject,
+        "-CA", str(pki_dir / "ca.crt"), "-CAkey", str(pki_dir / "ca.key"),
+        "-keyout", str(pki_dir / f"{name}.key"), "-out", str(pki_dir / f"{name}.crt"),
+        "-addext", "basicConstraints=critical,CA:FALSE",
+        "-addext", "keyUsage=critical,digitalSignature,keyEncipherment",
+        "-addext", "extendedKeyUsage=clientAuth",
+    )  # fmt: skip
+    (pki_dir / f"{name}.key").chmod(0o600)
+
+
+def write_kubelet_client_certificate(pki_dir: Path) -> None:
+    """The apiserver's client certificate for kubelets (`--kubelet-client-certificate`)."""
+    _client_certificate(pki_dir, "kubelet-client", KUBELET_CLIENT_SUBJECT)
 
 
 def kubeconfig_text(server: str, ca_pem: bytes, user: str, token: str, namespace: str = "") -> str:
