@@ -11,7 +11,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 API_PORT ?= 8000
 
-.PHONY: help venv lock generate debian-packages run engines test test-fast lint fuzz bench chaos operator cluster-up cluster-down clean
+.PHONY: help venv lock generate debian-packages run engines test test-fast lint fuzz bench chaos operator cluster-up cluster-down images clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
@@ -93,6 +93,10 @@ cluster-up: venv  ## build (or reuse) and start the local Kubernetes control pla
 
 cluster-down: venv  ## stop the control plane cluster-up started and remove its state
 	$(PY) -m order_devtools.cluster down
+
+# buildah and mmdebstrap from Debian, as root; the archives stay in the cache (docs/images.md).
+images: venv  ## build the three images without a Docker engine or a registry (buildah, mmdebstrap)
+	$(PY) -m order_devtools.images
 
 clean:  ## remove the virtualenv and local state (caches outside the repo stay)
 	rm -rf $(VENV) .cluster .run bench-results .pytest_cache .mypy_cache .ruff_cache .hypothesis
