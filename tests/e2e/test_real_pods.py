@@ -11,72 +11,67 @@ the only place pods and this host both reach.
 
 from __future__ import annotations
 
-import base64
 import concurrent.futures
-import contextlib
-import json
 import re
 import subprocess
 import threading
 import time
 import urllib.parse
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-import yaml
 from kubernetes import client
 
-from order_api import security
-from order_common import settings as common_settings
 from order_devtools import cluster as local_cluster
-from order_devtools import engines, images, provision
+from order_devtools import cluster_pipeline, engines, images
 
 from .k8s_helpers import wait_for
-from .operator_harness import GROUP, PLURAL, VERSION, condition
 
 # Needs the node this tool starts on this host, so it cannot run against ORDER_PIPELINE_KUBECONFIG.
 pytestmark = [pytest.mark.e2e, pytest.mark.local_control_plane]
 
-REPO = Path(__file__).resolve().parents[2]
-CHART = REPO / "charts/order-pipeline"
-RESTRICTED = {
-    "pod-security.kubernetes.io/enforce": "restricted",
-    "pod-security.kubernetes.io/enforce-version": "latest",
-}
-ON_THE_REAL_NODE = {
-    "nodeSelector": dict(local_cluster.REAL_NODE_LABELS),
-    "tolerations": [{"key": local_cluster.REAL_NODE_TAINT["key"], "operator": "Exists"}],
-}
-PIPELINE = "orders"
-CLIENT_ID, CLIENT_SECRET = "shop", "shop-secret-for-the-real-node-tests"
+PIPELINE = cluster_pipeline.PIPELINE
 FINAL = {"COMPLETED", "REJECTED", "FAILED", "CANCELLED"}
 API_SCALE_DOWN_SECONDS = 20
-PROCESSOR_COOLDOWN_SECONDS = 5
+SPEC = {
+    "api": {
+        # The load tests send far more than a client's default 100 a minute.
+        "env": {"RATE_LIMIT_PER_MINUTE": "1000000"},
+        "autoscaling": {
+            "minReplicas": 2,
+            "maxReplicas": 4,
+            "targetCPUUtilizationPercentage": 30,
+            "scaleDownStabilizationSeconds": API_SCALE_DOWN_SECONDS,
+        },
+    },
+    "processor": {
+        # Slow on purpose, so a backlog builds up and outlasts a poll.
+        "concurrency": 1,
+        "batchSize": 1,
+        "scaling": {
+            "minReplicas": 1,
+            "maxReplicas": 3,
+            "targetMessagesPerReplica": 40,
+            "pollingIntervalSeconds": 1,
+            "cooldownSeconds": 5,
+        },
+    },
+}
 
 
 @dataclass
 class Installation:
-    namespace: str
-    release: str
-    cluster: local_cluster.ClusterAccess
+    pipeline: cluster_pipeline.ClusterPipeline
     core: client.CoreV1Api
     apps: client.AppsV1Api
-    custom: client.CustomObjectsApi
     autoscaling: client.AutoscalingV2Api
-    engines: engines.Engines
-    queue: str
-    table_prefix: str
 
-    def helm(self, *args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
-        return self.cluster.helm(*args, "--namespace", self.namespace, timeout=timeout)
-
-    def kubectl(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-        return self.cluster.kubectl(*args, "--namespace", self.namespace, timeout=timeout)
+    @property
+    def namespace(self) -> str:
+        return self.pipeline.namespace
 
     def pods(self, component: str) -> list[client.V1Pod]:
         selector = f"app.kubernetes.io/component={component}"
@@ -85,28 +80,11 @@ class Installation:
     def ready_pods(self, component: str) -> list[client.V1Pod]:
         return [pod for pod in self.pods(component) if is_ready(pod)]
 
-    def api_url(self) -> str:
-        """The API Service's cluster IP: kube-proxy routes this host's traffic to its pods."""
-        service = self.core.read_namespaced_service(f"{PIPELINE}-api", self.namespace)
-        return f"http://{service.spec.cluster_ip}"
-
-    def orders_table(self) -> str:
-        return f"{self.table_prefix}orders"
-
 
 def is_ready(pod: client.V1Pod) -> bool:
     if pod.metadata.deletion_timestamp is not None or pod.status.phase != "Running":
         return False
     return any(c.type == "Ready" and c.status == "True" for c in pod.status.conditions or [])
-
-
-@pytest.fixture(scope="module")
-def built_images() -> dict[str, images.BuiltImage]:
-    """`make test` builds them first (`make images`); here they come from the cache."""
-    try:
-        return images.ensure_images()
-    except images.ImageBuildError as error:
-        pytest.fail(f"the images could not be built: {error}")
 
 
 @pytest.fixture(scope="module")
@@ -118,188 +96,34 @@ def pod_engines(
         yield running
 
 
-def _secret(name: str, namespace: str, data: dict[str, str]) -> client.V1Secret:
-    encoded = {key: base64.b64encode(value.encode()).decode() for key, value in data.items()}
-    return client.V1Secret(
-        metadata=client.V1ObjectMeta(name=name, namespace=namespace), data=encoded
-    )
-
-
-def _values(
-    namespace: str,
-    built: dict[str, images.BuiltImage],
-    endpoints: dict[str, str],
-    queue: str,
-    prefix: str,
-) -> dict[str, Any]:
-    def image(component: str) -> dict[str, str]:
-        return {"repository": built[component].repository, "tag": built[component].tag}
-
-    resources = {"requests": {"cpu": "100m", "memory": "96Mi"}, "limits": {"memory": "256Mi"}}
-    return {
-        "images": {"api": image("api"), "processor": image("processor")},
-        "operator": {
-            "image": {**image("operator"), "pullPolicy": "Never"},
-            "watchNamespaces": [namespace],
-            **ON_THE_REAL_NODE,
-        },
-        "admissionPolicy": {
-            "allowedImagePrefixes": [built["api"].repository.rsplit("/", 1)[0] + "/"],
-            "allowedEndpoints": sorted(endpoints.values()),
-        },
-        "tests": {"timeoutSeconds": 120, **ON_THE_REAL_NODE},
-        "pipelines": [
-            {
-                "name": PIPELINE,
-                "generateApiSecret": False,
-                "spec": {
-                    "aws": {
-                        "region": "us-east-1",
-                        "endpoints": endpoints,
-                        "credentials": {"source": "Secret", "secretRef": {"name": "aws"}},
-                    },
-                    "queue": {"name": queue, "deletionPolicy": "Delete"},
-                    "tables": {"prefix": prefix},
-                    "api": {
-                        "secretRef": {"name": "api-keys"},
-                        # The load tests send far more than a client's default 100 a minute.
-                        "env": {"RATE_LIMIT_PER_MINUTE": "1000000"},
-                        "resources": resources,
-                        "placement": ON_THE_REAL_NODE,
-                        "autoscaling": {
-                            "minReplicas": 2,
-                            "maxReplicas": 4,
-                            "targetCPUUtilizationPercentage": 30,
-                            "scaleDownStabilizationSeconds": API_SCALE_DOWN_SECONDS,
-                        },
-                    },
-                    "processor": {
-                        "env": {"PAYMENT_GATEWAY": "simulator"},
-                        "resources": resources,
-                        "placement": ON_THE_REAL_NODE,
-                        # Slow on purpose, so a backlog builds up and outlasts a poll.
-                        "concurrency": 1,
-                        "batchSize": 1,
-                        "scaling": {
-                            "minReplicas": 1,
-                            "maxReplicas": 3,
-                            "targetMessagesPerReplica": 40,
-                            "pollingIntervalSeconds": 1,
-                            "cooldownSeconds": PROCESSOR_COOLDOWN_SECONDS,
-                        },
-                    },
-                },
-            }
-        ],
-    }
-
-
 @pytest.fixture(scope="module")
 def installed(
     kube_cluster: local_cluster.ClusterAccess,
     k8s_api: client.ApiClient,
     real_node: local_cluster.RealNode,
-    built_images: dict[str, images.BuiltImage],
     pod_engines: engines.Engines,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Installation]:
-    real_node.import_images([image.archive for image in built_images.values()])
-    core = client.CoreV1Api(k8s_api)
-    suffix = uuid.uuid4().hex[:6]
-    namespace = f"real-{suffix}"
-    core.create_namespace(
-        client.V1Namespace(metadata=client.V1ObjectMeta(name=namespace, labels=RESTRICTED))
-    )
-    installation = Installation(
-        namespace=namespace,
-        release=f"op-{suffix}",
-        cluster=kube_cluster,
-        core=core,
-        apps=client.AppsV1Api(k8s_api),
-        custom=client.CustomObjectsApi(k8s_api),
-        autoscaling=client.AutoscalingV2Api(k8s_api),
-        engines=pod_engines,
-        queue=f"real-{suffix}",
-        table_prefix=f"real-{suffix}-",
-    )
-    core.create_namespaced_secret(
-        namespace,
-        _secret("aws", namespace, {"AWS_ACCESS_KEY_ID": "local", "AWS_SECRET_ACCESS_KEY": "local"}),
-    )
-    hashed = security.hash_client_secret(CLIENT_SECRET)
-    api_keys = {
-        "SIGNING_SECRET": uuid.uuid4().hex + uuid.uuid4().hex,
-        "JWT_SECRET": uuid.uuid4().hex + uuid.uuid4().hex,
-        "API_CLIENTS": json.dumps({CLIENT_ID: hashed}),
-    }
-    core.create_namespaced_secret(namespace, _secret("api-keys", namespace, api_keys))
-    endpoints = {"sqs": pod_engines.sqs_endpoint, "dynamodb": pod_engines.dynamodb_endpoint}
-    values = tmp_path_factory.mktemp("real-release") / "values.yaml"
-    values.write_text(
-        yaml.safe_dump(
-            _values(
-                namespace, built_images, endpoints, installation.queue, installation.table_prefix
-            )
-        )
-    )
-    installation.helm(
-        "install", installation.release, str(CHART), "--values", str(values),
-        "--wait", "--timeout", "180s",
-    )  # fmt: skip
+    """`make test` builds the images first (`make images`); here they come from the cache."""
     try:
-        _wait_until_serving(installation)
-        yield installation
+        pipeline = cluster_pipeline.install(
+            kube_cluster,
+            real_node,
+            pod_engines,
+            tmp_path_factory.mktemp("release"),
+            spec_overrides=SPEC,
+        )
+    except (images.ImageBuildError, cluster_pipeline.ClusterPipelineError) as error:
+        pytest.fail(f"the pipeline could not be installed on the real node: {error}")
+    try:
+        yield Installation(
+            pipeline=pipeline,
+            core=client.CoreV1Api(k8s_api),
+            apps=client.AppsV1Api(k8s_api),
+            autoscaling=client.AutoscalingV2Api(k8s_api),
+        )
     finally:
-        _uninstall(installation)
-
-
-def _wait_until_serving(installation: Installation) -> None:
-    def pipeline_ready() -> bool:
-        body = installation.custom.get_namespaced_custom_object(
-            GROUP, VERSION, installation.namespace, PLURAL, PIPELINE
-        )
-        entry = condition(body, "Ready")
-        return entry is not None and entry["status"] == "True"
-
-    wait_for(pipeline_ready, f"the pipeline Ready; {_operator_log(installation)}", 180)
-    aws = common_settings.AwsSettings(
-        sqs_endpoint_url=installation.engines.sqs_endpoint,
-        dynamodb_endpoint_url=installation.engines.dynamodb_endpoint,
-        queue_name=installation.queue,
-        table_prefix=installation.table_prefix,
-    )
-    provision.seed_catalog(aws)
-    wait_for(
-        lambda: len(installation.ready_pods("api")) >= 2 and installation.ready_pods("processor"),
-        f"API and processor pods Ready: {_pod_states(installation)}",
-        180,
-    )
-
-
-def _uninstall(installation: Installation) -> None:
-    with contextlib.suppress(client.ApiException):
-        installation.custom.delete_namespaced_custom_object(
-            GROUP, VERSION, installation.namespace, PLURAL, PIPELINE
-        )
-    deadline = time.monotonic() + 120
-    while (
-        time.monotonic() < deadline
-        and installation.custom.list_namespaced_custom_object(
-            GROUP, VERSION, installation.namespace, PLURAL
-        )["items"]
-    ):
-        time.sleep(1)
-    installation.helm("uninstall", installation.release, "--wait", "--timeout", "120s")
-    installation.core.delete_namespace(installation.namespace)
-
-
-def _operator_log(installation: Installation) -> str:
-    result = installation.cluster.kubectl(
-        "logs", "--namespace", installation.namespace, "--tail", "30",
-        "--selector", "app.kubernetes.io/component=operator",
-        check=False, timeout=30,
-    )  # fmt: skip
-    return f"operator log:\n{result.stdout}{result.stderr}"
+        pipeline.uninstall()
 
 
 def _pod_states(installation: Installation) -> str:
@@ -311,10 +135,12 @@ def _pod_states(installation: Installation) -> str:
     )
 
 
-def _token(api: httpx.Client) -> str:
-    response = api.post(
-        "/v1/auth/token", json={"client_id": CLIENT_ID, "client_secret": CLIENT_SECRET}
-    )
+def _token(api: httpx.Client, installation: Installation) -> str:
+    credentials = {
+        "client_id": cluster_pipeline.CLIENT_ID,
+        "client_secret": installation.pipeline.client_secret,
+    }
+    response = api.post("/v1/auth/token", json=credentials)
     assert response.status_code == 200, response.text
     access_token: str = response.json()["access_token"]
     return access_token
@@ -339,11 +165,11 @@ def _status(api: httpx.Client, status_url: str) -> str:
 
 
 def _final_statuses(installation: Installation, order_ids: list[str]) -> dict[str, str]:
-    dynamodb = installation.engines.dynamodb_client()
+    dynamodb = installation.pipeline.engines.dynamodb_client()
     statuses: dict[str, str] = {}
     for start in range(0, len(order_ids), 100):
         keys = [{"order_id": {"S": order_id}} for order_id in order_ids[start : start + 100]]
-        table = installation.orders_table()
+        table = installation.pipeline.orders_table
         request: Any = {table: {"Keys": keys, "ConsistentRead": True}}
         while request:
             response = dynamodb.batch_get_item(RequestItems=request)
@@ -426,15 +252,15 @@ def test_the_operator_and_the_pipeline_run_on_the_real_node_and_helm_test_passes
             assert container.state.running is not None
     namespace = installed.core.read_namespace(installed.namespace)
     assert namespace.metadata.labels["pod-security.kubernetes.io/enforce"] == "restricted"
-    result = installed.helm("test", installed.release, "--timeout", "180s")
+    result = installed.pipeline.helm("test", installed.pipeline.release, "--timeout", "180s")
     assert "Phase:          Succeeded" in result.stdout, result.stdout
 
 
 def test_an_order_sent_to_the_api_service_completes_and_its_status_url_says_so(
     installed: Installation,
 ) -> None:
-    with httpx.Client(base_url=installed.api_url(), timeout=10) as api:
-        headers = {"Authorization": f"Bearer {_token(api)}"}
+    with httpx.Client(base_url=installed.pipeline.api_url(), timeout=10) as api:
+        headers = {"Authorization": f"Bearer {_token(api, installed)}"}
         response = api.post("/v1/orders", json=_order("c-one"), headers=headers)
         assert response.status_code == 202, response.text
         status_url = response.json()["status_url"]
@@ -449,18 +275,18 @@ def test_an_order_sent_to_the_api_service_completes_and_its_status_url_says_so(
 
 def test_logs_exec_and_port_forward_reach_the_pods(installed: Installation) -> None:
     api_pod = installed.ready_pods("api")[0].metadata.name
-    logs = installed.kubectl("logs", api_pod).stdout
+    logs = installed.pipeline.kubectl("logs", api_pod).stdout
     assert '"component": "order-api"' in logs, logs[-2000:]
-    exec_result = installed.kubectl(
+    exec_result = installed.pipeline.kubectl(
         "exec", api_pod, "--", "python", "-c", "import os; print(os.getuid())"
     )
     assert exec_result.stdout.strip() == "10001"
     forward = subprocess.Popen(
         [
-            str(installed.cluster.toolchain.kubectl), "port-forward", "--namespace",
+            str(installed.pipeline.cluster.toolchain.kubectl), "port-forward", "--namespace",
             installed.namespace, f"pod/{api_pod}", ":8000", "--address", "127.0.0.1",
         ],
-        env=installed.cluster.env(),
+        env=installed.pipeline.cluster.env(),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -487,10 +313,10 @@ def _processor_replicas(installation: Installation) -> int:
 def test_backlog_scales_the_processor_out_and_draining_scales_it_in_losing_nothing(
     installed: Installation,
 ) -> None:
-    sqs = installed.engines.sqs_client()
-    with httpx.Client(base_url=installed.api_url(), timeout=10) as api:
-        access_token = _token(api)
-    with Load(installed.api_url(), access_token, workers=4) as load:
+    sqs = installed.pipeline.engines.sqs_client()
+    with httpx.Client(base_url=installed.pipeline.api_url(), timeout=10) as api:
+        access_token = _token(api, installed)
+    with Load(installed.pipeline.api_url(), access_token, workers=4) as load:
         wait_for(
             lambda: _processor_replicas(installed) >= 2,
             f"the processor scaled out on backlog; {_pod_states(installed)}",
@@ -504,7 +330,7 @@ def test_backlog_scales_the_processor_out_and_draining_scales_it_in_losing_nothi
     )
     assert load.accepted
     _wait_all_final(installed, load.accepted, timeout=240)
-    queue_url = sqs.get_queue_url(QueueName=installed.queue)["QueueUrl"]
+    queue_url = sqs.get_queue_url(QueueName=installed.pipeline.queue)["QueueUrl"]
     wait_for(
         lambda: _processor_replicas(installed) == 1,
         f"the processor back at one replica; {_pod_states(installed)}",
@@ -539,9 +365,9 @@ def test_load_scales_the_api_out_on_real_cpu_and_back_in_after_the_window(
         )
 
     wait_for(cpu_reported, "the HPA reading the API pods' CPU from metrics-server", 120, 1.0)
-    with httpx.Client(base_url=installed.api_url(), timeout=10) as api:
-        access_token = _token(api)
-    with Load(installed.api_url(), access_token, workers=6) as load:
+    with httpx.Client(base_url=installed.pipeline.api_url(), timeout=10) as api:
+        access_token = _token(api, installed)
+    with Load(installed.pipeline.api_url(), access_token, workers=6) as load:
         wait_for(
             lambda: _api_replicas(installed) > 2,
             f"the API scaled out on CPU; {_pod_states(installed)}",
@@ -580,9 +406,9 @@ def test_the_pdb_refuses_an_eviction_that_would_break_it_and_a_killed_api_pod_lo
     assert _evict(installed, second) == 429
     wait_for(lambda: len(installed.ready_pods("api")) == 2, "the evicted API pod replaced", 120)
 
-    with httpx.Client(base_url=installed.api_url(), timeout=10) as api:
-        access_token = _token(api)
-    with Load(installed.api_url(), access_token, workers=4) as load:
+    with httpx.Client(base_url=installed.pipeline.api_url(), timeout=10) as api:
+        access_token = _token(api, installed)
+    with Load(installed.pipeline.api_url(), access_token, workers=4) as load:
         time.sleep(3)
         victim = installed.ready_pods("api")[0].metadata.name
         installed.core.delete_namespaced_pod(victim, installed.namespace, grace_period_seconds=0)
