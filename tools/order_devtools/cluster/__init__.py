@@ -10,10 +10,16 @@ Modules: `toolchain` (the built binaries), `pki` (certificates, keys, kubeconfig
 `components` (each component's flags, the fake nodes), `component_process` (pid handles that
 survive the starting command), `access` (kubectl, helm, the `kubernetes` client and
 ServiceAccount identities, for this or an existing cluster), `control_plane` (start, save, load,
-stop) and `cli`.
+stop), `addons` (CoreDNS and metrics-server beside it) and `cli`.
 """
 
 from order_devtools.cluster.access import ClusterAccess, ExistingCluster
+from order_devtools.cluster.addons import (
+    CLUSTER_DOMAIN,
+    start_cluster_dns,
+    start_metrics_server,
+    stop_addon,
+)
 from order_devtools.cluster.cli import main
 from order_devtools.cluster.component_process import ComponentProcess
 from order_devtools.cluster.components import COMPONENT_ORDER, FAKE_NODE_ANNOTATION
@@ -30,6 +36,7 @@ from order_devtools.cluster.toolchain import (
 
 __all__ = [
     "BUILD_SCRIPT",
+    "CLUSTER_DOMAIN",
     "COMPONENT_ORDER",
     "FAKE_NODE_ANNOTATION",
     "REPO_ROOT",
@@ -45,4 +52,7 @@ __all__ = [
     "main",
     "pinned_kubernetes_version",
     "start_cluster",
+    "start_cluster_dns",
+    "start_metrics_server",
+    "stop_addon",
 ]

@@ -21,6 +21,8 @@ if TYPE_CHECKING:
 LOOPBACK = processes.LOOPBACK_HOST
 FAKE_NODE_COUNT = 2
 FAKE_NODE_ANNOTATION = "kwok.x-k8s.io/node"
+FAKE_NODE_TYPE = "kwok"
+"""The fake nodes' `type` label (a real node carries another)."""
 # Neither range is ever dialled: there is no kube-proxy and kwok's pods have no network.
 SERVICE_CLUSTER_IP_RANGE = "10.96.0.0/16"
 FAKE_POD_CIDR = "10.244.0.0/16"
@@ -149,7 +151,7 @@ def fake_node(name: str) -> dict[str, Any]:
                 "kubernetes.io/os": "linux",
                 "kubernetes.io/arch": "amd64",
                 "node-role.kubernetes.io/worker": "",
-                "type": "kwok",
+                "type": FAKE_NODE_TYPE,
             },
         },
         "spec": {},

@@ -71,8 +71,63 @@ def write_credentials(pki_dir: Path) -> str:
     return admin_token
 
 
+def write_client_certificate(pki_dir: Path, name: str, user: str) -> tuple[Path, Path]:
+    """A client certificate for `user`, signed by the cluster CA (the API server's
+    --client-ca-file): the identity of a host process such as CoreDNS, which, unlike a pod,
+    gets no ServiceAccount token renewed for it. Returns (certificate, key)."""
+    certificate, key = pki_dir / f"{name}.crt", pki_dir / f"{name}.key"
+    _signed_by_cluster_ca(certificate, key, f"/CN={user}", "clientAuth")
+    return certificate, key
+
+
+def write_serving_certificate(pki_dir: Path, name: str, dns_names: list[str]) -> tuple[Path, Path]:
+    """A serving certificate for 127.0.0.1 and `dns_names`, signed by the cluster CA (so the API
+    server can verify an aggregated API server with the CA as its caBundle).
+    Returns (certificate, key)."""
+    certificate, key = pki_dir / f"{name}.crt", pki_dir / f"{name}.key"
+    alt_names = ",".join(["IP:127.0.0.1", *(f"DNS:{dns_name}" for dns_name in dns_names)])
+    _signed_by_cluster_ca(
+        certificate, key, f"/CN={dns_names[0]}", "serverAuth", f"subjectAltName={alt_names}"
+    )
+    return certificate, key
+
+
+def _signed_by_cluster_ca(
+    certificate: Path, key: Path, subject: str, extended_key_usage: str, *extensions: str
+) -> None:
+    pki_dir = certificate.parent
+    _openssl(
+        "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+        "-days", "365", "-subj", subject,
+        "-CA", str(pki_dir / "ca.crt"), "-CAkey", str(pki_dir / "ca.key"),
+        "-keyout", str(key), "-out", str(certificate),
+        "-addext", "basicConstraints=critical,CA:FALSE",
+        "-addext", "keyUsage=critical,digitalSignature,keyEncipherment",
+        "-addext", f"extendedKeyUsage={extended_key_usage}",
+        *(argument for extension in extensions for argument in ("-addext", extension)),
+    )  # fmt: skip
+    key.chmod(0o600)
+
+
 def kubeconfig_text(server: str, ca_pem: bytes, user: str, token: str, namespace: str = "") -> str:
     """A kubeconfig (JSON is valid YAML) with the CA embedded, so it works from any directory."""
+    return _kubeconfig_json(server, ca_pem, user, {"token": token}, namespace)
+
+
+def client_certificate_kubeconfig_text(
+    server: str, ca_pem: bytes, user: str, certificate_pem: bytes, key_pem: bytes
+) -> str:
+    """A kubeconfig that authenticates with a client certificate, everything embedded."""
+    credentials = {
+        "client-certificate-data": base64.b64encode(certificate_pem).decode(),
+        "client-key-data": base64.b64encode(key_pem).decode(),
+    }
+    return _kubeconfig_json(server, ca_pem, user, credentials, "")
+
+
+def _kubeconfig_json(
+    server: str, ca_pem: bytes, user: str, credentials: dict[str, str], namespace: str
+) -> str:
     context: dict[str, str] = {"cluster": "order-pipeline-local", "user": user}
     if namespace:
         context["namespace"] = namespace
@@ -88,7 +143,7 @@ def kubeconfig_text(server: str, ca_pem: bytes, user: str, token: str, namespace
                 },
             }
         ],
-        "users": [{"name": user, "user": {"token": token}}],
+        "users": [{"name": user, "user": credentials}],
         "contexts": [{"name": "order-pipeline-local", "context": context}],
         "current-context": "order-pipeline-local",
     }
