@@ -31,7 +31,8 @@ from order_devtools import processes
 from order_devtools.cluster import pki
 from order_devtools.cluster.component_process import ComponentProcess, spawn_component
 from order_devtools.cluster.components import FAKE_NODE_TYPE, LOOPBACK, component_env
-from order_devtools.cluster.control_plane import Cluster, _wait_for
+from order_devtools.cluster.control_plane import Cluster
+from order_devtools.cluster.control_plane import _wait_for as wait_until
 from order_devtools.cluster.errors import ClusterError
 
 CLUSTER_DOMAIN = "cluster.local"
@@ -128,7 +129,7 @@ def start_cluster_dns(
     corefile.write_text(cluster_dns_corefile(listen_address, port, ready_port, kubeconfig))
     process = _spawn(cluster, CLUSTER_DNS, [str(binary), "-conf", str(corefile)], exit_with_parent)
     # /ready answers 200 only once the kubernetes plugin has synced from the API server.
-    _wait_for(
+    wait_until(
         f"CoreDNS on {listen_address}:{port} to be ready",
         lambda: _answers_ok(ready_port, "/ready"),
         deadline,
@@ -302,7 +303,7 @@ def start_metrics_server(
         f"--metric-resolution={METRICS_RESOLUTION_SECONDS}s",
     ]
     process = _spawn(cluster, METRICS_SERVER, argv, exit_with_parent)
-    _wait_for(
+    wait_until(
         "metrics-server's /livez",
         lambda: _answers_ok(port, "/livez", ca_file=cluster.ca_file),
         deadline,
@@ -317,7 +318,7 @@ def start_metrics_server(
         return condition[0] == "True"
 
     try:
-        _wait_for(
+        wait_until(
             f"APIService {METRICS_API_SERVICE} to be Available", available, deadline, [process]
         )
     except ClusterError as error:
