@@ -24,9 +24,11 @@ class DnsAnswer:
 
 
 def query_a(
-    server: str, port: int, name: str, *, tcp: bool = False, timeout: float = 3
+    server: str, port: int, name: str, *, tcp: bool = False, timeout: float = 5, attempts: int = 2
 ) -> DnsAnswer:
-    """Ask `server:port` for the A records of `name` (recursion desired, as a stub resolver)."""
+    """Ask `server:port` for the A records of `name` (recursion desired). Over UDP a lost or late
+    answer is asked again, as a stub resolver does (resolv.conf's defaults: timeout 5, attempts 2).
+    """
     query_id = int.from_bytes(os.urandom(2), "big")
     header = struct.pack(">HHHHHH", query_id, 0x0100, 1, 0, 0, 0)
     question = _encode_name(name) + struct.pack(">HH", TYPE_A, CLASS_IN)
@@ -35,13 +37,17 @@ def query_a(
         with socket.create_connection((server, port), timeout=timeout) as connection:
             connection.sendall(struct.pack(">H", len(message)) + message)
             length = struct.unpack(">H", _receive_exactly(connection, 2))[0]
-            response = _receive_exactly(connection, length)
-    else:
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-            udp.settimeout(timeout)
+            return _parse_response(_receive_exactly(connection, length), query_id)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+        udp.settimeout(timeout)
+        for attempt in range(1, attempts + 1):
             udp.sendto(message, (server, port))
-            response = udp.recv(4096)
-    return _parse_response(response, query_id)
+            try:
+                return _parse_response(udp.recv(4096), query_id)
+            except TimeoutError:
+                if attempt == attempts:
+                    raise
+    raise ValueError(f"attempts must be at least 1, not {attempts}")
 
 
 def _encode_name(name: str) -> bytes:

@@ -347,13 +347,16 @@ def stop_addon(cluster: Cluster, name: str) -> None:
     manifests = [_addon_dir(cluster) / f"{name}.json"]
     if name == METRICS_SERVER:
         manifests.append(_addon_dir(cluster) / f"{METRICS_SERVER}-rbac.json")
-    for manifest in manifests:
-        if manifest.exists():
-            cluster.kubectl("delete", "--ignore-not-found", "--wait=false", "-f", str(manifest))
-    for component in [component for component in cluster.processes if component.name == name]:
-        component.stop()
-        cluster.processes.remove(component)
-    cluster.save()
+    try:
+        for manifest in manifests:
+            if manifest.exists():
+                cluster.kubectl("delete", "--ignore-not-found", "--wait=false", "-f", str(manifest))
+    finally:
+        # Even when the API server no longer answers, the process must not outlive the call.
+        for component in [component for component in cluster.processes if component.name == name]:
+            component.stop()
+            cluster.processes.remove(component)
+        cluster.save()
 
 
 def _spawn(
