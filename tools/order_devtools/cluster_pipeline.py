@@ -99,8 +99,10 @@ class ClusterPipeline:
     def api_url(self) -> str:
         """The API Service's cluster IP: kube-proxy routes this host's traffic to its pods."""
         core = client.CoreV1Api(self.cluster.api_client())
-        service = core.read_namespaced_service(self.api_service, self.namespace)
-        return f"http://{service.spec.cluster_ip}"
+        spec = core.read_namespaced_service(self.api_service, self.namespace).spec
+        if spec is None or not spec.cluster_ip:
+            raise ClusterPipelineError(f"the Service {self.api_service} has no cluster IP")
+        return f"http://{spec.cluster_ip}"
 
     def operator_log(self, lines: int = 30) -> str:
         result = self.kubectl(
@@ -125,12 +127,9 @@ class ClusterPipeline:
         with contextlib.suppress(client.ApiException):
             custom.delete_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL, PIPELINE)
         deadline = time.monotonic() + timeout
-        while (
-            time.monotonic() < deadline
-            and custom.list_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL)[
-                "items"
-            ]
-        ):
+        while time.monotonic() < deadline and _as_dict(
+            custom.list_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL)
+        ).get("items"):
             time.sleep(1)
         self.helm("uninstall", self.release, "--wait", "--timeout", f"{int(timeout)}s")
         client.CoreV1Api(api).delete_namespace(self.namespace)
@@ -238,10 +237,20 @@ def install(
     return pipeline
 
 
-def _ready(pod: client.V1Pod) -> bool:
-    if pod.metadata.deletion_timestamp is not None or pod.status.phase != "Running":
+def _as_dict(body: object) -> dict[str, Any]:
+    """A custom object as the API returns it (the client types it as `object`)."""
+    if not isinstance(body, dict):
+        raise ClusterPipelineError(f"unexpected API answer: {body!r}")
+    return body
+
+
+def _serving(pod: dict[str, Any]) -> bool:
+    """Whether a pod (`V1Pod.to_dict()`) runs, passes its readiness probe and is not stopping."""
+    status = pod.get("status") or {}
+    if pod["metadata"].get("deletion_timestamp") or status.get("phase") != "Running":
         return False
-    return any(c.type == "Ready" and c.status == "True" for c in pod.status.conditions or [])
+    conditions = status.get("conditions") or []
+    return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
 
 
 def _wait_until_serving(pipeline: ClusterPipeline, timeout: float) -> None:
@@ -249,15 +258,19 @@ def _wait_until_serving(pipeline: ClusterPipeline, timeout: float) -> None:
     custom, core = client.CustomObjectsApi(api), client.CoreV1Api(api)
     deadline = time.monotonic() + timeout
     while True:
-        body = custom.get_namespaced_custom_object(
-            GROUP, VERSION, pipeline.namespace, PLURAL, PIPELINE
+        body = _as_dict(
+            custom.get_namespaced_custom_object(
+                GROUP, VERSION, pipeline.namespace, PLURAL, PIPELINE
+            )
         )
         conditions = (body.get("status") or {}).get("conditions") or []
         ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
-        pods = core.list_namespaced_pod(pipeline.namespace).items
+        pods = [pod.to_dict() for pod in core.list_namespaced_pod(pipeline.namespace).items]
         serving = {
             component: any(
-                _ready(pod) and pod.metadata.labels.get("app.kubernetes.io/component") == component
+                _serving(pod)
+                and (pod["metadata"].get("labels") or {}).get("app.kubernetes.io/component")
+                == component
                 for pod in pods
             )
             for component in ("api", "processor")

@@ -13,10 +13,16 @@ survive the starting command), `real_node` (containerd, kubelet and kube-proxy o
 node), `host_changes` (what that node changes on the host, and undoing it), `image_archives`
 (image names in docker/OCI archives), `access` (kubectl, helm, the `kubernetes` client and
 ServiceAccount identities, for this or an existing cluster), `control_plane` (start, save, load,
-stop) and `cli`.
+stop), `addons` (CoreDNS and metrics-server beside it) and `cli`.
 """
 
 from order_devtools.cluster.access import ClusterAccess, ExistingCluster
+from order_devtools.cluster.addons import (
+    CLUSTER_DOMAIN,
+    start_cluster_dns,
+    start_metrics_server,
+    stop_addon,
+)
 from order_devtools.cluster.cli import main
 from order_devtools.cluster.component_process import ComponentProcess
 from order_devtools.cluster.components import COMPONENT_ORDER, FAKE_NODE_ANNOTATION
@@ -45,6 +51,7 @@ __all__ = [
     "BRIDGE_ADDRESS",
     "BRIDGE_NAME",
     "BUILD_SCRIPT",
+    "CLUSTER_DOMAIN",
     "COMPONENT_ORDER",
     "FAKE_NODE_ANNOTATION",
     "POD_SUBNET",
@@ -66,4 +73,7 @@ __all__ = [
     "missing_prerequisites",
     "pinned_kubernetes_version",
     "start_cluster",
+    "start_cluster_dns",
+    "start_metrics_server",
+    "stop_addon",
 ]

@@ -22,6 +22,8 @@ if TYPE_CHECKING:
 LOOPBACK = processes.LOOPBACK_HOST
 FAKE_NODE_COUNT = 2
 FAKE_NODE_ANNOTATION = "kwok.x-k8s.io/node"
+FAKE_NODE_TYPE = "kwok"
+"""The fake nodes' `type` label (a real node carries another)."""
 # kwok's pod IPs are never dialled; Service IPs only through a real node's kube-proxy.
 SERVICE_CLUSTER_IP_RANGE = "10.96.0.0/16"
 # The `kubernetes` Service's ClusterIP: the first address of the range.
@@ -185,7 +187,7 @@ def fake_node(name: str) -> dict[str, Any]:
                 "kubernetes.io/os": "linux",
                 "kubernetes.io/arch": "amd64",
                 "node-role.kubernetes.io/worker": "",
-                "type": "kwok",
+                "type": FAKE_NODE_TYPE,
             },
         },
         "spec": {},

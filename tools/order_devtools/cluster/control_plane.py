@@ -13,6 +13,7 @@ from typing import Any
 
 from kubernetes import client
 
+from order_devtools.cluster import addons
 from order_devtools.cluster.access import ClusterAccess
 from order_devtools.cluster.component_process import (
     ComponentProcess,
@@ -357,6 +358,8 @@ def start_cluster(
                 exit_with_parent=exit_with_parent,
                 save=cluster.save,
             )
+            if node.settings.addons:
+                addons.start_real_node_addons(cluster, exit_with_parent=exit_with_parent)
     except BaseException as error:
         try:
             cluster.stop(remove_state=False)  # keep the logs for the error report

@@ -77,9 +77,11 @@ class RealNodeSettings:
     """How the real node is set up; the defaults are what the tests use."""
 
     name: str = REAL_NODE_NAME
-    cluster_dns: tuple[str, ...] = ()
-    """Nameservers the kubelet gives pods with `dnsPolicy: ClusterFirst` (a cluster DNS such as
-    CoreDNS, e.g. a Service IP or `BRIDGE_ADDRESS`). Empty: pods get the host's resolv.conf."""
+    cluster_dns: tuple[str, ...] = (BRIDGE_ADDRESS,)
+    """Nameservers the kubelet gives pods with `dnsPolicy: ClusterFirst`: by default the CoreDNS
+    `start_cluster` runs on the bridge address. Empty: pods get the host's resolv.conf."""
+    addons: bool = True
+    """Start cluster DNS and metrics-server with the node (`addons.start_real_node_addons`)."""
     cluster_domain: str = "cluster.local"
     max_pods: int = 40
 
@@ -344,6 +346,7 @@ class RealNode:
                 "cluster_dns": list(self.settings.cluster_dns),
                 "cluster_domain": self.settings.cluster_domain,
                 "max_pods": self.settings.max_pods,
+                "addons": self.settings.addons,
             },
             "ports": self.ports,
             "host": self.host.to_json() if self.host is not None else None,
