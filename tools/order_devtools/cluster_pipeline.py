@@ -233,7 +233,7 @@ def install(
         timeout=timeout + 30,
     )  # fmt: skip
     _wait_until_serving(pipeline, timeout)
-    provision.seed_catalog(pipeline.aws_settings())
+    provision.seed_catalog(pipeline.aws_settings(), dynamodb=engines.dynamodb_client())
     return pipeline
 
 
