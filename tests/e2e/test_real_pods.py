@@ -65,6 +65,7 @@ SPEC = {
 @dataclass
 class Installation:
     pipeline: cluster_pipeline.ClusterPipeline
+    node_name: str
     core: client.CoreV1Api
     apps: client.AppsV1Api
     autoscaling: client.AutoscalingV2Api
@@ -118,6 +119,7 @@ def installed(
     try:
         yield Installation(
             pipeline=pipeline,
+            node_name=real_node.name,
             core=client.CoreV1Api(k8s_api),
             apps=client.AppsV1Api(k8s_api),
             autoscaling=client.AutoscalingV2Api(k8s_api),
@@ -242,11 +244,11 @@ def test_the_operator_and_the_pipeline_run_on_the_real_node_and_helm_test_passes
     installed: Installation,
 ) -> None:
     (operator,) = installed.pods("operator")
-    assert operator.spec.node_name == local_cluster.REAL_NODE_NAME
+    assert operator.spec.node_name == installed.node_name
     assert operator.spec.service_account_name.endswith("operator")
     for component in ("api", "processor"):
         for pod in installed.ready_pods(component):
-            assert pod.spec.node_name == local_cluster.REAL_NODE_NAME
+            assert pod.spec.node_name == installed.node_name
             (container,) = pod.status.container_statuses
             assert container.ready
             assert container.state.running is not None

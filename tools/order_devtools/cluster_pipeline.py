@@ -92,8 +92,9 @@ class ClusterPipeline:
     def kubectl(
         self, *args: str, check: bool = True, timeout: float = 60
     ) -> subprocess.CompletedProcess[str]:
+        # The namespace first: anything after `--` goes to the container's command.
         return self.cluster.kubectl(
-            *args, "--namespace", self.namespace, check=check, timeout=timeout
+            "--namespace", self.namespace, *args, check=check, timeout=timeout
         )
 
     def api_url(self) -> str:
