@@ -11,7 +11,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 API_PORT ?= 8000
 
-.PHONY: help venv lock generate dashboards debian-packages run engines test test-fast lint fuzz bench chaos operator cluster-up cluster-down images clean
+.PHONY: help venv lock generate dashboards debian-packages run engines test test-fast lint fuzz bench chaos operator cluster-up kube-demo cluster-down images clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
@@ -99,6 +99,9 @@ operator: venv  ## run the OrderPipeline operator against $$KUBECONFIG
 
 cluster-up: venv  ## build (or reuse) and start the local Kubernetes control plane
 	$(PY) -m order_devtools.cluster up
+
+kube-demo: venv debian-packages  ## the pipeline on the cluster's real node from the real images (Ctrl-C ends it)
+	$(PY) -m order_devtools.kube_demo
 
 cluster-down: venv  ## stop the control plane cluster-up started and remove its state
 	$(PY) -m order_devtools.cluster down

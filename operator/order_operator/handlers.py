@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 import threading
 import time
 from collections.abc import Mapping
@@ -191,6 +192,9 @@ def run(
     """Run the operator in the foreground (blocks until stopped)."""
     kopf.configure(log_format=kopf.LogFormat.JSON, verbose=False)
     kopf.run(
+        # kopf names itself after the login user otherwise, and the image's numeric user has no
+        # passwd entry: getpass would fail at start. In a pod the hostname is the pod's name.
+        identity=socket.gethostname(),  # type: ignore[arg-type]  # kopf's unexported NewType of str
         standalone=True,
         clusterwide=not namespaces,
         namespaces=namespaces,

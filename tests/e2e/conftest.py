@@ -5,6 +5,10 @@ kwok's fake nodes on 127.0.0.1), torn down at the end; a fresh namespace per tes
 builds the binaries first (see docs/cluster.md); that happens once, before the first test runs,
 so it does not count against any single test's timeout.
 
+When a collected test uses the `real_node` fixture, the session's cluster starts with a real node
+beside the kwok nodes (docs/cluster.md); stopping it must leave the host exactly as it was
+before, which the fixture checks (an error at teardown names every difference).
+
 With ORDER_PIPELINE_KUBECONFIG naming a kubeconfig, the session uses that cluster instead of
 starting one (kubectl and helm still come from the build); the tests marked
 `local_control_plane`, which test the local control plane itself, are then deselected, and the
@@ -27,6 +31,7 @@ from kubernetes import client, config
 
 from order_devtools import cluster as local_cluster
 
+from . import host_state
 from .k8s_helpers import wait_for
 
 # Not KUBECONFIG: a shell often has that set (`make cluster-up` prints an export of it), and
@@ -62,16 +67,22 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             reporter.write_line(f"  {item.nodeid}")
 
 
-# Set by pytest_collection_finish: the built toolchain or why it could not be had.
+# Set by pytest_collection_finish: the built toolchain or why it could not be had, and whether
+# a collected test needs the real node (then the one session cluster gets one).
 _toolchain: local_cluster.Toolchain | None = None
 _toolchain_error: str | None = None
+_session_needs_real_node = False
+REAL_NODE_FIXTURE = "real_node"
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
     """Build (or find cached) binaries once, before any test runs: a cold build takes many
     minutes and must not be cut off by the per-test timeout. A failure is remembered and turned
     into a test failure by the fixtures, never a skip."""
-    global _toolchain, _toolchain_error
+    global _toolchain, _toolchain_error, _session_needs_real_node
+    _session_needs_real_node = any(
+        REAL_NODE_FIXTURE in getattr(item, "fixturenames", ()) for item in session.items
+    )
     if _toolchain is not None or _toolchain_error is not None:
         return
     if not any("k8s_toolchain" in getattr(item, "fixturenames", ()) for item in session.items):
@@ -126,14 +137,36 @@ def kube_cluster(
             pytest.fail(f"{EXISTING_CLUSTER_VARIABLE} names an unusable cluster: {error}")
         yield existing
         return
+    host_before = host_state.snapshot(state_dir) if _session_needs_real_node else None
     try:
-        running = local_cluster.start_cluster(state_dir, toolchain=k8s_toolchain)
+        running = local_cluster.start_cluster(
+            state_dir, toolchain=k8s_toolchain, real_node=_session_needs_real_node
+        )
     except local_cluster.ClusterError as error:
         pytest.fail(f"the local Kubernetes control plane did not start: {error}")
     try:
         yield running
     finally:
         running.stop(remove_state=True)
+        if host_before is not None:
+            left = host_state.differences(host_before, host_state.snapshot(state_dir))
+            if left:
+                pytest.fail("stopping the real node left the host changed:\n" + "\n".join(left))
+
+
+@pytest.fixture(scope="session")
+def real_node(kube_cluster: local_cluster.ClusterAccess) -> local_cluster.RealNode:
+    """The session cluster's real node (`real-node-0`: containerd, kubelet, kube-proxy), started
+    with the cluster because a collected test asked for this fixture. Pods land there only with
+    `nodeSelector: {type: real}` and a toleration of its taint; images come from
+    `real_node.import_images([archive, ...])`, never from a registry."""
+    node = getattr(kube_cluster, "real_node", None)
+    if not isinstance(node, local_cluster.RealNode):
+        pytest.fail(
+            "the real node runs only in the local control plane this session starts "
+            f"(unset {EXISTING_CLUSTER_VARIABLE})"
+        )
+    return node
 
 
 def _required_binary(toolchain: local_cluster.Toolchain, name: str) -> Path:

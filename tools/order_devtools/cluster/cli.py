@@ -1,15 +1,17 @@
-"""python -m order_devtools.cluster up | down | status
+"""python -m order_devtools.cluster up [--real-node] | down | status
 
 `up` builds the binaries once (tools/k8s-build/build.sh, cached outside the repo), starts every
 component from a per-cluster state directory (`.cluster/` by default), waits until the cluster is
-usable, and writes an admin kubeconfig. `down` stops exactly the processes `up` started.
+usable, and writes an admin kubeconfig. `--real-node` adds a real node (containerd, kubelet,
+kube-proxy; needs root) beside the kwok nodes. `down` stops exactly the processes `up` started
+and undoes the real node's changes to the host.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from kubernetes import client
@@ -35,7 +37,7 @@ def _stop_stale(state_dir: Path) -> None:
     remove_state_dir(state_dir)
 
 
-def command_up(state_dir: Path) -> int:
+def command_up(state_dir: Path, *, real_node: bool = False) -> int:
     existing = Cluster.load(state_dir)
     if existing is not None and existing.is_running():
         print("Already running (started by an earlier `cluster up`).")
@@ -45,7 +47,9 @@ def command_up(state_dir: Path) -> int:
         print(f"Cleaning up a stopped or half-started cluster in {state_dir}.", file=sys.stderr)
         _stop_stale(state_dir)
     toolchain = ensure_toolchain()
-    cluster = start_cluster(state_dir, toolchain=toolchain, exit_with_parent=False)
+    cluster = start_cluster(
+        state_dir, toolchain=toolchain, exit_with_parent=False, real_node=real_node
+    )
     print(cluster.describe())
     print(f"Ready in {cluster.ready_seconds:.1f} s. Stop it with `make cluster-down`.")
     return 0
@@ -60,7 +64,7 @@ def command_down(state_dir: Path) -> int:
         else:
             print("No cluster is running.")
         return 0
-    running = [component.name for component in cluster.processes if component.is_alive()]
+    running = [component.name for component in cluster.all_processes if component.is_alive()]
     cluster.stop(remove_state=True)
     print(f"Stopped {', '.join(running) or 'nothing (all had exited)'}; removed {state_dir}.")
     return 0
@@ -71,7 +75,7 @@ def command_status(state_dir: Path) -> int:
     if cluster is None:
         print("No cluster is running.")
         return 1
-    for component in cluster.processes:
+    for component in cluster.all_processes:
         state = "running" if component.is_alive() else "EXITED"
         print(f"{component.name:<24} pid {component.pid:<8} {state}   log {component.log_path}")
     if not cluster.is_running():
@@ -107,9 +111,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=DEFAULT_CLUSTER_DIR,
         help=f"cluster state directory (default: {DEFAULT_CLUSTER_DIR})",
     )
+    parser.add_argument(
+        "--real-node",
+        action="store_true",
+        help="up: also start a real node (containerd, kubelet, kube-proxy; needs root)",
+    )
     arguments = parser.parse_args(argv)
     state_dir: Path = arguments.dir.resolve()
-    commands = {"up": command_up, "down": command_down, "status": command_status}
+    commands: dict[str, Callable[[Path], int]] = {
+        "up": lambda directory: command_up(directory, real_node=arguments.real_node),
+        "down": command_down,
+        "status": command_status,
+    }
     try:
         return commands[arguments.command](state_dir)
     except ClusterError as error:

@@ -8,9 +8,13 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+
+import urllib3
+from kubernetes import client
 
 from order_devtools import processes
 from order_devtools.cluster.errors import ClusterError
@@ -32,6 +36,17 @@ def process_start_ticks(pid: int) -> int | None:
     return int(fields_after_name[19])
 
 
+# What a request to an API server that is still starting may raise; waits retry on all of them.
+_NOT_READY_YET = (
+    OSError,
+    ClusterError,
+    KeyError,
+    ValueError,
+    client.ApiException,
+    urllib3.exceptions.HTTPError,
+)
+
+
 @dataclass
 class ComponentProcess:
     name: str
@@ -39,6 +54,20 @@ class ComponentProcess:
     start_ticks: int
     log_path: str
     popen: subprocess.Popen[bytes] | None = field(default=None, compare=False, repr=False)
+
+    def to_json(self) -> dict[str, str | int]:
+        return {
+            "name": self.name,
+            "pid": self.pid,
+            "start_ticks": self.start_ticks,
+            "log_path": self.log_path,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> ComponentProcess:
+        return cls(
+            str(data["name"]), int(data["pid"]), int(data["start_ticks"]), str(data["log_path"])
+        )
 
     def is_alive(self) -> bool:
         if self.popen is not None and self.popen.poll() is not None:
@@ -95,3 +124,43 @@ def spawn_component(
         popen.wait()
         raise ClusterError(f"{name} exited immediately; see {log_path}")
     return ComponentProcess(name, popen.pid, start_ticks, str(log_path), popen)
+
+
+def wait_until(
+    description: str,
+    condition: Callable[[], bool],
+    deadline: float,
+    components: Sequence[ComponentProcess],
+) -> None:
+    """Poll `condition` until it holds; fail naming `description` (with the components' logs)
+    at `deadline` (monotonic) or as soon as one of `components` has exited."""
+    last_error = ""
+    while True:
+        for component in components:
+            if not component.is_alive():
+                raise ClusterError(
+                    f"{component.name} exited while waiting for {description}; "
+                    f"last lines of {component.log_path}:\n{component.log_tail()}"
+                )
+        try:
+            if condition():
+                return
+        except _NOT_READY_YET as error:
+            last_error = str(error)
+        if time.monotonic() > deadline:
+            logs = "\n".join(
+                f"--- {component.name} ({component.log_path}):\n{component.log_tail(15)}"
+                for component in components
+            )
+            raise ClusterError(f"timed out waiting for {description} ({last_error})\n{logs}")
+        time.sleep(0.1)
+
+
+def free_loopback_ports(count: int) -> list[int]:
+    """`count` distinct free ports (free_port alone may hand out the same one twice)."""
+    ports: list[int] = []
+    while len(ports) < count:
+        port = processes.free_port()
+        if port not in ports:
+            ports.append(port)
+    return ports

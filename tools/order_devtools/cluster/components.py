@@ -4,6 +4,7 @@ and how the components' own health endpoints are probed."""
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import ssl
 import urllib.error
@@ -21,8 +22,12 @@ if TYPE_CHECKING:
 LOOPBACK = processes.LOOPBACK_HOST
 FAKE_NODE_COUNT = 2
 FAKE_NODE_ANNOTATION = "kwok.x-k8s.io/node"
-# Neither range is ever dialled: there is no kube-proxy and kwok's pods have no network.
+FAKE_NODE_TYPE = "kwok"
+"""The fake nodes' `type` label (a real node carries another)."""
+# kwok's pod IPs are never dialled; Service IPs only through a real node's kube-proxy.
 SERVICE_CLUSTER_IP_RANGE = "10.96.0.0/16"
+# The `kubernetes` Service's ClusterIP: the first address of the range.
+KUBERNETES_SERVICE_IP = str(ipaddress.ip_network(SERVICE_CLUSTER_IP_RANGE)[1])
 FAKE_POD_CIDR = "10.244.0.0/16"
 SERVICE_ACCOUNT_ISSUER = "https://kubernetes.default.svc.cluster.local"
 
@@ -46,13 +51,19 @@ def component_env(state_dir: Path) -> dict[str, str]:
 
 
 def component_argv(
-    toolchain: Toolchain, state_dir: Path, ports: Mapping[str, int]
+    toolchain: Toolchain,
+    state_dir: Path,
+    ports: Mapping[str, int],
+    *,
+    real_node_address: str | None = None,
 ) -> dict[str, list[str]]:
+    """Every component's command line. With `real_node_address` (a real node's bridge address,
+    see `real_node`) the apiserver listens there instead of on loopback and serves real pods."""
     pki = state_dir / "pki"
     kubeconfig = str(state_dir / "kubeconfig")
     etcd_url = f"http://{LOOPBACK}:{ports['etcd']}"
     etcd_peer_url = f"http://{LOOPBACK}:{ports['etcd_peer']}"
-    return {
+    argv = {
         "etcd": [
             str(toolchain.binary("etcd")),
             "--name=local",
@@ -133,6 +144,33 @@ def component_argv(
             "--node-lease-duration-seconds=40",
         ],
     }
+    if real_node_address is not None:
+        _serve_real_node(argv, pki, real_node_address)
+    return argv
+
+
+def _serve_real_node(argv: dict[str, list[str]], pki: Path, address: str) -> None:
+    """What pods on a real node need from the control plane: an apiserver they can reach
+    through the `kubernetes` Service, and one that reaches their kubelet for logs, exec and
+    port-forward. Nothing listens on a public interface: `address` is the node's bridge."""
+    apiserver = [
+        flag
+        for flag in argv["kube-apiserver"]
+        if not flag.startswith("--bind-address=") and flag != "--endpoint-reconciler-type=none"
+    ]
+    apiserver += [
+        f"--bind-address={address}",
+        # The default (lease) reconciler publishes this address as the `kubernetes` endpoint.
+        f"--advertise-address={address}",
+        # Dial the kubelet at its node IP; the node name resolves nowhere.
+        "--kubelet-preferred-address-types=InternalIP,Hostname",
+        f"--kubelet-client-certificate={pki / 'kubelet-client.crt'}",
+        f"--kubelet-client-key={pki / 'kubelet-client.key'}",
+    ]
+    argv["kube-apiserver"] = apiserver
+    # The node lifecycle controller lifts a new node's not-ready taint on this period (5 s by
+    # default), which is most of a real node's start time.
+    argv["kube-controller-manager"].append("--node-monitor-period=1s")
 
 
 def fake_node(name: str) -> dict[str, Any]:
@@ -149,7 +187,7 @@ def fake_node(name: str) -> dict[str, Any]:
                 "kubernetes.io/os": "linux",
                 "kubernetes.io/arch": "amd64",
                 "node-role.kubernetes.io/worker": "",
-                "type": "kwok",
+                "type": FAKE_NODE_TYPE,
             },
         },
         "spec": {},
