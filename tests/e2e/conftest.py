@@ -30,6 +30,7 @@ import pytest
 from kubernetes import client, config
 
 from order_devtools import cluster as local_cluster
+from order_devtools import engines
 
 from . import host_state
 from .k8s_helpers import wait_for
@@ -267,3 +268,12 @@ def service_account_api(
         return config.new_client_from_config(config_file=str(kubeconfig))
 
     return make
+
+
+@pytest.fixture(scope="module")
+def local_engines(tmp_path_factory: pytest.TempPathFactory) -> Iterator[engines.Engines]:
+    """Both engines on loopback, in memory, for one test module (the operator's queues and
+    tables)."""
+    engines.ensure_installed()
+    with engines.running_engines(tmp_path_factory.mktemp("engines"), persistent=False) as running:
+        yield running

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import re
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -84,3 +86,28 @@ def go_module_dir(module: str, *, what: str) -> Path:
     if result.returncode != 0:
         pytest.fail(f"could not get {what} ({module}): {result.stdout}{result.stderr}")
     return Path(json.loads(result.stdout)["Dir"])
+
+
+@contextlib.contextmanager
+def port_forward(
+    kube_cluster: local_cluster.ClusterAccess, namespace: str, target: str, port: int
+) -> Iterator[int]:
+    """`kubectl port-forward` of `target` (e.g. `pod/web`) `port` to a free loopback port, which
+    this yields, for the length of the block."""
+    forward = subprocess.Popen(
+        [str(kube_cluster.toolchain.kubectl), "port-forward", "--namespace", namespace, target,
+         f":{port}", "--address", "127.0.0.1"],
+        env=kube_cluster.env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )  # fmt: skip
+    try:
+        assert forward.stdout is not None
+        first_line = forward.stdout.readline()
+        match = re.match(rf"Forwarding from 127\.0\.0\.1:(\d+) -> {port}", first_line)
+        assert match, first_line
+        yield int(match.group(1))
+    finally:
+        forward.terminate()
+        forward.wait(timeout=10)

@@ -280,13 +280,6 @@ def test_install_with_development_reload_is_admitted_in_a_restricted_namespace(
     assert body["spec"]["development"] == {"reload": True}
 
 
-@pytest.fixture(scope="module")
-def local_engines(tmp_path_factory: pytest.TempPathFactory) -> Iterator[engines.Engines]:
-    engines.ensure_installed()
-    with engines.running_engines(tmp_path_factory.mktemp("engines"), persistent=False) as running:
-        yield running
-
-
 def test_operator_as_the_charts_service_account_reconciles_the_charts_pipeline_to_ready(
     release: Release,
     kube_cluster: local_cluster.ClusterAccess,

@@ -30,13 +30,6 @@ pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture(scope="module")
-def local_engines(tmp_path_factory: pytest.TempPathFactory) -> Iterator[engines.Engines]:
-    engines.ensure_installed()
-    with engines.running_engines(tmp_path_factory.mktemp("engines"), persistent=False) as running:
-        yield running
-
-
-@pytest.fixture(scope="module")
 def order_operator(
     kube_cluster: local_cluster.ClusterAccess,
     k8s_api: client.ApiClient,

@@ -11,7 +11,7 @@ import os
 import shutil
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -26,13 +26,6 @@ from .k8s_helpers import wait_for
 from .operator_harness import GROUP, PLURAL, VERSION, condition, operator_running, pipeline_manifest
 
 pytestmark = pytest.mark.e2e
-
-
-@pytest.fixture(scope="module")
-def local_engines(tmp_path_factory: pytest.TempPathFactory) -> Iterator[engines.Engines]:
-    engines.ensure_installed()
-    with engines.running_engines(tmp_path_factory.mktemp("engines"), persistent=False) as running:
-        yield running
 
 
 def _create(

@@ -8,7 +8,6 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
-import re
 import subprocess
 import sys
 import time
@@ -23,7 +22,7 @@ from kubernetes import client
 from order_devtools import cluster as local_cluster
 
 from .conftest import NamespaceFactory
-from .k8s_helpers import wait_for
+from .k8s_helpers import port_forward, wait_for
 
 # Needs the node this tool starts on this host, so it cannot run against ORDER_PIPELINE_KUBECONFIG.
 pytestmark = [pytest.mark.e2e, pytest.mark.local_control_plane]
@@ -259,24 +258,9 @@ def test_kubectl_logs_exec_and_port_forward_reach_the_container(
     )
     assert executed.stdout == f"exec {token}\n"
 
-    forward = subprocess.Popen(
-        [str(kube_cluster.toolchain.kubectl), "port-forward", "-n", namespace, "pod/web",
-         f":{SERVE_PORT}"],
-        env=kube_cluster.env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )  # fmt: skip
-    try:
-        assert forward.stdout is not None
-        first_line = forward.stdout.readline()
-        match = re.match(r"Forwarding from 127\.0\.0\.1:(\d+) -> 8080", first_line)
-        assert match, first_line
-        answer = _eventually_get(f"http://127.0.0.1:{match.group(1)}/forwarded-{token}", 10)
+    with port_forward(kube_cluster, namespace, "pod/web", SERVE_PORT) as local_port:
+        answer = _eventually_get(f"http://127.0.0.1:{local_port}/forwarded-{token}", 10)
         assert answer == f"hello from web path=/forwarded-{token}\n"
-    finally:
-        forward.terminate()
-        forward.wait(timeout=10)
 
     logs = kube_cluster.kubectl("logs", "-n", namespace, "web").stdout
     assert f"request GET /forwarded-{token}" in logs

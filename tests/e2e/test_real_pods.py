@@ -12,8 +12,6 @@ the only place pods and this host both reach.
 from __future__ import annotations
 
 import concurrent.futures
-import re
-import subprocess
 import threading
 import time
 import urllib.parse
@@ -28,7 +26,7 @@ from kubernetes import client
 from order_devtools import cluster as local_cluster
 from order_devtools import cluster_pipeline, engines, images
 
-from .k8s_helpers import wait_for
+from .k8s_helpers import port_forward, wait_for
 
 # Needs the node this tool starts on this host, so it cannot run against ORDER_PIPELINE_KUBECONFIG.
 pytestmark = [pytest.mark.e2e, pytest.mark.local_control_plane]
@@ -240,6 +238,13 @@ class Load:
         self._pool.shutdown()
 
 
+def _load(installation: Installation, *, workers: int) -> Load:
+    """Orders from `workers` threads to the API Service, with a token of the pipeline's client."""
+    api_url = installation.pipeline.api_url()
+    with httpx.Client(base_url=api_url, timeout=10) as api:
+        return Load(api_url, _token(api, installation), workers=workers)
+
+
 def test_the_operator_and_the_pipeline_run_on_the_real_node_and_helm_test_passes(
     installed: Installation,
 ) -> None:
@@ -283,26 +288,11 @@ def test_logs_exec_and_port_forward_reach_the_pods(installed: Installation) -> N
         "exec", api_pod, "--", "python", "-c", "import os; print(os.getuid())"
     )
     assert exec_result.stdout.strip() == "10001"
-    forward = subprocess.Popen(
-        [
-            str(installed.pipeline.cluster.toolchain.kubectl), "port-forward", "--namespace",
-            installed.namespace, f"pod/{api_pod}", ":8000", "--address", "127.0.0.1",
-        ],
-        env=installed.pipeline.cluster.env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )  # fmt: skip
-    try:
-        assert forward.stdout is not None
-        line = forward.stdout.readline()
-        match = re.search(r"127\.0\.0\.1:(\d+) ->", line)
-        assert match, line
-        response = httpx.get(f"http://127.0.0.1:{match.group(1)}/healthz", timeout=10)
+    with port_forward(
+        installed.pipeline.cluster, installed.namespace, f"pod/{api_pod}", 8000
+    ) as port:
+        response = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=10)
         assert response.status_code == 200
-    finally:
-        forward.terminate()
-        forward.wait(timeout=10)
 
 
 def _processor_replicas(installation: Installation) -> int:
@@ -316,9 +306,7 @@ def test_backlog_scales_the_processor_out_and_draining_scales_it_in_losing_nothi
     installed: Installation,
 ) -> None:
     sqs = installed.pipeline.engines.sqs_client()
-    with httpx.Client(base_url=installed.pipeline.api_url(), timeout=10) as api:
-        access_token = _token(api, installed)
-    with Load(installed.pipeline.api_url(), access_token, workers=4) as load:
+    with _load(installed, workers=4) as load:
         wait_for(
             lambda: _processor_replicas(installed) >= 2,
             f"the processor scaled out on backlog; {_pod_states(installed)}",
@@ -367,9 +355,7 @@ def test_load_scales_the_api_out_on_real_cpu_and_back_in_after_the_window(
         )
 
     wait_for(cpu_reported, "the HPA reading the API pods' CPU from metrics-server", 120, 1.0)
-    with httpx.Client(base_url=installed.pipeline.api_url(), timeout=10) as api:
-        access_token = _token(api, installed)
-    with Load(installed.pipeline.api_url(), access_token, workers=6) as load:
+    with _load(installed, workers=6) as load:
         wait_for(
             lambda: _api_replicas(installed) > 2,
             f"the API scaled out on CPU; {_pod_states(installed)}",
@@ -408,9 +394,7 @@ def test_the_pdb_refuses_an_eviction_that_would_break_it_and_a_killed_api_pod_lo
     assert _evict(installed, second) == 429
     wait_for(lambda: len(installed.ready_pods("api")) == 2, "the evicted API pod replaced", 120)
 
-    with httpx.Client(base_url=installed.pipeline.api_url(), timeout=10) as api:
-        access_token = _token(api, installed)
-    with Load(installed.pipeline.api_url(), access_token, workers=4) as load:
+    with _load(installed, workers=4) as load:
         time.sleep(3)
         victim = installed.ready_pods("api")[0].metadata.name
         installed.core.delete_namespaced_pod(victim, installed.namespace, grace_period_seconds=0)
