@@ -195,10 +195,13 @@ def test_the_api_keeps_answering_while_secrets_are_hashed_one_at_a_time(
 ) -> None:
     clients = {"slow": _slow_hash("slow-secret", iterations=1_500_000)}
     api = in_process_api(two_clients, API_CLIENTS=json.dumps(clients), TOKEN_HASH_CONCURRENCY="1")
-    started = time.perf_counter()
-    helpers.token(api, "slow", "slow-secret")
-    one_hash = time.perf_counter() - started
 
+    def one_hash_seconds() -> float:
+        started = time.perf_counter()
+        helpers.token(api, "slow", "slow-secret")
+        return time.perf_counter() - started
+
+    one_hash = one_hash_seconds()
     probes = []
     with concurrent.futures.ThreadPoolExecutor(max_workers=3) as pool:
         started = time.perf_counter()
@@ -212,8 +215,10 @@ def test_the_api_keeps_answering_while_secrets_are_hashed_one_at_a_time(
             token.result()
         three_hashes = time.perf_counter() - started
     assert max(probes) < one_hash / 2, f"/healthz took {probes} while hashing; one: {one_hash}"
-    # TOKEN_HASH_CONCURRENCY=1: the three wait their turn rather than share the cores.
-    assert three_hashes > 2 * one_hash, f"three hashes {three_hashes} s, one {one_hash} s"
+    # TOKEN_HASH_CONCURRENCY=1: the three wait their turn rather than share the cores. The
+    # fastest single hash stands for one, so a busy machine during the first cannot fail this.
+    fastest = min(one_hash, one_hash_seconds())
+    assert three_hashes > 2 * fastest, f"three hashes {three_hashes} s, one {fastest} s"
 
 
 def test_failed_token_requests_lock_out_the_client_then_the_source(

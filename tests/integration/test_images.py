@@ -1,5 +1,5 @@
 """The three images `make images` builds (buildah, no Docker engine, no registry), checked as a
-node gets them: each docker-archive's manifest and config are read, its layers are unpacked into
+node gets them: each OCI archive's manifest and config are read, its layers are unpacked into
 a root file system, and the image's own Python runs there as the image's user on a read-only
 root, the way the chart's pods run it. A private containerd imports every archive.
 
@@ -42,7 +42,8 @@ IMAGE_USER = "10001:10001"
 
 @dataclass(frozen=True)
 class ImageArchive:
-    """A docker-archive: manifest.json, the image config and uncompressed layer tarballs."""
+    """An OCI archive: index.json naming one image manifest, which names the image config and
+    the layer tarballs, all as blobs addressed by digest."""
 
     path: Path
 
@@ -52,24 +53,41 @@ class ImageArchive:
             assert member is not None, f"{name} missing from {self.path}"
             return member.read()
 
+    def _blob(self, digest: str) -> dict[str, Any]:
+        algorithm, _, encoded = digest.partition(":")
+        document: dict[str, Any] = json.loads(self._member(f"blobs/{algorithm}/{encoded}"))
+        return document
+
     @property
-    def manifest(self) -> dict[str, Any]:
-        entries: list[dict[str, Any]] = json.loads(self._member("manifest.json"))
+    def index_entry(self) -> dict[str, Any]:
+        entries: list[dict[str, Any]] = json.loads(self._member("index.json"))["manifests"]
         assert len(entries) == 1, entries
         return entries[0]
 
     @property
+    def names(self) -> list[str]:
+        return [self.index_entry["annotations"]["org.opencontainers.image.ref.name"]]
+
+    @property
+    def manifest(self) -> dict[str, Any]:
+        return self._blob(self.index_entry["digest"])
+
+    @property
+    def layers(self) -> list[str]:
+        return [layer["digest"] for layer in self.manifest["layers"]]
+
+    @property
     def config(self) -> dict[str, Any]:
-        document: dict[str, Any] = json.loads(self._member(self.manifest["Config"]))
-        return document
+        return self._blob(self.manifest["config"]["digest"])
 
     def unpack(self, rootfs: Path, scratch: Path) -> None:
         """Apply the layers in order, whiteouts included, as a container runtime does (GNU tar
         as root keeps owners, modes, links and times exactly)."""
         subprocess.run(["tar", "-x", "-C", str(scratch), "-f", str(self.path)], check=True)
         rootfs.mkdir(parents=True)
-        for layer_name in self.manifest["Layers"]:
-            layer = scratch / layer_name
+        for digest in self.layers:
+            algorithm, _, encoded = digest.partition(":")
+            layer = scratch / "blobs" / algorithm / encoded
             listing = subprocess.run(
                 ["tar", "-t", "-f", str(layer)], capture_output=True, text=True, check=True
             ).stdout
@@ -165,16 +183,14 @@ def test_every_component_has_an_archive_named_by_its_reference(
     for name, image in built_images.items():
         assert image.reference == f"local.test/order-pipeline/{name}:{image.tag}"
         assert image.archive.is_file()
-        assert ImageArchive(image.archive).manifest["RepoTags"] == [image.reference]
+        assert ImageArchive(image.archive).names == [image.reference]
 
 
 def test_the_images_share_the_base_and_dependency_layers(
     built_images: dict[str, images.BuiltImage],
 ) -> None:
     """Only the sources' layer differs, so a node imports and stores the rest once."""
-    layers = {
-        name: ImageArchive(image.archive).manifest["Layers"] for name, image in built_images.items()
-    }
+    layers = {name: ImageArchive(image.archive).layers for name, image in built_images.items()}
     assert {len(found) for found in layers.values()} == {3}, layers
     assert len({tuple(found[:2]) for found in layers.values()}) == 1, layers
     assert len({found[2] for found in layers.values()}) == 3, layers

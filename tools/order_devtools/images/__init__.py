@@ -3,12 +3,12 @@ registry: `python -m order_devtools.images` (what `make images` runs).
 
 The base images are made from Debian packages with mmdebstrap, the component images from the
 repository's Dockerfiles with buildah (chroot isolation, a private store in the cache), and each
-result is kept as a docker-archive in the cache outside the repository, under a tag derived from
+result is kept as an OCI archive in the cache outside the repository, under a tag derived from
 its sources:
 
     built = ensure_images()            # {"api": BuiltImage, ...}; instant when nothing changed
     built["api"].reference             # local.test/order-pipeline/api:<tag>
-    built["api"].archive               # ~/.cache/order-pipeline/images/archives/api-<tag>.tar
+    built["api"].archive               # ~/.cache/order-pipeline/images/oci-archives/api-<tag>.tar
 
 Modules: `cache` (directory, lock, running the tools), `buildah` (the private store and its
 host-path hygiene), `base` (the Debian base images), `components` (the three images) and `cli`.
@@ -56,7 +56,7 @@ def ensure_images() -> dict[str, BuiltImage]:
 
 
 def image_archives() -> dict[str, Path]:
-    """Component name -> its docker-archive (built first if needed)."""
+    """Component name -> its OCI archive (built first if needed)."""
     return {name: image.archive for name, image in ensure_images().items()}
 
 

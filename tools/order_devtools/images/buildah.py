@@ -134,9 +134,10 @@ class Buildah:
         finally:
             self.run("rm", container, what="removing the working container")
 
-    def export_docker_archive(self, reference: str, archive: Path) -> None:
-        """`reference` as a docker-archive carrying its name (what `ctr images import` reads),
-        written beside `archive` and renamed, so a half-written archive never looks done."""
+    def export_oci_archive(self, reference: str, archive: Path) -> None:
+        """`reference` as an OCI archive whose index names it in full (what `ctr images import`
+        files it under), written beside `archive` and renamed, so a half-written archive never
+        looks done."""
         partial = archive.with_name(f".{archive.name}.partial")
         partial.unlink(missing_ok=True)
         self.run(
@@ -145,7 +146,7 @@ class Buildah:
             str(self.policy),
             "--quiet",
             reference,
-            f"docker-archive:{partial}:{reference}",
+            f"oci-archive:{partial}:{reference}",
             what=f"exporting {reference}",
         )
         partial.rename(archive)

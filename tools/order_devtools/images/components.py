@@ -44,7 +44,7 @@ class Component:
         return f"{IMAGE_NAMESPACE}/{self.name}"
 
     def archive(self, tag: str) -> Path:
-        return images_cache() / "archives" / f"{self.name}-{tag}.tar"
+        return images_cache() / "oci-archives" / f"{self.name}-{tag}.tar"
 
 
 COMPONENTS = {
@@ -59,7 +59,7 @@ COMPONENTS = {
 
 @dataclass(frozen=True)
 class BuiltImage:
-    """A built image: its reference (inside the archive too) and its docker-archive file, which
+    """A built image: its reference (inside the archive too) and its OCI archive file, which
     `ctr -n k8s.io images import` loads under that reference."""
 
     component: str
@@ -160,7 +160,7 @@ def ensure_component_image(buildah: Buildah, component: Component) -> BuiltImage
             log=logs_dir() / f"{component.name}.log",
         )
         built.archive.parent.mkdir(parents=True, exist_ok=True)
-        buildah.export_docker_archive(built.reference, built.archive)
+        buildah.export_oci_archive(built.reference, built.archive)
     _forget_older_tags(buildah, built)
     progress(f"{built.reference} built in {time.monotonic() - started:.0f} s")
     return built
