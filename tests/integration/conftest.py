@@ -123,7 +123,7 @@ _jaeger_build_error: str | None = None
 
 def pytest_collection_finish(session: pytest.Session) -> None:
     """Build Jaeger, when a collected test needs it and the cache has none, before any test
-    runs: a cold build takes about 10 minutes and must not be cut off by a test's timeout."""
+    runs: a cold build takes 10 to 20 minutes and must not be cut off by a test's timeout."""
     global _jaeger_build_error
     if not any("jaeger" in getattr(item, "fixturenames", ()) for item in session.items):
         return

@@ -7,8 +7,10 @@ request, as any OpenTelemetry SDK's HTTP exporter sends it (JSON instead of prot
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import secrets
+import socket
 import time
 import uuid
 from pathlib import Path
@@ -147,3 +149,29 @@ def test_every_listener_is_on_loopback_at_its_picked_ports(
     assert len(listeners) == 3, listeners
     ports = {port for _, _, port in listeners}
     assert {httpx.URL(jaeger.otlp_endpoint).port, httpx.URL(jaeger.query_url).port} <= ports
+
+
+def test_a_port_taken_before_jaeger_binds_it_is_picked_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    picks: list[local_jaeger.JaegerPorts] = []
+    pick = local_jaeger.JaegerPorts.pick
+
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        taken = squatter.getsockname()[1]
+
+        def first_pick_taken() -> local_jaeger.JaegerPorts:
+            ports = pick()
+            if not picks:  # what another process grabbing the port meanwhile looks like
+                ports = dataclasses.replace(ports, otlp_http=taken)
+            picks.append(ports)
+            return ports
+
+        monkeypatch.setattr(local_jaeger.JaegerPorts, "pick", first_pick_taken)
+        with local_jaeger.running_jaeger(tmp_path) as running:
+            assert len(picks) == 2
+            assert httpx.URL(running.otlp_endpoint).port == picks[1].otlp_http != taken
+            sent = httpx.post(f"{running.otlp_endpoint}/v1/traces", json={}, timeout=5)
+            assert sent.status_code == 200

@@ -142,7 +142,7 @@ def ensure_jaeger() -> Path:
             return _binary()
         install.progress(
             f"building Jaeger {JAEGER_VERSION} ({JAEGER_MODULE}/cmd/jaeger) with go into "
-            f"{install_dir()} (first run only; about 10 minutes on 2 cores)"
+            f"{install_dir()} (first run only; 10 to 20 minutes on 2 cores)"
         )
         started = time.monotonic()
         with install.staging_dir_for(install_dir(), INSTALLED_WHAT) as staging_dir:
