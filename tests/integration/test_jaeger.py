@@ -9,17 +9,23 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import secrets
+import signal
 import socket
+import subprocess
+import sys
 import time
 import uuid
 from pathlib import Path
 from typing import Any
 
 import httpx
+import psutil
 import pytest
 
 from order_devtools import jaeger as local_jaeger
+from order_devtools import processes
 from tests.integration import helpers
 
 pytestmark = pytest.mark.integration
@@ -175,3 +181,69 @@ def test_a_port_taken_before_jaeger_binds_it_is_picked_again(
             assert httpx.URL(running.otlp_endpoint).port == picks[1].otlp_http != taken
             sent = httpx.post(f"{running.otlp_endpoint}/v1/traces", json={}, timeout=5)
             assert sent.status_code == 200
+
+
+def _descendant(parent: psutil.Process, matches: str) -> psutil.Process | None:
+    found = [p for p in parent.children(recursive=True) if matches in " ".join(p.cmdline())]
+    assert len(found) <= 1, found
+    return found[0] if found else None
+
+
+@pytest.mark.parametrize("tracing", [True, False], ids=["TRACING=1", "without-TRACING"])
+def test_make_run_sends_the_services_traces_to_its_jaeger_only_when_asked(
+    tracing: bool, tmp_path: Path
+) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_") and k != "TRACING"}
+    env["API_PORT"] = str(processes.free_port())
+    if tracing:
+        env["TRACING"] = "1"
+    # What `make run` runs, from a scratch directory: its state goes to ./.run there.
+    run = subprocess.Popen(
+        [sys.executable, "-m", "order_devtools.run"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        assert run.stdout is not None
+        announcement: list[str] = []
+        for line in run.stdout:
+            announcement.append(line)
+            if line.startswith("Try it:"):
+                break
+        text = "".join(announcement)
+        assert "order-pipeline is running" in text, text
+
+        parent = psutil.Process(run.pid)
+        jaeger_process = _descendant(parent, "jaeger --config")
+        services = {
+            local_jaeger.API_SERVICE_NAME: _descendant(parent, "-m order_api"),
+            local_jaeger.PROCESSOR_SERVICE_NAME: _descendant(parent, "-m order_processor"),
+        }
+        service_envs = {}
+        for name, service in services.items():
+            assert service is not None, name
+            service_envs[name] = service.environ()
+        otlp = re.search(r"OTLP/HTTP\s+(http://127\.0\.0\.1:\d+)", text)
+        query = re.search(r"Jaeger query\s+(http://127\.0\.0\.1:\d+)/api/traces", text)
+        if tracing:
+            assert jaeger_process is not None
+            assert otlp is not None, text
+            assert query is not None, text
+            assert httpx.get(f"{query[1]}/api/services", timeout=5).status_code == 200
+            for name, service_env in service_envs.items():
+                assert service_env["OTEL_EXPORTER_OTLP_ENDPOINT"] == otlp[1]
+                assert service_env["OTEL_SERVICE_NAME"] == name
+        else:
+            assert jaeger_process is None
+            assert otlp is None, text
+            assert query is None, text
+            for service_env in service_envs.values():
+                assert not [k for k in service_env if k.startswith("OTEL_")], service_env
+    finally:
+        run.send_signal(signal.SIGTERM)
+        exit_code = run.wait(timeout=60)
+    assert exit_code == 0
+    assert jaeger_process is None or not jaeger_process.is_running()
