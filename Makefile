@@ -52,7 +52,9 @@ debian-packages:  ## install what the engines, images and test cluster need from
 	[ -z "$$missing" ] || { apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; }
 
-run: venv debian-packages  ## start engines, API and processor locally (Ctrl-C stops everything)
+# TRACING=1 also starts Jaeger (built once with Go into the cache, docs/tracing.md) and sends both
+# services' traces to it.
+run: venv debian-packages  ## start engines, API and processor locally (TRACING=1: and Jaeger; Ctrl-C stops all)
 	API_PORT=$(API_PORT) $(PY) -m order_devtools.run
 
 engines: venv debian-packages  ## only the local SQS + DynamoDB engines, in the foreground

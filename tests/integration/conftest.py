@@ -2,12 +2,15 @@
 
 One pair of engines per test session; every test gets its own queue and tables (unique names),
 and real API/processor processes started the way `make run` starts them, or the API app served
-in the test's own process (`in_process_api`) where the HTTP contract is what is tested.
+in the test's own process (`in_process_api`) where the HTTP contract is what is tested. A test
+that asks for `jaeger` gets one Jaeger for the session; `start_traced_api` and
+`start_traced_processor` start services that send their spans to it.
 """
 
 from __future__ import annotations
 
 import functools
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -20,6 +23,7 @@ from order_api import app as api_app
 from order_api import settings as api_settings
 from order_common import schema
 from order_devtools import engines, local, provision
+from order_devtools import jaeger as local_jaeger
 
 
 @pytest.fixture(scope="session")
@@ -111,6 +115,69 @@ def start_api(tmp_path: Path) -> Iterator[ServiceFactory]:
 def start_processor(tmp_path: Path) -> Iterator[ServiceFactory]:
     """Start real `python -m order_processor` processes; stopped after the test."""
     yield from _service_starter(local.processor_process, tmp_path)
+
+
+# Why Jaeger could not be built, found by pytest_collection_finish; the fixture fails with it.
+_jaeger_build_error: str | None = None
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Build Jaeger, when a collected test needs it and the cache has none, before any test
+    runs: a cold build takes 10 to 20 minutes and must not be cut off by a test's timeout."""
+    global _jaeger_build_error
+    if not any("jaeger" in getattr(item, "fixturenames", ()) for item in session.items):
+        return
+    if local_jaeger.is_installed():
+        return
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:
+        reporter.write_line(f"[engines] building Jaeger into {local_jaeger.install_dir()} ...")
+    started = time.monotonic()
+    try:
+        local_jaeger.ensure_jaeger()
+    except RuntimeError as error:
+        _jaeger_build_error = str(error)
+    if reporter is not None:
+        outcome = "failed" if _jaeger_build_error else "done"
+        reporter.write_line(
+            f"[engines] Jaeger build {outcome} after {time.monotonic() - started:.0f} s"
+        )
+
+
+@pytest.fixture(scope="session")
+def jaeger(tmp_path_factory: pytest.TempPathFactory) -> Iterator[local_jaeger.RunningJaeger]:
+    """One Jaeger for the session (built into the cache on first use), traces in memory."""
+    if _jaeger_build_error is not None:
+        pytest.fail(f"Jaeger could not be built: {_jaeger_build_error}")
+    with local_jaeger.running_jaeger(tmp_path_factory.mktemp("jaeger")) as running:
+        yield running
+
+
+# The SDK's batch processor waits 5 s between exports by default; tests look for spans sooner.
+TRACED_SERVICE_ENV = {"OTEL_BSP_SCHEDULE_DELAY": "200"}
+
+
+def _traced(start: ServiceFactory, otlp_env: dict[str, str]) -> ServiceFactory:
+    def start_traced(pipeline: local.LocalPipeline, **env: str) -> local.ServiceProcess:
+        return start(pipeline, **{**otlp_env, **TRACED_SERVICE_ENV, **env})
+
+    return start_traced
+
+
+@pytest.fixture
+def start_traced_api(
+    start_api: ServiceFactory, jaeger: local_jaeger.RunningJaeger
+) -> ServiceFactory:
+    """`start_api`, the process exporting its spans to the session's Jaeger as `order-api`."""
+    return _traced(start_api, jaeger.otlp_env(local_jaeger.API_SERVICE_NAME))
+
+
+@pytest.fixture
+def start_traced_processor(
+    start_processor: ServiceFactory, jaeger: local_jaeger.RunningJaeger
+) -> ServiceFactory:
+    """`start_processor`, exporting its spans to the session's Jaeger as `order-processor`."""
+    return _traced(start_processor, jaeger.otlp_env(local_jaeger.PROCESSOR_SERVICE_NAME))
 
 
 def base_url(service: local.ServiceProcess) -> str:
