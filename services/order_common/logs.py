@@ -1,4 +1,5 @@
-"""JSON logs to stdout, with the request and order being handled attached to every line."""
+"""JSON logs to stdout, with the request and order being handled attached to every line, and
+the trace and span (`trace_id`, `span_id`) of a line logged inside a recorded span."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import logging
 import sys
 
 from pythonjsonlogger import json as jsonlogger
+
+from order_common import tracing
 
 request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "request_id", default=None
@@ -21,6 +24,10 @@ class _ContextFilter(logging.Filter):
             record.request_id = request_id_var.get()
         if not hasattr(record, "order_id"):
             record.order_id = order_id_var.get()
+        if tracing.enabled:
+            ids = tracing.current_ids()
+            if ids is not None:  # absent, not null, outside a recorded span
+                record.trace_id, record.span_id = ids
         return True
 
 
