@@ -11,6 +11,7 @@ import functools
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -26,6 +27,17 @@ from order_devtools import engines, local, provision
 def local_engines(tmp_path_factory: pytest.TempPathFactory) -> Iterator[engines.Engines]:
     engines.ensure_installed()
     with engines.running_engines(tmp_path_factory.mktemp("engines"), persistent=True) as running:
+        yield running
+
+
+@pytest.fixture(scope="session")
+def jaeger(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """A real Jaeger for the session: `.otlp_endpoint` (OTLP/HTTP base URL, for
+    OTEL_EXPORTER_OTLP_ENDPOINT) and `.query_url` (its query API)."""
+    # Imported here: only the tests that trace need the Jaeger install.
+    from order_devtools import jaeger as jaeger_module
+
+    with jaeger_module.running(tmp_path_factory.mktemp("jaeger")) as running:
         yield running
 
 

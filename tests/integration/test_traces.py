@@ -1,0 +1,136 @@
+"""One order, one trace: the real API and processor export their spans over OTLP/HTTP to a real
+Jaeger, and Jaeger's query API holds, in the trace the caller started, the request's SERVER
+span, the order's PRODUCER span, the SendMessageBatch CLIENT span, the processor's CONSUMER
+process span and the DynamoDB write that recorded COMPLETED, linked parent to child."""
+
+from __future__ import annotations
+
+import json
+import secrets
+from typing import Any
+
+import httpx
+import pytest
+
+from order_devtools import local
+from tests.integration import helpers
+from tests.integration.conftest import PipelineFactory, ServiceFactory
+
+pytestmark = pytest.mark.integration
+
+
+def _tags(span: dict[str, Any]) -> dict[str, Any]:
+    return {tag["key"]: tag["value"] for tag in span.get("tags", [])}
+
+
+def _parent(span: dict[str, Any]) -> str | None:
+    parents = [r["spanID"] for r in span.get("references", []) if r["refType"] == "CHILD_OF"]
+    assert len(parents) <= 1, span
+    return parents[0] if parents else None
+
+
+def _fetch(query_url: str, trace_id: str) -> dict[str, Any] | None:
+    answer = httpx.get(f"{query_url}/api/traces/{trace_id}", timeout=10)
+    if answer.status_code == 404:
+        return None
+    answer.raise_for_status()
+    data = answer.json()["data"]
+    return data[0] if data else None
+
+
+def _complete(found: dict[str, Any] | None) -> bool:
+    """Both services' spans are in, the final write among them."""
+    if found is None:
+        return False
+    names = {s["operationName"] for s in found["spans"]}
+    return (
+        {"POST /v1/orders", "SQS.SendMessageBatch"} <= names
+        and any(name.startswith("process ") for name in names)
+        and "DynamoDB.TransactWriteItems" in names
+    )
+
+
+def test_one_order_is_one_trace_from_the_request_to_its_completed_write(
+    make_pipeline: PipelineFactory,
+    start_api: ServiceFactory,
+    start_processor: ServiceFactory,
+    jaeger: Any,
+) -> None:
+    pipeline: local.LocalPipeline = make_pipeline()
+    exporting = {
+        "OTEL_EXPORTER_OTLP_ENDPOINT": jaeger.otlp_endpoint,
+        "OTEL_BSP_SCHEDULE_DELAY": "200",  # ms: spans reach Jaeger within the test's patience
+    }
+    api = start_api(pipeline, **exporting)
+    start_processor(pipeline, **exporting)
+    caller_trace, caller_span = secrets.token_hex(16), secrets.token_hex(8)
+    with httpx.Client(base_url=api.health_url.removesuffix("/healthz"), timeout=10) as client:
+        access = helpers.token(client)
+        accepted = client.post(
+            "/v1/orders",
+            json=helpers.order_body(),
+            headers={
+                **helpers.auth(access),
+                "traceparent": f"00-{caller_trace}-{caller_span}-01",
+            },
+        )
+        assert accepted.status_code == 202, accepted.text
+        order_id = accepted.json()["order_id"]
+        final = helpers.wait_final(client, accepted.json()["status_url"])
+    assert final["status"] == "COMPLETED"
+
+    found = helpers.eventually(
+        lambda: _fetch(jaeger.query_url, caller_trace), until=_complete, timeout=30
+    )
+    assert found is not None
+    spans = found["spans"]
+    by_id = {s["spanID"]: s for s in spans}
+    services = {pid: p["serviceName"] for pid, p in found["processes"].items()}
+
+    def one(name: str, **tags: Any) -> dict[str, Any]:
+        matching = [
+            s for s in spans if s["operationName"] == name and tags.items() <= _tags(s).items()
+        ]
+        assert len(matching) == 1, (name, tags, [s["operationName"] for s in spans])
+        return matching[0]
+
+    server = one("POST /v1/orders", **{"span.kind": "server"})
+    producer = one(
+        f"create {pipeline.queue_name}",
+        **{"span.kind": "producer", "order_pipeline.order.id": order_id},
+    )
+    send = one("SQS.SendMessageBatch", **{"span.kind": "client"})
+    process = one(f"process {pipeline.queue_name}", **{"span.kind": "consumer"})
+
+    # the caller's trace continues in the API; the order's span is the request's child
+    assert _parent(server) == caller_span
+    assert _tags(server)["http.route"] == "/v1/orders"
+    assert _tags(server)["http.response.status_code"] in (202, "202")
+    assert _parent(producer) == server["spanID"]
+    # the batch's call is under the order's producer span
+    assert _parent(send) == producer["spanID"]
+    # across the queue: the processor's span is the producer's child, in another service
+    assert _parent(process) == producer["spanID"]
+    assert services[server["processID"]] == "order-api"
+    assert services[process["processID"]] == "order-processor"
+    assert _tags(process)["messaging.message.id"] == _tags(producer)["messaging.message.id"]
+
+    # every DynamoDB call of the order is under its process span, down to the final write:
+    # the last one, a transaction on the orders table alone (COMPLETED, no stock to release)
+    writes = [
+        s
+        for s in spans
+        if s["operationName"].startswith("DynamoDB.") and _parent(s) == process["spanID"]
+    ]
+    assert writes, [s["operationName"] for s in spans]
+    last = max(writes, key=lambda s: s["startTime"])
+    assert last["operationName"] == "DynamoDB.TransactWriteItems"
+    tables = _tags(last)["aws.dynamodb.table_names"]
+    tables = json.loads(tables) if isinstance(tables, str) else tables
+    assert tables == [f"{pipeline.table_prefix}orders"]
+    assert _tags(last)["db.system.name"] == "aws.dynamodb"
+    assert _tags(process).get("order_pipeline.order.status") == "COMPLETED"
+    # nothing in the trace dangles: every parent but the caller's is one of its spans
+    for span in spans:
+        parent = _parent(span)
+        assert parent is None or parent == caller_span or parent in by_id, span
