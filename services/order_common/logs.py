@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextvars
 import logging
 import sys
+from typing import TextIO
 
 from pythonjsonlogger import json as jsonlogger
 
@@ -31,9 +32,9 @@ class _ContextFilter(logging.Filter):
         return True
 
 
-def configure_logging(*, component: str, level: str = "INFO") -> None:
-    """Route all logging (ours, uvicorn's, botocore's) through one JSON handler on stdout."""
-    handler = logging.StreamHandler(sys.stdout)
+def json_handler(stream: TextIO, *, component: str) -> logging.Handler:
+    """One JSON object per line on `stream`, with the context above attached."""
+    handler = logging.StreamHandler(stream)
     handler.addFilter(_ContextFilter())
     handler.setFormatter(
         jsonlogger.JsonFormatter(
@@ -42,8 +43,13 @@ def configure_logging(*, component: str, level: str = "INFO") -> None:
             static_fields={"component": component},
         )
     )
+    return handler
+
+
+def configure_logging(*, component: str, level: str = "INFO") -> None:
+    """Route all logging (ours, uvicorn's, botocore's) through one JSON handler on stdout."""
     root = logging.getLogger()
-    root.handlers[:] = [handler]
+    root.handlers[:] = [json_handler(sys.stdout, component=component)]
     root.setLevel(level)
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
         logging.getLogger(name).handlers[:] = []

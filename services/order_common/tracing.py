@@ -169,6 +169,11 @@ def _across(spans: list[Span]) -> Iterator[None]:
         _batch_links.reset(token)
 
 
+def current() -> Span | None:
+    """The current span, to hand to `across` later; None when tracing is off."""
+    return trace.get_current_span() if enabled else None
+
+
 def current_ids() -> tuple[str, str] | None:
     """The current recording span's trace and span ids in hex, as trace backends show them."""
     span = trace.get_current_span()

@@ -30,7 +30,7 @@ from starlette import testclient
 
 from order_api import accepting, batcher, middleware, schemas
 from order_common import contract, logs, tracing
-from order_processor import consumer, workflow
+from order_processor import consumer, payments, workflow
 from order_processor import settings as settings_module
 from tests.unit.test_workflow import FakeGateway, FakeStore
 
@@ -413,6 +413,35 @@ def test_a_failing_order_marks_its_own_process_span_only(spans: Any) -> None:
     assert failed.status.status_code is trace.StatusCode.ERROR
     assert failed.attributes["error.type"] == "TransientPaymentError"
     assert [e.name for e in failed.events] == ["exception"]
+
+
+class LedgerTable:
+    """BatchWriteItem on the simulated gateway's ledger, recorded as the lean client would."""
+
+    async def batch_write_item(self, **params: Any) -> dict[str, Any]:
+        started = time.time_ns()
+        await asyncio.sleep(0.001)
+        tracing.record_aws_call(DYNAMODB, "BatchWriteItem", params, started=started, result={})
+        return {"UnprocessedItems": {}}
+
+
+def test_charges_written_to_the_ledger_together_link_each_orders_span(spans: Any) -> None:
+    gateway = payments.SimulatedPaymentGateway(client=LedgerTable(), ledger_table="payments")  # type: ignore[arg-type]
+
+    async def charge(order_id: str) -> trace.Span:
+        with tracing.tracer.start_as_current_span(f"process {order_id}") as span:
+            await gateway.charge(order_id=order_id, amount_cents=100, currency="USD", token="t")
+            return span
+
+    async def charges() -> list[trace.Span]:
+        return await asyncio.gather(*(charge(f"order-{i}") for i in range(3)))
+
+    orders = asyncio.run(charges())
+    write = _one(spans, "DynamoDB.BatchWriteItem")  # one call for the three charges
+    ids = {span.get_span_context().span_id for span in orders}
+    assert write.parent.span_id in ids
+    assert {link.context.span_id for link in write.links} == ids
+    assert write.attributes["aws.dynamodb.table_names"] == ("payments",)
 
 
 def test_a_receive_with_messages_is_a_span_linking_each_producer_and_idle_ones_are_not(
