@@ -61,6 +61,10 @@ _HTTP_METHODS = frozenset(
 UNTRACED_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 """Probes and scrapes: a span each every few seconds per pod would drown the orders."""
 
+_AS_PARENT: Mapping[str, otel_types.AttributeValue] = {"opentracing.ref_type": "child_of"}
+"""On a link that repeats its span's parent. Jaeger folds such a link into the parent reference,
+with the link's type: FOLLOWS_FROM unless the link says child_of."""
+
 _batch_links: contextvars.ContextVar[tuple[trace.Link, ...]] = contextvars.ContextVar(
     "batch_links", default=()
 )
@@ -161,7 +165,10 @@ def across(spans: Iterable[Span | None]) -> AbstractContextManager[Any]:
 
 @contextlib.contextmanager
 def _across(spans: list[Span]) -> Iterator[None]:
-    token = _batch_links.set(tuple(trace.Link(span.get_span_context()) for span in spans))
+    first, *others = (span.get_span_context() for span in spans)
+    token = _batch_links.set(
+        (trace.Link(first, _AS_PARENT), *(trace.Link(context) for context in others))
+    )
     try:
         with activated(spans[0]):
             yield
@@ -325,7 +332,7 @@ def start_processing(queue_name: str, message: Mapping[str, Any]) -> Span | None
         context=parent,  # an invalid creation context makes this a root span
         kind=trace.SpanKind.CONSUMER,
         attributes=_messaging_attributes(queue_name, "process", "process"),
-        links=[trace.Link(creation)] if creation.is_valid else None,
+        links=[trace.Link(creation, _AS_PARENT)] if creation.is_valid else None,
     )
     if span.is_recording():
         span.set_attribute("messaging.message.id", message["MessageId"])
