@@ -54,6 +54,8 @@ _W3C = tracecontext.TraceContextTextMapPropagator()
 
 _NOTHING: AbstractContextManager[None] = contextlib.nullcontext()
 
+_NO_PARENT = otel_context.Context()
+
 _HTTP_METHODS = frozenset(
     {"CONNECT", "DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT", "QUERY", "TRACE"}
 )
@@ -92,7 +94,7 @@ def configure(*, default_service_name: str) -> bool:
 
     if os.environ.get("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf") != "http/protobuf":
         log.warning("OTEL_EXPORTER_OTLP_PROTOCOL: only http/protobuf is supported; using it")
-    # OTEL_SERVICE_NAME, when set, wins (Resource.create reads it); else the component's name.
+    # Given explicitly, the name would override OTEL_SERVICE_NAME: that variable wins here.
     service_name = os.environ.get("OTEL_SERVICE_NAME") or default_service_name
     provider = sdk_trace.TracerProvider(
         resource=resources.Resource.create({resources.SERVICE_NAME: service_name}),
@@ -222,7 +224,8 @@ def start_server_span(scope: Mapping[str, Any], headers: Mapping[bytes, bytes]) 
     if path in UNTRACED_PATHS:
         return None
     carrier = _w3c_headers(headers)
-    parent = _W3C.extract(carrier) if carrier else None
+    # No traceparent: a trace of its own, whatever context the server runs the request in.
+    parent = _W3C.extract(carrier) if carrier else _NO_PARENT
     method = scope["method"]
     known = method if method in _HTTP_METHODS else "_OTHER"
     attributes: dict[str, otel_types.AttributeValue] = {
