@@ -1,17 +1,26 @@
 """One order, one trace: the real API and processor export their spans over OTLP/HTTP to a real
 Jaeger, and Jaeger's query API holds, in the trace the caller started, the request's SERVER
 span, the order's PRODUCER span, the SendMessageBatch CLIENT span, the processor's CONSUMER
-process span and the DynamoDB write that recorded COMPLETED, linked parent to child."""
+process span and the DynamoDB write that recorded COMPLETED, linked parent to child. And the
+two AWS clients (the lean one, aiobotocore's through its hooks) record their calls' spans,
+failures included, against the real engines."""
 
 from __future__ import annotations
 
 import json
 import secrets
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
+from botocore.exceptions import ClientError
+from opentelemetry import trace
+from opentelemetry.sdk import trace as sdk_trace
+from opentelemetry.sdk.trace import export
+from opentelemetry.sdk.trace.export import in_memory_span_exporter
 
+from order_common import aws, tracing
 from order_devtools import local
 from tests.integration import helpers
 from tests.integration.conftest import PipelineFactory, ServiceFactory
@@ -107,6 +116,11 @@ def test_one_order_is_one_trace_from_the_request_to_its_completed_write(
     assert _tags(server)["http.route"] == "/v1/orders"
     assert _tags(server)["http.response.status_code"] in (202, "202")
     assert _parent(producer) == server["spanID"]
+    # the API's own DynamoDB calls (aiobotocore's client: the rate limit) are the request's
+    assert any(
+        s["operationName"] == "DynamoDB.UpdateItem" and _parent(s) == server["spanID"]
+        for s in spans
+    )
     # the batch's call is under the order's producer span
     assert _parent(send) == producer["spanID"]
     # across the queue: the processor's span is the producer's child, in another service
@@ -134,3 +148,62 @@ def test_one_order_is_one_trace_from_the_request_to_its_completed_write(
     for span in spans:
         parent = _parent(span)
         assert parent is None or parent == caller_span or parent in by_id, span
+
+
+@pytest.fixture
+def spans() -> Iterator[in_memory_span_exporter.InMemorySpanExporter]:
+    """Tracing on in this process, into memory."""
+    exporter = in_memory_span_exporter.InMemorySpanExporter()
+    provider = sdk_trace.TracerProvider()
+    provider.add_span_processor(export.SimpleSpanProcessor(exporter))
+    tracing.install(provider)  # before the clients: they hook in only when tracing is on
+    yield exporter
+    tracing.uninstall()
+    provider.shutdown()
+
+
+async def test_both_aws_clients_record_a_client_span_per_call_inside_a_trace(
+    make_pipeline: PipelineFactory, spans: in_memory_span_exporter.InMemorySpanExporter
+) -> None:
+    pipeline: local.LocalPipeline = make_pipeline()
+    settings = pipeline.aws_settings()
+    missing = {"TableName": f"{pipeline.table_prefix}missing", "Key": {"k": {"S": "1"}}}
+    async with (
+        aws.dynamodb_client(settings) as sdk,
+        aws.dynamodb_hot_path(sdk, settings) as hot,
+        aws.sqs_client(settings) as sqs,
+    ):
+        queue_url = (await sqs.get_queue_url(QueueName=pipeline.queue_name))["QueueUrl"]
+        assert spans.get_finished_spans() == ()  # outside any trace: housekeeping, no span
+        with tracing.tracer.start_as_current_span("order") as order:
+            await hot.get_item(TableName=settings.catalog_table, Key={"sku": {"S": "SKU-MUG"}})
+            with pytest.raises(ClientError):
+                await sdk.get_item(**missing)  # type: ignore[arg-type]
+            with pytest.raises(ClientError):
+                await hot.get_item(**missing)  # type: ignore[arg-type]
+            await sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])
+    recorded = [s for s in spans.get_finished_spans() if s.name != "order"]
+    assert [s.name for s in recorded] == [
+        "DynamoDB.GetItem",
+        "DynamoDB.GetItem",
+        "DynamoDB.GetItem",
+        "SQS.GetQueueAttributes",
+    ]
+    for span in recorded:
+        assert span.kind is trace.SpanKind.CLIENT
+        assert span.parent is not None
+        assert span.parent.span_id == order.get_span_context().span_id
+        assert span.attributes is not None
+        assert span.attributes["rpc.system"] == "aws-api"
+    found, sdk_miss, hot_miss, queue = recorded
+    assert found.attributes is not None
+    assert found.attributes["aws.dynamodb.table_names"] == (settings.catalog_table,)
+    assert found.status.status_code is trace.StatusCode.UNSET
+    for failed in (sdk_miss, hot_miss):  # the aiobotocore hook and the lean client alike
+        assert failed.status.status_code is trace.StatusCode.ERROR
+        assert failed.attributes is not None
+        assert failed.attributes["error.type"] == "ResourceNotFoundException"
+        assert failed.attributes["db.system.name"] == "aws.dynamodb"
+    assert queue.attributes is not None
+    assert queue.attributes["messaging.destination.name"] == pipeline.queue_name
+    assert queue.attributes["server.address"] == "127.0.0.1"
