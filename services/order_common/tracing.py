@@ -80,12 +80,12 @@ def endpoint_configured() -> bool:
     )
 
 
-def configure(*, default_service_name: str) -> bool:
+def configure(*, default_service_name: str) -> trace.TracerProvider | None:
     """Export this process's spans over OTLP/HTTP if an endpoint is configured (see the module
-    docstring); return whether tracing is on. Call once per process, before the AWS clients
-    are created (they register their hooks only when tracing is on)."""
+    docstring); return the provider, None when tracing stays off. Call once per process,
+    before the AWS clients are created (they register their hooks only when tracing is on)."""
     if not endpoint_configured() or os.environ.get("OTEL_SDK_DISABLED", "").lower() == "true":
-        return False
+        return None
     # Imported here: a process that does not trace never loads the SDK or the exporter.
     from opentelemetry.exporter.otlp.proto.http import trace_exporter
     from opentelemetry.sdk import resources
@@ -107,7 +107,7 @@ def configure(*, default_service_name: str) -> bool:
     _shutdown = provider.shutdown
     atexit.register(shutdown)
     log.info("tracing on: service %s, sampler %s", service_name, provider.sampler.get_description())
-    return True
+    return provider
 
 
 def install(provider: trace.TracerProvider) -> None:

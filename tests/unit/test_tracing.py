@@ -510,7 +510,7 @@ def test_tracing_off_makes_no_span_and_no_trace_attribute(
 ) -> None:
     for name in ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"):
         monkeypatch.delenv(name, raising=False)
-    assert tracing.configure(default_service_name="order-api") is False
+    assert tracing.configure(default_service_name="order-api") is None
     assert tracing.enabled is False
     assert isinstance(tracing.tracer, trace.NoOpTracer)
     # A provider exists in the process, but nothing reaches it.
@@ -536,12 +536,20 @@ def test_tracing_is_configured_from_the_standard_environment(
     monkeypatch.setenv("OTEL_TRACES_SAMPLER_ARG", "0.25")
     monkeypatch.delenv("OTEL_SERVICE_NAME", raising=False)
     try:
-        assert tracing.configure(default_service_name="order-processor") is True
-        assert tracing.enabled is True
-        provider = trace.get_tracer_provider()
+        provider = tracing.configure(default_service_name="order-processor")
         assert isinstance(provider, sdk_trace.TracerProvider)
+        assert tracing.enabled is True
         assert provider.sampler.get_description() == "TraceIdRatioBased{0.25}"
         assert provider.resource.attributes["service.name"] == "order-processor"
     finally:
         tracing.shutdown()
     assert tracing.enabled is False
+    monkeypatch.setenv("OTEL_SERVICE_NAME", "shop-orders-api")
+    try:
+        provider = tracing.configure(default_service_name="order-api")
+        assert isinstance(provider, sdk_trace.TracerProvider)
+        assert provider.resource.attributes["service.name"] == "shop-orders-api"
+    finally:
+        tracing.shutdown()
+    monkeypatch.setenv("OTEL_SDK_DISABLED", "true")
+    assert tracing.configure(default_service_name="order-api") is None
