@@ -18,7 +18,7 @@ from typing import Any
 
 from order_api import batcher, metrics, schemas, stores
 from order_api import services as services_module
-from order_common import contract, logs
+from order_common import contract, logs, tracing
 
 log = logging.getLogger(__name__)
 
@@ -84,12 +84,17 @@ async def accept(
         payment_token=order.payment_token,
         accepted_at=now,
     )
-    attributes = {
-        "request_id": {"DataType": "String", "StringValue": logs.request_id_var.get() or ""}
-    }
     try:
         send_batcher = await services.send_batcher()
-        await send_batcher.send(contract.encode_message(message), attributes)
+        with tracing.producing(services.settings.queue_name, order_id) as producer:
+            attributes = contract.message_attributes(
+                request_id=logs.request_id_var.get() or "",
+                trace_context=tracing.message_trace_context(producer),
+            )
+            message_id = await send_batcher.send(
+                contract.encode_message(message), attributes, trace=producer
+            )
+            tracing.set_message_id(producer, message_id)
     except batcher.QueueUnavailableError as exc:
         log.warning("order not accepted, queue unavailable: %s", exc)
         metrics.ORDERS_REFUSED.labels("queue_unavailable").inc()

@@ -15,7 +15,7 @@ from order_api import credentials, middleware, problems, ratelimit, security, st
 from order_api import services as services_module
 from order_api import settings as settings_module
 from order_api.routes import auth, health, orders
-from order_common import aws, logs, memory
+from order_common import aws, logs, memory, tracing
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +82,7 @@ async def _lifespan(app: fastapi.FastAPI) -> AsyncIterator[None]:
         yield
         if services.batcher is not None:
             await services.batcher.close()
+    tracing.shutdown()  # the last spans out before the process exits (nothing when off)
 
 
 async def _on_store_unavailable(request: fastapi.Request, exc: Exception) -> fastapi.Response:
@@ -138,6 +139,8 @@ def _document(app: fastapi.FastAPI) -> None:
 
 
 def create_served_app() -> fastapi.FastAPI:
-    """Factory uvicorn calls in each worker process: logging is set up per process."""
+    """Factory uvicorn calls in each worker process: logging and tracing are set up per
+    process (the span exporter's thread does not survive a fork)."""
     logs.configure_logging(component="order-api", level=os.environ.get("LOG_LEVEL", "INFO"))
+    tracing.configure(default_service_name="order-api")
     return create_app()

@@ -12,14 +12,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol, Unpack
+from typing import TYPE_CHECKING, Protocol, Unpack
 
-from order_common import aws
+from order_common import aws, tracing
 
 if TYPE_CHECKING:
     from types_aiobotocore_sqs.type_defs import (
+        MessageAttributeValueTypeDef,
         SendMessageBatchRequestEntryTypeDef,
         SendMessageBatchRequestTypeDef,
         SendMessageBatchResultTypeDef,
@@ -52,6 +53,8 @@ class DeliveryUncertainError(Exception):
 class _Pending:
     entry: SendMessageBatchRequestEntryTypeDef
     future: asyncio.Future[str]
+    trace: tracing.Span | None = None
+    """The order's PRODUCER span, which the batch's send links to."""
     attempts: int = 0
 
 
@@ -69,14 +72,21 @@ class SendBatcher:
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
     _next_id: int = 0
 
-    async def send(self, body: str, attributes: dict[str, Any] | None = None) -> str:
-        """Queue one message; return its MessageId once SQS has acknowledged it."""
+    async def send(
+        self,
+        body: str,
+        attributes: Mapping[str, MessageAttributeValueTypeDef] | None = None,
+        *,
+        trace: tracing.Span | None = None,
+    ) -> str:
+        """Queue one message; return its MessageId once SQS has acknowledged it. `trace`: the
+        message's PRODUCER span (see `_send_batch`)."""
         self._next_id += 1
         entry: SendMessageBatchRequestEntryTypeDef = {"Id": str(self._next_id), "MessageBody": body}
         if attributes:
             entry["MessageAttributes"] = attributes
         future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
-        self._pending.append(_Pending(entry=entry, future=future))
+        self._pending.append(_Pending(entry=entry, future=future, trace=trace))
         self._schedule()
         return await future
 
@@ -105,9 +115,12 @@ class SendBatcher:
     async def _send_batch(self, batch: list[_Pending]) -> None:
         started = time.perf_counter()
         try:
-            response = await self.client.send_message_batch(
-                QueueUrl=self.queue_url, Entries=[p.entry for p in batch]
-            )
+            # The call's CLIENT span: a child of the first order's PRODUCER span, linking to
+            # every order's, whichever request's context this task happened to start in.
+            with tracing.across(p.trace for p in batch):
+                response = await self.client.send_message_batch(
+                    QueueUrl=self.queue_url, Entries=[p.entry for p in batch]
+                )
         except Exception as exc:
             log.warning("SendMessageBatch of %s failed: %s", len(batch), exc)
             refused = aws.surely_not_applied(exc)

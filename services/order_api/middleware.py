@@ -1,5 +1,5 @@
-"""ASGI middleware: request ids, the body-size limit, HTTP metrics, the answer to an
-unexpected error.
+"""ASGI middleware: request ids, the request's SERVER span, the body-size limit, HTTP metrics,
+the answer to an unexpected error.
 
 Written as plain ASGI (not BaseHTTPMiddleware) because it wraps every request on the hot path.
 """
@@ -13,7 +13,7 @@ import uuid
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from order_api import metrics, problems
-from order_common import logs
+from order_common import logs, tracing
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +35,10 @@ class RequestContextMiddleware:
         request_id = headers.get(REQUEST_ID_HEADER, b"").decode("latin-1")[:_MAX_REQUEST_ID]
         request_id = request_id or uuid.uuid4().hex
         token = logs.request_id_var.set(request_id)
+        # Here, where the route, the status and an unexpected error are all known once.
+        span = tracing.start_server_span(scope, headers) if tracing.enabled else None
+        span_token = tracing.attach(span)
+        failure: Exception | None = None
         status_holder = [500]
         response_started = [False]
         refused = [False]
@@ -57,7 +61,8 @@ class RequestContextMiddleware:
                 await self._too_large(send_with_id)
                 return
             await self.app(scope, self._limited(receive, send_with_id, refused), send_with_id)
-        except Exception:
+        except Exception as exc:
+            failure = exc
             # Answered and logged here, inside the request's context, so the traceback and the
             # 500 carry the same request id; the client learns nothing else of the error.
             log.exception("request failed", extra={"request_id": request_id})
@@ -70,11 +75,21 @@ class RequestContextMiddleware:
             )
         finally:
             logs.request_id_var.reset(token)
-            route = scope.get("route")
-            path = getattr(route, "path", None) or "unmatched"
-            requests, duration = metrics.http_series(path, scope["method"], str(status_holder[0]))
+            route = getattr(scope.get("route"), "path", None)
+            requests, duration = metrics.http_series(
+                route or "unmatched", scope["method"], str(status_holder[0])
+            )
             requests.inc()
             duration.observe(time.perf_counter() - started)
+            if span is not None:
+                tracing.end_server_span(
+                    span,
+                    method=scope["method"],
+                    route=route,
+                    status=status_holder[0],
+                    error=failure,
+                )
+            tracing.detach(span_token)
 
     def _limited(self, receive: Receive, send: Send, refused: list[bool]) -> Receive:
         """Count streamed body bytes; past the limit answer 413 and tell the app we left."""

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING, Unpack, cast
+from typing import TYPE_CHECKING, Any, Unpack, cast
 
 import aiobotocore.config
 import aiobotocore.session
 from botocore import exceptions as botocore_exceptions
 
-from order_common import aws_json
+from order_common import aws_json, tracing
 from order_common import settings as settings_module
 
 if TYPE_CHECKING:
@@ -60,26 +61,75 @@ def _config(
     )
 
 
-def sqs_client(
+@contextlib.asynccontextmanager
+async def sqs_client(
     settings: settings_module.AwsSettings, *, read_timeout: float = READ_TIMEOUT_SECONDS
-) -> contextlib.AbstractAsyncContextManager[SQSClient]:
+) -> AsyncIterator[SQSClient]:
     session = aiobotocore.session.get_session()
-    return session.create_client(
+    async with session.create_client(
         "sqs",
         endpoint_url=settings.sqs_endpoint_url,
         config=_config(settings, read_timeout=read_timeout),
-    )
+    ) as client:
+        _trace_calls(client)
+        yield client
 
 
-def dynamodb_client(
+@contextlib.asynccontextmanager
+async def dynamodb_client(
     settings: settings_module.AwsSettings, *, read_timeout: float = READ_TIMEOUT_SECONDS
-) -> contextlib.AbstractAsyncContextManager[DynamoDBClient]:
+) -> AsyncIterator[DynamoDBClient]:
     session = aiobotocore.session.get_session()
-    return session.create_client(
+    async with session.create_client(
         "dynamodb",
         endpoint_url=settings.dynamodb_endpoint_url,
         config=_config(settings, read_timeout=read_timeout),
+    ) as client:
+        _trace_calls(client)
+        yield client
+
+
+_TRACE_KEY = "order_pipeline_trace"
+"""Where a call's start and parameters wait in botocore's per-call context for its end."""
+
+
+def _trace_calls(client: SQSClient | DynamoDBClient) -> None:
+    """A CLIENT span per call of an aiobotocore client, as the lean client records them
+    (`tracing.record_aws_call`), through botocore's event hooks; none when tracing is off."""
+    if not tracing.enabled:
+        return
+    endpoint = tracing.AwsEndpoint.of(
+        service=client.meta.service_model.service_id,
+        region=client.meta.region_name,
+        endpoint_url=client.meta.endpoint_url,
     )
+
+    def started(params: dict[str, Any], context: dict[str, Any], **_: Any) -> None:
+        context[_TRACE_KEY] = (time.time_ns(), params)
+
+    def answered(
+        http_response: Any, parsed: dict[str, Any], model: Any, context: dict[str, Any], **_: Any
+    ) -> None:
+        start, params = context.pop(_TRACE_KEY, (time.time_ns(), {}))
+        failed = http_response.status_code >= 300
+        tracing.record_aws_call(
+            endpoint,
+            model.name,
+            params,
+            started=start,
+            result=None if failed else parsed,
+            error=parsed.get("Error", {}).get("Code", "_OTHER") if failed else None,
+        )
+
+    def broke(exception: Exception, context: dict[str, Any], event_name: str, **_: Any) -> None:
+        start, params = context.pop(_TRACE_KEY, (time.time_ns(), {}))
+        operation = event_name.rsplit(".", 1)[-1]
+        tracing.record_aws_call(endpoint, operation, params, started=start, error=exception)
+
+    events = client.meta.events
+    events.register("before-parameter-build", started)
+    events.register("after-call", answered)
+    events.register("after-call-error", broke)
 
 
 def surely_not_applied(error: BaseException) -> bool:

@@ -43,6 +43,8 @@ from botocore.credentials import ReadOnlyCredentials
 from botocore.retries import quota, standard
 from botocore.utils import normalize_url_path
 
+from order_common import tracing
+
 if TYPE_CHECKING:
     from botocore.model import OperationModel, ServiceModel, Shape
 
@@ -227,6 +229,9 @@ class JsonProtocolClient:
         # As botocore's standard mode: retries spend from a shared bucket that successes refill,
         # so an engine that keeps failing gets one attempt per call, not three.
         self._retry_quota = standard.RetryQuotaChecker(quota.RetryQuota())
+        self._traced = tracing.AwsEndpoint.of(
+            service=service_model.service_id, region=region, endpoint_url=endpoint_url
+        )
 
     @classmethod
     def create(
@@ -271,7 +276,20 @@ class JsonProtocolClient:
 
     async def call(self, operation: str, params: Mapping[str, Any]) -> dict[str, Any]:
         """Call `operation` with `params` as boto would take them; return its parsed result,
-        or raise what the aiobotocore client would have raised."""
+        or raise what the aiobotocore client would have raised. Traced as one CLIENT span per
+        call, its retries included (`tracing.record_aws_call`)."""
+        if not tracing.enabled:
+            return await self._call(operation, params)
+        started = time.time_ns()
+        try:
+            result = await self._call(operation, params)
+        except Exception as exc:
+            tracing.record_aws_call(self._traced, operation, params, started=started, error=exc)
+            raise
+        tracing.record_aws_call(self._traced, operation, params, started=started, result=result)
+        return result
+
+    async def _call(self, operation: str, params: Mapping[str, Any]) -> dict[str, Any]:
         operation_model = self._service_model.operation_model(operation)  # cached by botocore
         timestamps_in, shaped_out = self._shaped(operation)
         body = None if timestamps_in else _plain_json(params)

@@ -8,9 +8,13 @@ instead of guessing.
 from __future__ import annotations
 
 import enum
-from typing import Annotated, Literal
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import pydantic
+
+if TYPE_CHECKING:
+    from types_aiobotocore_sqs.type_defs import MessageAttributeValueTypeDef
 
 SCHEMA_VERSION: Literal[1] = 1
 
@@ -72,3 +76,38 @@ def encode_message(message: OrderMessage) -> str:
 def decode_message(body: str) -> OrderMessage:
     """Parse a queue body; raises `pydantic.ValidationError` for anything malformed."""
     return OrderMessage.model_validate_json(body, strict=False)
+
+
+MAX_MESSAGE_ATTRIBUTES = 10
+"""SQS refuses a message with more attributes than this."""
+
+TRACE_CONTEXT_ATTRIBUTES = ("traceparent", "tracestate")
+"""The W3C trace context of the order's PRODUCER span, as String message attributes."""
+
+MESSAGE_ATTRIBUTE_NAMES = ("request_id", *TRACE_CONTEXT_ATTRIBUTES)
+"""Every message attribute the API sets, and so every one the processor asks for."""
+
+
+def message_attributes(
+    *, request_id: str, trace_context: Mapping[str, str]
+) -> dict[str, MessageAttributeValueTypeDef]:
+    """The attributes of an order's message: the API request that accepted it, and the trace
+    context (`traceparent`, `tracestate` when not empty) the processor continues."""
+    attributes: dict[str, MessageAttributeValueTypeDef] = {
+        "request_id": {"DataType": "String", "StringValue": request_id}
+    }
+    for name in TRACE_CONTEXT_ATTRIBUTES:
+        value = trace_context.get(name)
+        if value:  # SQS refuses an empty String attribute
+            attributes[name] = {"DataType": "String", "StringValue": value}
+    return attributes
+
+
+def trace_carrier(message_attributes: Mapping[str, Any]) -> dict[str, str]:
+    """The trace context a received message carries (empty when it carries none)."""
+    carrier: dict[str, str] = {}
+    for name in TRACE_CONTEXT_ATTRIBUTES:
+        value = message_attributes.get(name, {}).get("StringValue")
+        if value:
+            carrier[name] = value
+    return carrier

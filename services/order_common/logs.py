@@ -1,12 +1,16 @@
-"""JSON logs to stdout, with the request and order being handled attached to every line."""
+"""JSON logs to stdout, with the request and order being handled attached to every line, and
+the trace and span (`trace_id`, `span_id`) of a line logged inside a recorded span."""
 
 from __future__ import annotations
 
 import contextvars
 import logging
 import sys
+from typing import TextIO
 
 from pythonjsonlogger import json as jsonlogger
+
+from order_common import tracing
 
 request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "request_id", default=None
@@ -21,12 +25,16 @@ class _ContextFilter(logging.Filter):
             record.request_id = request_id_var.get()
         if not hasattr(record, "order_id"):
             record.order_id = order_id_var.get()
+        if tracing.enabled:
+            ids = tracing.current_ids()
+            if ids is not None:  # absent, not null, outside a recorded span
+                record.trace_id, record.span_id = ids
         return True
 
 
-def configure_logging(*, component: str, level: str = "INFO") -> None:
-    """Route all logging (ours, uvicorn's, botocore's) through one JSON handler on stdout."""
-    handler = logging.StreamHandler(sys.stdout)
+def json_handler(stream: TextIO, *, component: str) -> logging.Handler:
+    """One JSON object per line on `stream`, with the context above attached."""
+    handler = logging.StreamHandler(stream)
     handler.addFilter(_ContextFilter())
     handler.setFormatter(
         jsonlogger.JsonFormatter(
@@ -35,8 +43,13 @@ def configure_logging(*, component: str, level: str = "INFO") -> None:
             static_fields={"component": component},
         )
     )
+    return handler
+
+
+def configure_logging(*, component: str, level: str = "INFO") -> None:
+    """Route all logging (ours, uvicorn's, botocore's) through one JSON handler on stdout."""
     root = logging.getLogger()
-    root.handlers[:] = [handler]
+    root.handlers[:] = [json_handler(sys.stdout, component=component)]
     root.setLevel(level)
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
         logging.getLogger(name).handlers[:] = []

@@ -7,7 +7,7 @@ import os
 import pydantic
 import uvloop
 
-from order_common import logs
+from order_common import logs, tracing
 from order_processor import service
 from order_processor import settings as settings_module
 
@@ -18,7 +18,11 @@ def main() -> None:
         settings = settings_module.get_settings()
     except pydantic.ValidationError as exc:  # say what to set, not a traceback
         raise SystemExit(f"order-processor: invalid configuration: {exc}") from None
-    uvloop.run(service.run(settings))
+    tracing.configure(default_service_name="order-processor")
+    try:
+        uvloop.run(service.run(settings))
+    finally:
+        tracing.shutdown()  # the last spans out before the process exits (nothing when off)
 
 
 if __name__ == "__main__":

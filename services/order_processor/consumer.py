@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import pydantic
 
-from order_common import aws, contract
+from order_common import aws, contract, tracing
 from order_processor import metrics, workflow
 
 if TYPE_CHECKING:
@@ -47,6 +47,14 @@ class QueueInfo:
     dlq_url: str | None
     max_receive_count: int
     visibility_timeout: int
+
+    @property
+    def name(self) -> str:
+        return self.url.rsplit("/", 1)[-1]
+
+    @property
+    def dlq_name(self) -> str | None:
+        return None if self.dlq_url is None else self.dlq_url.rsplit("/", 1)[-1]
 
 
 async def describe_queue(
@@ -141,7 +149,8 @@ class Consumer:
                     MaxNumberOfMessages=self.batch_size,
                     WaitTimeSeconds=self.wait_time_seconds,
                     MessageSystemAttributeNames=["ApproximateReceiveCount", "SentTimestamp"],
-                    MessageAttributeNames=["All"],
+                    # Every one the API sets: the trace context among them.
+                    MessageAttributeNames=list(contract.MESSAGE_ATTRIBUTE_NAMES),
                 )
             )
             stop = asyncio.create_task(self._stopping.wait())
@@ -188,46 +197,74 @@ class Consumer:
             self._in_flight.pop(m["ReceiptHandle"], None)
 
     async def _process_batch(self, messages: list[MessageTypeDef]) -> None:
+        # One CONSUMER span per message, ended once its outcome is known; its order's work
+        # runs under it (workflow.Delivery.trace).
+        spans = (
+            {m["ReceiptHandle"]: tracing.start_processing(self.queue.name, m) for m in messages}
+            if tracing.enabled
+            else {}
+        )
         deliveries: list[tuple[MessageTypeDef, workflow.Delivery]] = []
         done: list[MessageTypeDef] = []
-        for m in messages:
-            try:
-                order = contract.decode_message(m["Body"])
-            except pydantic.ValidationError as exc:
-                reason = f"unparseable message: {exc.error_count()} errors"
-                if await self._dead_letter(m, reason):
-                    done.append(m)
-                continue
-            attributes = m.get("Attributes", {})
-            receive_count = int(attributes.get("ApproximateReceiveCount", "1"))
-            if "SentTimestamp" in attributes:  # milliseconds since the epoch
-                age = time.time() - int(attributes["SentTimestamp"]) / 1000
-                metrics.AGE_AT_RECEIVE.observe(max(0.0, age))
-            request_attribute = m.get("MessageAttributes", {}).get("request_id")
-            request_id = request_attribute.get("StringValue") if request_attribute else None
-            deliveries.append((m, workflow.Delivery(order, receive_count, request_id)))
-        if deliveries:
-            started = time.perf_counter()
-            metrics.IN_FLIGHT.inc(len(deliveries))
-            try:
-                dispositions = await self.order_workflow.run_batch(
-                    [d for _, d in deliveries], max_receive_count=self.queue.max_receive_count
-                )
-            finally:
-                metrics.IN_FLIGHT.dec(len(deliveries))
-                elapsed = time.perf_counter() - started
-                for _ in deliveries:  # each message of the batch took this long to its outcome
-                    metrics.PROCESSING_DURATION.observe(elapsed)
-            for (m, delivery), disposition in zip(deliveries, dispositions, strict=True):
-                if disposition is workflow.Disposition.ACK:
-                    self.processed += 1
-                    done.append(m)
-                elif self._exhausted_without_dlq(delivery):
-                    done.append(m)  # recorded FAILED on this last receive; no DLQ to go to
-                else:
-                    self.retried += 1
+        try:
+            for m in messages:
+                span = spans.get(m["ReceiptHandle"])
+                try:
+                    order = contract.decode_message(m["Body"])
+                except pydantic.ValidationError as exc:
+                    tracing.record_error(span, exc)
+                    reason = f"unparseable message: {exc.error_count()} errors"
+                    with tracing.activated(span):
+                        if await self._dead_letter(m, reason):
+                            done.append(m)
+                    continue
+                attributes = m.get("Attributes", {})
+                receive_count = int(attributes.get("ApproximateReceiveCount", "1"))
+                if "SentTimestamp" in attributes:  # milliseconds since the epoch
+                    age = time.time() - int(attributes["SentTimestamp"]) / 1000
+                    metrics.AGE_AT_RECEIVE.observe(max(0.0, age))
+                request_attribute = m.get("MessageAttributes", {}).get("request_id")
+                request_id = request_attribute.get("StringValue") if request_attribute else None
+                deliveries.append((m, workflow.Delivery(order, receive_count, request_id, span)))
+            if deliveries:
+                await self._run(deliveries, done)
+        except BaseException as exc:  # a bug, or cancelled at shutdown: no span left open
+            for span in spans.values():
+                tracing.record_error(span, exc)
+            raise
+        finally:
+            settled = {m["ReceiptHandle"] for m in done} if spans else set()
+            for handle, span in spans.items():
+                tracing.end_processing(span, retried=handle not in settled)
         if done:
-            await self._delete(done)
+            # Settling the batch: linked to each message's process span.
+            with tracing.across(spans.get(m["ReceiptHandle"]) for m in done):
+                await self._delete(done)
+
+    async def _run(
+        self,
+        deliveries: list[tuple[MessageTypeDef, workflow.Delivery]],
+        done: list[MessageTypeDef],
+    ) -> None:
+        started = time.perf_counter()
+        metrics.IN_FLIGHT.inc(len(deliveries))
+        try:
+            dispositions = await self.order_workflow.run_batch(
+                [d for _, d in deliveries], max_receive_count=self.queue.max_receive_count
+            )
+        finally:
+            metrics.IN_FLIGHT.dec(len(deliveries))
+            elapsed = time.perf_counter() - started
+            for _ in deliveries:  # each message of the batch took this long to its outcome
+                metrics.PROCESSING_DURATION.observe(elapsed)
+        for (m, delivery), disposition in zip(deliveries, dispositions, strict=True):
+            if disposition is workflow.Disposition.ACK:
+                self.processed += 1
+                done.append(m)
+            elif self._exhausted_without_dlq(delivery):
+                done.append(m)  # recorded FAILED on this last receive; no DLQ to go to
+            else:
+                self.retried += 1
 
     async def _observe_queue_depths_forever(self) -> None:
         """Publish the depths of the queue and its DLQ (`order_queue_messages`): the backlog
@@ -298,12 +335,18 @@ class Consumer:
             "processing did not succeed within the queue's maxReceiveCount"
             f" ({self.queue.max_receive_count}); the message is in the dead-letter queue"
         )
+        # Processed like any message: the FAILED write ends up in the order's trace.
+        span = tracing.start_processing(self.queue.dlq_name or "", message)
         try:
-            await self.order_workflow.record_failed(order, reason)
+            with tracing.activated(span):
+                await self.order_workflow.record_failed(order, reason)
         except Exception as exc:  # it reappears after the short hold and is tried again
             log.warning("could not record dead-lettered order %s: %s", order.order_id, exc)
             metrics.DEAD_LETTERS_RECORDED.labels("retry").inc()
+            tracing.record_error(span, exc)
             return
+        finally:
+            tracing.end_processing(span, retried=False)
         metrics.DEAD_LETTERS_RECORDED.labels("failed").inc()
         with contextlib.suppress(Exception):  # if not, it is recorded again, changing nothing
             await self.client.change_message_visibility(

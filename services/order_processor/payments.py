@@ -15,7 +15,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NotRequired, Protocol, TypedDict, cast
 
-from order_common import aws, items
+from order_common import aws, items, tracing
 
 if TYPE_CHECKING:
     from types_aiobotocore_dynamodb.type_defs import WriteRequestTypeDef
@@ -165,17 +165,18 @@ class SimulatedPaymentGateway:
 class _LedgerWriter:
     """Writes the ledger entries of the charges made in one event-loop turn with one
     BatchWriteItem: a receive batch's orders are charged together, so their entries share a
-    request instead of taking one each."""
+    request instead of taking one each. The call is traced under the first order's span and
+    links to each order's (`tracing.across`)."""
 
     client: aws.DynamoDbHotPath
     table: str
-    _pending: list[tuple[dict[str, Any], asyncio.Future[None]]] = field(default_factory=list)
+    _pending: list[_Entry] = field(default_factory=list)
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
     async def put(self, item: dict[str, Any]) -> None:
         loop = asyncio.get_running_loop()
         written: asyncio.Future[None] = loop.create_future()
-        self._pending.append((item, written))
+        self._pending.append(_Entry(item, written, tracing.current()))
         if len(self._pending) == 1:
             loop.call_soon(self._flush)  # after every charge started in this turn has queued
         await written
@@ -189,11 +190,14 @@ class _LedgerWriter:
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
-    async def _write(self, batch: list[tuple[dict[str, Any], asyncio.Future[None]]]) -> None:
-        requests: list[WriteRequestTypeDef] = [{"PutRequest": {"Item": item}} for item, _ in batch]
+    async def _write(self, batch: list[_Entry]) -> None:
+        requests: list[WriteRequestTypeDef] = [{"PutRequest": {"Item": e.item}} for e in batch]
         try:
             for attempt in range(_UNPROCESSED_ATTEMPTS):
-                response = await self.client.batch_write_item(RequestItems={self.table: requests})
+                with tracing.across(e.trace for e in batch):
+                    response = await self.client.batch_write_item(
+                        RequestItems={self.table: requests}
+                    )
                 unprocessed = response.get("UnprocessedItems", {}).get(self.table, [])
                 requests = cast("list[WriteRequestTypeDef]", unprocessed)  # same shape, back in
                 if not requests:
@@ -202,10 +206,20 @@ class _LedgerWriter:
             else:
                 raise TransientPaymentError(f"{len(requests)} ledger writes left unprocessed")
         except Exception as exc:  # the charges are not recorded: each caller retries
-            for _, written in batch:
-                if not written.done():
-                    written.set_exception(exc)
+            for entry in batch:
+                if not entry.written.done():
+                    entry.written.set_exception(exc)
             return
-        for _, written in batch:
-            if not written.done():
-                written.set_result(None)
+        for entry in batch:
+            if not entry.written.done():
+                entry.written.set_result(None)
+
+
+@dataclass(frozen=True)
+class _Entry:
+    """One charge's ledger entry waiting for its BatchWriteItem."""
+
+    item: dict[str, Any]
+    written: asyncio.Future[None]
+    trace: tracing.Span | None
+    """The span of the order being charged, which the write links to."""

@@ -1,7 +1,9 @@
 """What happens to orders: reserve, price, fraud, payment, final status.
 
 A receive batch goes through together where that saves requests: the fresh orders of a batch
-are reserved in one transaction and the paid ones completed in another. Whenever a shared step
+are reserved in one transaction and the paid ones completed in another. Each order's own steps
+run under its message's process span (`Delivery.trace`); a call shared by several orders runs
+under the first one's and links to all of theirs (`tracing.across`). Whenever a shared step
 cannot apply to all of them (an order already recorded, a sku short), each order takes the
 step on its own, which has the exact per-order semantics. Each step is safe to repeat: a
 redelivered message resumes from the recorded state, and a message whose order is already final
@@ -18,7 +20,7 @@ from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
-from order_common import contract, logs, records
+from order_common import contract, logs, records, tracing
 from order_processor import fraud, metrics, payments, stores
 from order_processor import settings as settings_module
 
@@ -38,6 +40,8 @@ class Delivery:
     receive_count: int
     request_id: str | None = None
     """The API request that accepted the order, for the logs."""
+    trace: tracing.Span | None = None
+    """The message's CONSUMER "process" span: this order's work is traced under it."""
 
 
 @dataclass
@@ -72,9 +76,10 @@ class OrderWorkflow:
             return [outcome[d.message.order_id] for d in deliveries]
 
         try:
-            prices = await self.store.prices(
-                item.sku for d in deliveries for item in d.message.items
-            )
+            with tracing.across(d.trace for d in deliveries):
+                prices = await self.store.prices(
+                    item.sku for d in deliveries for item in d.message.items
+                )
         except Exception as exc:  # no order can go on without its prices: retry them all
             log.warning("reading prices failed: %s", exc)
             return await self._all_failed(deliveries, exc, max_receive_count)
@@ -82,7 +87,8 @@ class OrderWorkflow:
         unknown = [sorted({i.sku for i in d.message.items} - prices.keys()) for d in deliveries]
         fresh = [(d.message, lines) for d, lines in zip(deliveries, priced, strict=True) if lines]
         try:
-            reserved_together = await self.store.reserve_together(fresh, now=time.time())
+            with tracing.across(d.trace for d, ls in zip(deliveries, priced, strict=True) if ls):
+                reserved_together = await self.store.reserve_together(fresh, now=time.time())
         except Exception as exc:  # each order reserves on its own, which says which one failed
             log.warning("reserving %s orders together failed: %s", len(fresh), exc)
             reserved_together = False
@@ -102,9 +108,10 @@ class OrderWorkflow:
             return [s for s in steps if isinstance(s, Disposition)]
         recent: dict[str, int] | None
         try:
-            recent = await self.store.recent_orders(
-                [r.delivery.message for r in reserved], now=time.time()
-            )
+            with tracing.across(r.delivery.trace for r in reserved):
+                recent = await self.store.recent_orders(
+                    [r.delivery.message for r in reserved], now=time.time()
+                )
         except Exception as exc:  # each order reads its own customer's window
             log.warning("reading velocity for %s orders failed: %s", len(reserved), exc)
             metrics.BATCH_STEP_FALLBACKS.labels("velocity").inc()
@@ -138,24 +145,27 @@ class OrderWorkflow:
         # Each delivery runs in its own task: these set its log lines' context only.
         logs.order_id_var.set(delivery.message.order_id)
         logs.request_id_var.set(delivery.request_id)
-        try:
-            return await step
-        except Exception as exc:  # retry, and give up on the last receive
-            return await self._on_failure(delivery, exc, max_receive_count)
+        with tracing.activated(delivery.trace):
+            try:
+                return await step
+            except Exception as exc:  # retry, and give up on the last receive
+                return await self._on_failure(delivery, exc, max_receive_count)
 
     async def _on_failure(
         self, delivery: Delivery, exc: Exception, max_receive_count: int
     ) -> Disposition:
-        log.warning(
-            "processing failed (receive %s of %s): %s",
-            delivery.receive_count,
-            max_receive_count,
-            exc,
-        )
-        metrics.MESSAGES_RETRIED.labels(type(exc).__name__).inc()
-        if delivery.receive_count >= max_receive_count:
-            reason = f"processing failed {delivery.receive_count} times: {exc}"
-            await self._fail(delivery.message, reason)
+        tracing.record_error(delivery.trace, exc)
+        with tracing.activated(delivery.trace):
+            log.warning(
+                "processing failed (receive %s of %s): %s",
+                delivery.receive_count,
+                max_receive_count,
+                exc,
+            )
+            metrics.MESSAGES_RETRIED.labels(type(exc).__name__).inc()
+            if delivery.receive_count >= max_receive_count:
+                reason = f"processing failed {delivery.receive_count} times: {exc}"
+                await self._fail(delivery.message, reason)
         return Disposition.RETRY
 
     async def _reserve(
@@ -192,7 +202,7 @@ class OrderWorkflow:
             # fraud rules then, so it completes, whatever its customer did since.
             charge = await self.gateway.find_charge(message.order_id)
             if charge is not None and not charge.refunded:
-                return _Paid(message, charge.payment_id, fraud_score=None)
+                return _Paid(reserved.delivery, charge.payment_id, fraud_score=None)
         if recent is None:
             recent = await self.store.recent_orders([message], now=time.time())
         total = sum(line.line_total_cents for line in lines)
@@ -225,7 +235,7 @@ class OrderWorkflow:
                 fraud_score=assessment.score,
             )
             return Disposition.ACK
-        return _Paid(message, outcome.payment_id, assessment.score)
+        return _Paid(reserved.delivery, outcome.payment_id, assessment.score)
 
     async def _complete(self, paid: list[_Paid], max_receive_count: int) -> None:
         """COMPLETED for every paid order: together if possible, else one by one."""
@@ -233,7 +243,8 @@ class OrderWorkflow:
             stores.Completion(p.message.order_id, p.payment_id, p.fraud_score) for p in paid
         ]
         try:
-            together = await self.store.complete_together(completions, now=time.time())
+            with tracing.across(p.delivery.trace for p in paid):
+                together = await self.store.complete_together(completions, now=time.time())
         except Exception as exc:  # fall back to single writes, which retry on their own
             log.warning("completing %s orders together failed: %s", len(paid), exc)
             together = False
@@ -241,20 +252,23 @@ class OrderWorkflow:
             metrics.BATCH_STEP_FALLBACKS.labels("complete").inc()
         if together:
             for p in paid:
-                self._observe_final(p.message, contract.OrderStatus.COMPLETED, None)
+                with tracing.activated(p.delivery.trace):
+                    self._observe_final(p.message, contract.OrderStatus.COMPLETED, None)
             return
         for p in paid:
-            try:
-                await self._finish(
-                    p.message,
-                    contract.OrderStatus.COMPLETED,
-                    payment_id=p.payment_id,
-                    fraud_score=p.fraud_score,
-                )
-            except Exception as exc:  # paid but not recorded: redelivery finishes it
-                log.warning("could not record COMPLETED: %s", exc)
-                metrics.MESSAGES_RETRIED.labels(type(exc).__name__).inc()
-                p.disposition = Disposition.RETRY
+            with tracing.activated(p.delivery.trace):
+                try:
+                    await self._finish(
+                        p.message,
+                        contract.OrderStatus.COMPLETED,
+                        payment_id=p.payment_id,
+                        fraud_score=p.fraud_score,
+                    )
+                except Exception as exc:  # paid but not recorded: redelivery finishes it
+                    log.warning("could not record COMPLETED: %s", exc)
+                    metrics.MESSAGES_RETRIED.labels(type(exc).__name__).inc()
+                    tracing.record_error(p.delivery.trace, exc)
+                    p.disposition = Disposition.RETRY
 
     async def _charge(
         self, message: contract.OrderMessage, total: int
@@ -338,6 +352,8 @@ class OrderWorkflow:
     ) -> None:
         metrics.ORDERS_PROCESSED.labels(status.value).inc()
         metrics.END_TO_END_DURATION.observe(max(0.0, time.time() - message.accepted_at))
+        if tracing.enabled:  # always called under the order's own span
+            tracing.annotate("order_pipeline.order.status", status.value)
         log.info(
             "order %s%s",
             status.value,
@@ -360,11 +376,15 @@ class _Reserved:
 class _Paid:
     """An order charged successfully whose COMPLETED write is still to come."""
 
-    message: contract.OrderMessage
+    delivery: Delivery
     payment_id: str
     fraud_score: int | None
     """None for an order resumed after its charge (the score was not recorded then)."""
     disposition: Disposition = Disposition.ACK
+
+    @property
+    def message(self) -> contract.OrderMessage:
+        return self.delivery.message
 
 
 _Outcome = TypeVar("_Outcome")
