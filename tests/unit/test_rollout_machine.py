@@ -172,7 +172,9 @@ def test_a_timed_pause_completes_on_time_without_analysis() -> None:
     spec = rollout([{"weight": 10}, {"pause": {"duration": 300}}, {"weight": 50}])
     pipeline = started(spec)
     assert reasons(pipeline.run(NEW, at=1)) == ["StepCompleted", "Paused"]
-    assert pipeline.run(NEW, at=300).status.phase == "Paused"
+    during = pipeline.run(NEW, at=300).status
+    assert during.phase == "Paused"
+    assert during.message.endswith("waiting for the pause to end at 2027-01-15T08:05:01Z")
     moved = pipeline.run(NEW, at=302)
     assert (moved.status.phase, moved.status.target_weight) == ("Progressing", 50)
 

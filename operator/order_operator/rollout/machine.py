@@ -361,7 +361,10 @@ class _Pass:
             if duration is None:
                 return
             held_since = started + duration
-            waiting = ["pause"] if self.now < held_since else [w for w in (analysed,) if w]
+            if self.now < held_since:
+                waiting = [f"the pause to end at {rollout_status.to_iso(held_since)}"]
+            else:
+                waiting = [why for why in (analysed,) if why]
             if not waiting:
                 self.complete("pause over")
                 return
