@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import promql_parser
 import pydantic
 import pytest
 
@@ -108,6 +109,27 @@ def test_default_checks_judge_each_component_on_its_own_metrics() -> None:
     assert rollout_spec.Checks().empty
 
 
+def test_default_api_checks_leave_out_probes_and_scrapes() -> None:
+    """Every pod answers probes and scrapes: counted, they would reach minSamples for a
+    canary no client has reached yet."""
+    api = rollout_spec.Analysis.model_validate(ANALYSIS).checks("api")
+    (ratio,) = api.error_ratios
+    (latency,) = api.latencies
+    queries = [
+        ratio.errors.promql(track="canary", interval_seconds=60),
+        ratio.total.promql(track="canary", interval_seconds=60),
+        latency.samples.promql(track="canary", interval_seconds=60),
+        rollout_spec.render(latency.query, track="canary", interval_seconds=60),
+    ]
+    for query in queries:
+        assert 'route!~"/healthz|/readyz|/metrics"' in query, query
+        assert 'track="canary"' in query, query
+    assert queries[0] == (
+        'sum(increase(http_requests_total{route!~"/healthz|/readyz|/metrics",status=~"5..",'
+        'track="canary"}[60s]))'
+    )
+
+
 def test_the_schema_is_structural_with_cel_rules_and_null_free_defaults() -> None:
     """What `OrderPipelineSpec.rollout` will put into the CRD: the same conversion, the CEL
     rules present, and defaults the apiserver accepts (no nulls for absent fields)."""
@@ -137,3 +159,20 @@ def test_every_schema_default_equals_the_model_default() -> None:
         fields = schema["properties"][name]["properties"]
         for field, node in fields.items():
             assert node.get("default", []) == model[name][field], (name, field)
+
+
+def test_every_default_query_is_valid_promql_for_both_tracks() -> None:
+    analysis = rollout_spec.Analysis.model_validate(ANALYSIS)
+    for component in rollout_spec.COMPONENTS:
+        checks = analysis.checks(component)
+        for track in ("canary", "stable"):
+            series = [s for c in checks.error_ratios for s in (c.errors, c.total)]
+            series += [latency.samples for latency in checks.latencies]
+            queries = [s.promql(track=track, interval_seconds=60) for s in series] + [
+                rollout_spec.render(latency.query, track=track, interval_seconds=60)
+                for latency in checks.latencies
+            ]
+            for query in queries:
+                promql_parser.parse(query)
+                assert "{track}" not in query
+                assert "{interval}" not in query

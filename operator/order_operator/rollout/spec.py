@@ -157,12 +157,20 @@ class Checks(_Model):
         return not (self.gates or self.error_ratios or self.latencies)
 
 
-def _http(matchers: str) -> Series:
-    return Series(metric="http_requests_total", matchers=matchers)
+# Probes and scrapes answer on every pod whatever its traffic: counted, they would fill the
+# minimum samples of an idle canary and dilute its error ratio.
+_CLIENT_ROUTES = 'route!~"/healthz|/readyz|/metrics"'
 
 
-def _p99(histogram: str) -> str:
-    rate = f'rate({histogram}_bucket{{track="{{track}}"}}[{{interval}}])'
+def _http(matchers: str = "") -> Series:
+    return Series(
+        metric="http_requests_total", matchers=",".join(m for m in (_CLIENT_ROUTES, matchers) if m)
+    )
+
+
+def _p99(histogram: str, matchers: str = "") -> str:
+    selector = ",".join(m for m in (matchers, 'track="{track}"') if m)
+    rate = f"rate({histogram}_bucket{{{selector}}}[{{interval}}])"
     return f"histogram_quantile(0.99, sum by (le) ({rate}))"
 
 
@@ -170,13 +178,13 @@ class ApiChecks(Checks):
     """The defaults judge the API on the metrics it exports: 5xx ratio and p99 latency."""
 
     error_ratios: list[ErrorRatioComparison] = [
-        ErrorRatioComparison(name="http-5xx", errors=_http('status=~"5.."'), total=_http(""))
+        ErrorRatioComparison(name="http-5xx", errors=_http('status=~"5.."'), total=_http())
     ]
     latencies: list[LatencyComparison] = [
         LatencyComparison(
             name="http-p99",
-            query=_p99("http_request_duration_seconds"),
-            samples=Series(metric="http_request_duration_seconds_count"),
+            query=_p99("http_request_duration_seconds", _CLIENT_ROUTES),
+            samples=Series(metric="http_request_duration_seconds_count", matchers=_CLIENT_ROUTES),
         )
     ]
 
