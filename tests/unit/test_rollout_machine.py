@@ -387,6 +387,19 @@ def test_status_to_dict_is_camel_case_and_round_trips() -> None:
         "detail": "pass detail",
     }
     assert RolloutStatus.from_dict(saved).to_dict() == saved
+    # What the apiserver stores after the merge patch: the nulls gone, the same status.
+    stored = {key: value for key, value in saved.items() if value is not None}
+    assert RolloutStatus.from_dict(stored) == RolloutStatus.from_dict(saved)
+
+
+def test_status_clears_in_a_merge_patch_what_a_promotion_ends() -> None:
+    pipeline = started(rollout([{"weight": 5}]))
+    done = pipeline.run(NEW, at=1)
+    assert reasons(done) == ["StepCompleted", "Promoted"]
+    written = done.status.to_dict()
+    for cleared in ("canaryRevision", "currentStep", "stepStartedAt", "plannedShare"):
+        assert cleared in written
+        assert written[cleared] is None
 
 
 class Both:

@@ -37,14 +37,17 @@ class Measure:
     detail: str
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        """Without a value when there is none: inside a list a null would be stored as is."""
+        data: dict[str, Any] = {
             "name": self.name,
             "kind": self.kind,
             "query": self.query,
-            "value": self.value,
             "verdict": self.verdict,
             "detail": self.detail,
         }
+        if self.value is not None:
+            data["value"] = self.value
+        return data
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Measure:
@@ -118,7 +121,8 @@ def fisher_greater(a: int, b: int, c: int, d: int) -> float:
 
 @dataclass(frozen=True)
 class Counts:
-    """Errors and totals of one track, per interval of the window (pooled by the judge)."""
+    """Errors and totals of one track, per interval of the window (pooled by the judge).
+    Whole counts: Prometheus' `increase()` extrapolates, the wiring rounds it."""
 
     errors: Sequence[int]
     totals: Sequence[int]

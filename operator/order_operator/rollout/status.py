@@ -87,7 +87,9 @@ class RolloutStatus:
         return self.canary_revision is not None and self.phase in (PROGRESSING, PAUSED)
 
     def to_dict(self) -> dict[str, Any]:
-        """The `status.rollout.<component>` object; absent values are left out."""
+        """The `status.rollout.<component>` object. An absent value is null: in the merge patch
+        that writes status, null removes what an earlier pass wrote (a canary revision after
+        its promotion), and the stored object never holds it."""
         data: dict[str, Any] = {
             "phase": self.phase,
             "stableRevision": self.stable_revision,
@@ -105,7 +107,7 @@ class RolloutStatus:
             "message": self.message,
             "conditions": [dict(condition) for condition in self.conditions],
         }
-        return {key: value for key, value in data.items() if value is not None}
+        return data
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> RolloutStatus:
