@@ -15,6 +15,7 @@ from order_operator.rollout import judge, machine
 from order_operator.rollout import spec as rollout_spec
 from order_operator.rollout import status as rollout_status
 from order_operator.rollout.status import RolloutStatus
+from order_operator.v1alpha1 import crd
 
 T0 = 1_800_000_000.0
 OLD, NEW, NEWER = "rev-old", "rev-new", "rev-newer"
@@ -520,3 +521,21 @@ def test_sparse_canary_errors_judged_on_real_checks_roll_the_canary_back() -> No
         ("orders-failed", "Fail"),
         ("processing-p99", "Pass"),
     ]
+
+
+def test_every_field_status_writes_is_declared_in_its_schema() -> None:
+    """The apiserver prunes undeclared status fields: what the CRD will declare
+    (RolloutStatusSchema, extra fields forbidden) must accept every status the machine
+    writes, from a running step with an analysis to an abort."""
+    pipeline = started()
+    written = [pipeline.run(NEW, at=60, analysis=analysis(T0 + 60)).status.to_dict()]
+    gate = analysis(T0 + 70, "Inconclusive")
+    written.append(pipeline.run(NEW, at=70, analysis=gate).status.to_dict())
+    abort = machine.Command("abort", id="a")
+    written.append(pipeline.run(NEW, at=80, command=abort).status.to_dict())
+    for data in written:
+        schema = rollout_status.RolloutStatusSchema.model_validate(data)
+        assert schema.model_dump(by_alias=True, exclude_unset=True).keys() == data.keys()
+    structural = crd.structural(rollout_status.RolloutStatusSchema.model_json_schema(by_alias=True))
+    assert "anyOf" not in str(structural)
+    assert "$ref" not in str(structural)

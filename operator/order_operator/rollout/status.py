@@ -2,7 +2,8 @@
 
 Status is the rollout's only memory: a restarted operator continues from what `from_dict`
 reads back, so everything the state machine needs between passes is here, and times are
-written as RFC 3339 (whole seconds) like the rest of the status.
+written as RFC 3339 (whole seconds) like the rest of the status. `RolloutStatusSchema` is
+what the CRD will declare for it.
 """
 
 from __future__ import annotations
@@ -11,6 +12,9 @@ import datetime
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
+
+import pydantic
+from pydantic import alias_generators
 
 from order_operator.rollout import judge
 
@@ -131,3 +135,60 @@ class RolloutStatus:
             message=str(data.get("message", "")),
             conditions=tuple(dict(c) for c in data.get("conditions", [])),
         )
+
+
+class _Schema(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(
+        alias_generator=alias_generators.to_camel,
+        populate_by_name=True,
+        extra="forbid",
+        use_attribute_docstrings=True,
+    )
+
+
+class MeasureSchema(_Schema):
+    name: str
+    kind: judge.Kind
+    query: str
+    value: float | None = None
+    verdict: judge.Verdict
+    detail: str
+
+
+class AnalysisSchema(_Schema):
+    at: datetime.datetime
+    verdict: judge.Verdict
+    measures: list[MeasureSchema] = []
+
+
+class ConditionSchema(_Schema):
+    type: str
+    status: Literal["True", "False", "Unknown"]
+    reason: str | None = None
+    message: str | None = None
+    observed_generation: int | None = None
+    last_transition_time: datetime.datetime | None = None
+
+
+class RolloutStatusSchema(_Schema):
+    """`status.rollout.<component>` as the CRD must declare it (the apiserver prunes what it
+    does not declare); `to_dict` writes nothing else."""
+
+    phase: Phase
+    stable_revision: str
+    canary_revision: str | None = None
+    current_step: int | None = None
+    target_weight: int = 0
+    planned_share: float | None = None
+    observed_share: float | None = None
+    step_started_at: datetime.datetime | None = None
+    failures: int = 0
+    last_analysis: AnalysisSchema | None = None
+    abort_reason: str | None = None
+    failed_revision: str | None = None
+    handled_command: str | None = None
+    message: str = ""
+    conditions: list[ConditionSchema] = pydantic.Field(
+        default=[],
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
+    )
