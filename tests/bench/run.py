@@ -5,7 +5,10 @@ Phases, all in one run on the same engines:
 2. accept path alone (no processor): open-loop load at fixed rates, then a search for the
    highest rate that holds (all requests succeed, throughput keeps up, p99 within budget);
 3. end to end (API + processor): the highest arrival rate whose backlog does not grow, and the
-   accept->final latency at half that rate.
+   accept->final latency at half that rate;
+4. tracing: end-to-end steps at one rate with tracing off, sampling a tenth of the orders and
+   every order (exported to a local Jaeger), interleaved so the machine's drift hits each alike:
+   what traces cost in CPU per order.
 Writes bench-results/latest.json and bench-results/latest.png.
 """
 
@@ -27,12 +30,12 @@ import boto3
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-from order_devtools import engines, local, provision
+from order_devtools import engines, jaeger, local, provision
 from tests.bench import ceilings, loadgen
 from tests.bench.cpu import CpuMeter
 
 RESULTS = Path("bench-results")
-ALL_PHASES = {"ceiling", "accept", "e2e"}
+ALL_PHASES = {"ceiling", "accept", "e2e", "tracing"}
 ACCEPT_P99_BUDGET_MS = 25.0
 CEILING_SECONDS = 5.0
 CEILING_WARM_UP = 5.0
@@ -150,7 +153,15 @@ def main() -> None:
         "--concurrency", type=int, default=None, help="each processor's CONCURRENCY (its default)"
     )
     parser.add_argument(
-        "--phases", default="ceiling,accept,e2e", help="which phases to run (comma-separated)"
+        "--phases",
+        default=",".join(sorted(ALL_PHASES)),
+        help="which phases to run (comma-separated)",
+    )
+    parser.add_argument(
+        "--tracing-rate",
+        type=int,
+        default=400,
+        help="the tracing phase's offered rate: one the pipeline sustains with every order traced",
     )
     parser.add_argument(
         "--e2e-start", type=int, default=50, help="the end-to-end search's first rate"
@@ -176,13 +187,15 @@ def main() -> None:
     RESULTS.mkdir(exist_ok=True)
     vegeta = loadgen.ensure_vegeta()
     engines.ensure_installed()
+    phases = set(args.phases.split(","))
+    if "tracing" in phases:
+        jaeger.ensure_jaeger()
     result: dict[str, Any] = {
         "command": "make bench",
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
         "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "settings": vars(args),
     }
-    phases = set(args.phases.split(","))
     with (
         tempfile.TemporaryDirectory() as scratch,
         engines.running_engines(Path(scratch) / "engines", persistent=False) as running,
@@ -207,13 +220,15 @@ def main() -> None:
             result["accept"] = _accept_phase(args, running, vegeta, work, engine_pids)
         if "e2e" in phases:
             result["end_to_end"] = _end_to_end_phase(args, running, vegeta, work, engine_pids)
+        if "tracing" in phases:
+            result["tracing"] = _tracing_phase(args, running, vegeta, work, engine_pids)
     if phases != ALL_PHASES or args.e2e_rates:  # an exploration: kept apart from the reported run
         (RESULTS / "exploration.json").write_text(json.dumps(result, indent=2) + "\n")
         print(json.dumps(result, indent=2))
         return
     (RESULTS / "latest.json").write_text(json.dumps(result, indent=2) + "\n")
     _plot(result, RESULTS / "latest.png")
-    print(json.dumps({k: result[k] for k in ("accept", "end_to_end")}, indent=2))
+    print(json.dumps({k: result[k] for k in ("accept", "end_to_end", "tracing")}, indent=2))
 
 
 def _processor_env(args: argparse.Namespace) -> dict[str, str]:
@@ -342,6 +357,92 @@ def _end_to_end_phase(
     best = _search(sustained, start=args.e2e_start, ceiling=5000, steps=4)
     at_half = run(max(10, best // 2), args.e2e_seconds) if best else None
     return {"max_sustained_rate": best, "at_half_rate": at_half, "steps": steps[len(warm_up) :]}
+
+
+# What each tracing mode adds to both services' environment; "off" is the default (no endpoint).
+TRACING_MODES: dict[str, dict[str, str]] = {
+    "off": {},
+    "tenth": {"OTEL_TRACES_SAMPLER": "parentbased_traceidratio", "OTEL_TRACES_SAMPLER_ARG": "0.1"},
+    "every": {"OTEL_TRACES_SAMPLER": "parentbased_always_on"},
+}
+
+
+def _tracing_phase(
+    args: argparse.Namespace,
+    running: engines.Engines,
+    vegeta: Path,
+    work: Path,
+    engine_pids: dict[str, int],
+) -> dict[str, Any]:
+    """End-to-end steps at one rate per tracing mode, in the order off, tenth, every, every,
+    tenth, off, so that a machine growing slower or faster over the phase weighs on each mode
+    alike; reported per mode as the mean of its two steps."""
+    rate, steps = args.tracing_rate, itertools.count()
+    rows: dict[str, list[dict[str, Any]]] = {mode: [] for mode in TRACING_MODES}
+    with jaeger.running_jaeger(work / "jaeger") as traces:
+        pids = {**engine_pids, "jaeger": traces.pid}
+
+        def run(mode: str) -> dict[str, Any]:
+            def env(service: str) -> dict[str, str]:
+                exporting = traces.otlp_env(service) if TRACING_MODES[mode] else {}
+                return {**exporting, **TRACING_MODES[mode]}
+
+            step = end_to_end_step(
+                running,
+                vegeta,
+                work,
+                name=f"bench-tracing-{mode}-{next(steps)}",
+                rate=rate,
+                seconds=args.seconds,
+                api_env={**_service_env(args), **env("order-api")},
+                processor_env={**_processor_env(args), **env("order-processor")},
+                engine_pids=pids,
+            )
+            print(f"tracing {mode} {rate}/s -> {json.dumps(step)}", flush=True)
+            return step
+
+        run("off")  # warm-up, not reported: a fresh Jaeger and the exporter's first batches
+        modes = list(TRACING_MODES)
+        for mode in modes + modes[::-1]:
+            rows[mode].append(run(mode))
+    return {
+        "rate": rate,
+        "seconds": args.seconds,
+        **{m: _tracing_summary(r) for m, r in rows.items()},
+    }
+
+
+def _tracing_summary(steps: list[dict[str, Any]]) -> dict[str, Any]:
+    """One mode's steps in a few numbers: cores per process, CPU per order, what got through."""
+
+    def mean(values: list[float]) -> float:
+        return round(sum(values) / len(values), 3)
+
+    cores = {
+        name: mean([s["cpu_cores"][name] for s in steps])
+        for name in ("api", "processor0", "jaeger")
+    }
+    # Per order handled during the step: a mode that falls behind processed fewer orders.
+    return {
+        "cpu_cores": cores,
+        "api_cpu_us_per_order": round(
+            mean([1e6 * s["cpu_cores"]["api"] * s["seconds"] / s["accepted"] for s in steps])
+        ),
+        "processor_cpu_us_per_order": round(
+            mean(
+                [
+                    1e6 * s["cpu_cores"]["processor0"] / s["processed_per_second_under_load"]
+                    for s in steps
+                ]
+            )
+        ),
+        "processed_per_second_under_load": mean(
+            [s["processed_per_second_under_load"] for s in steps]
+        ),
+        "accept_p99_ms": mean([s["accept_p99_ms"] for s in steps]),
+        "accept_to_final_p99_ms": mean([s["accept_to_final_p99_ms"] for s in steps]),
+        "steps": steps,
+    }
 
 
 def end_to_end_step(
