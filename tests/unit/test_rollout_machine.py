@@ -311,6 +311,15 @@ def test_api_step_waits_for_the_observed_share_near_the_planned_one() -> None:
     assert near.plan.canary_replicas == 19
 
 
+def test_api_step_without_an_analysis_advances_on_its_planned_share() -> None:
+    # No analysis: no Prometheus to observe the share with, so waiting for one would hold
+    # every step until the deadline aborted the rollout.
+    pipeline = started(rollout([{"weight": 5}, {"pause": {}}]), component="api")
+    moved = pipeline.run(NEW, at=1, desired_replicas=19, observed_share=None)
+    assert reasons(moved) == ["StepCompleted", "Paused"]
+    assert (moved.status.phase, moved.plan.canary_replicas) == ("Paused", 1)
+
+
 def test_a_weight_step_without_room_for_a_canary_pod_holds() -> None:
     pipeline = started(rollout([{"weight": 5}, {"weight": 50}]))
     one_pod = pipeline.run(NEW, at=1, desired_replicas=1)

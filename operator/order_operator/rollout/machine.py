@@ -426,8 +426,9 @@ class _Pass:
 
     def share_reached(self) -> str:
         """Empty when the API's observed share is within tolerance of the planned one; the
-        processor's share follows its concurrency, so it does not gate."""
-        if self.inputs.component != "api":
+        processor's share follows its concurrency, so it does not gate. Without an analysis
+        there is no Prometheus to observe it: the planned share stands."""
+        if self.inputs.component != "api" or self.spec.analysis is None:
             return ""
         planned = plan_for(self.status, self.inputs).planned_share
         observed = self.inputs.observed_share
