@@ -134,12 +134,16 @@ def act_scaling(
     owner: builders.Owner,
     plan: ScalePlan,
     history: list[Recommendation],
+    *,
+    scale: bool = True,
 ) -> None:
-    """Remember the recommendations (in place: the pipeline's memory), then scale if planned."""
+    """Remember the recommendations (in place: the pipeline's memory), then scale if planned;
+    `scale` False leaves the count to the rollout step, which splits it with the canary."""
     history[:] = plan.history
     if plan.scale_to is None or plan.event is None:
         return
-    kube.scale_deployment(owner.namespace, builders.processor_name(owner), plan.scale_to)
+    if scale:
+        kube.scale_deployment(owner.namespace, builders.processor_name(owner), plan.scale_to)
     metrics.SCALING_DECISIONS.labels(direction=plan.event.reason).inc()
     logger.info("%s/%s: %s", owner.namespace, owner.name, plan.event.message)
 

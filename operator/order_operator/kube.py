@@ -10,6 +10,7 @@ never claims `spec.replicas` and the two never conflict.
 from __future__ import annotations
 
 import base64
+import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, cast
@@ -89,6 +90,17 @@ class Kube:
             updated_replicas=status.updated_replicas or 0,
             observed_current=(status.observed_generation or 0) >= generation,
         )
+
+    def read_deployment(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """The Deployment as the API serves it (camelCase), None when there is none."""
+        try:
+            response = self.apps.read_namespaced_deployment(name, namespace, _preload_content=False)
+        except client.ApiException as error:
+            if error.status == 404:
+                return None
+            raise
+        found: dict[str, Any] = json.loads(response.data)
+        return found
 
     def count_pods(self, namespace: str, selector: Mapping[str, str]) -> int:
         """Pods matching the labels, terminating ones included."""

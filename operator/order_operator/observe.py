@@ -7,6 +7,7 @@ error worth kopf's retry with backoff (the Kubernetes API is down) is raised.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from dataclasses import dataclass
@@ -125,6 +126,23 @@ def observe_scaling(
         return failure(error, transient_reason=QUEUE_DEPTH_UNAVAILABLE)
     processor = kube.deployment_state(owner.namespace, builders.processor_name(owner))
     return ScalingSnapshot(depth=depth, dlq_depth=dlq_depth, processor=processor, now=time.time())
+
+
+def with_canary_pods(
+    kube: Kube, owner: builders.Owner, snapshot: ScalingSnapshot
+) -> ScalingSnapshot:
+    """The processor counted with its canary pods: the scaler sizes the whole consumer fleet,
+    which a rollout splits between the two Deployments."""
+    canary = kube.deployment_state(owner.namespace, builders.canary_name(owner, "processor"))
+    if not canary.exists:
+        return snapshot
+    stable = snapshot.processor
+    total = dataclasses.replace(
+        stable,
+        spec_replicas=stable.spec_replicas + canary.spec_replicas,
+        ready_replicas=stable.ready_replicas + canary.ready_replicas,
+    )
+    return dataclasses.replace(snapshot, processor=total)
 
 
 @dataclass(frozen=True)

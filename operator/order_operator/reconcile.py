@@ -15,13 +15,23 @@ reported in a condition and picked up by the next pass.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from order_operator import act, aws, builders, decide, observe, pipeline_status, scaling
+from order_operator import (
+    act,
+    aws,
+    builders,
+    decide,
+    observe,
+    pipeline_status,
+    rollouts,
+    scaling,
+)
 from order_operator.kube import Kube
 from order_operator.observe import ClientCache, Failure
 from order_operator.v1alpha1 import spec as v1alpha1
@@ -33,6 +43,7 @@ class PipelineMemory:
 
     lock: threading.Lock = field(default_factory=threading.Lock)
     recommendations: list[scaling.Recommendation] = field(default_factory=list)
+    rollout_memory: rollouts.Memory = field(default_factory=rollouts.Memory)
 
 
 @dataclass
@@ -62,14 +73,18 @@ def _scaling_step(
     queue: aws.QueueInfo | Failure,
     memory: PipelineMemory,
 ) -> pipeline_status.Scaled | Failure | None:
-    """Observe the depth, decide, scale; None when there is no queue to scale on."""
+    """Observe the depth, decide, scale; None when there is no queue to scale on. With
+    rollouts the processor's count is the scaler's decision, split by the rollout step
+    between the stable and the canary pods, which then sets it."""
     if clients is None or isinstance(queue, Failure):
         return None
     snapshot = observe.observe_scaling(kube, clients, owner, queue)
     if isinstance(snapshot, Failure):
         return snapshot
+    if spec.rollout is not None:
+        snapshot = observe.with_canary_pods(kube, owner, snapshot)
     plan = decide.decide_scaling(spec.processor.scaling, snapshot, memory.recommendations)
-    act.act_scaling(kube, owner, plan, memory.recommendations)
+    act.act_scaling(kube, owner, plan, memory.recommendations, scale=spec.rollout is None)
     return pipeline_status.Scaled(snapshot=snapshot, plan=plan)
 
 
@@ -87,8 +102,28 @@ def reconcile(
 
     clients, snapshot = observe.observe_cloud(kube, cache, owner, spec)
     plan = decide.decide(spec, owner, snapshot)
-    cloud = act.act(plan, clients=clients, kube=kube, spec=spec, owner=owner)
+    children = rollouts.hold_stable_templates(
+        plan.children, kube=kube, owner=owner, spec=spec, body=body
+    )
+    cloud = act.act(
+        dataclasses.replace(plan, children=tuple(children)),
+        clients=clients,
+        kube=kube,
+        spec=spec,
+        owner=owner,
+    )
     scaled = _scaling_step(kube, clients, owner, spec, cloud.queues, memory)
+    rolled = rollouts.step(
+        kube=kube,
+        owner=owner,
+        spec=spec,
+        body=body,
+        processor_desired=(
+            scaled.plan.decision.replicas if isinstance(scaled, pipeline_status.Scaled) else None
+        ),
+        generation=generation,
+        memory=memory.rollout_memory,
+    )
 
     report = pipeline_status.pipeline_status(
         spec=spec,
@@ -100,10 +135,16 @@ def reconcile(
         now=now_iso(),
     )
     events = [scaled.plan.event] if isinstance(scaled, pipeline_status.Scaled) else []
+    status, retry_after = report.status, report.retry_after
+    if rolled is not None:
+        events.extend(rolled.events)
+        status = {**status, "rollout": rolled.status}
+        if rolled.retry_after is not None:
+            retry_after = min(retry_after or rolled.retry_after, rolled.retry_after)
     return Outcome(
-        status=report.status,
+        status=status,
         ready=report.ready,
-        retry_after=report.retry_after,
+        retry_after=retry_after,
         events=[event for event in events if event is not None],
     )
 
