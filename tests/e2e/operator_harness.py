@@ -20,6 +20,8 @@ from kubernetes import client
 from order_devtools import cluster as local_cluster
 from order_devtools import engines, local
 
+from .k8s_helpers import wait_for
+
 REPO = Path(__file__).resolve().parents[2]
 CRD_FILE = REPO / "operator/order_operator/crd/orderpipelines.yaml"
 RBAC_FILE = REPO / "operator/order_operator/rbac/clusterrole.yaml"
@@ -198,3 +200,61 @@ def condition(body: dict[str, Any], condition_type: str) -> dict[str, Any] | Non
         if entry.get("type") == condition_type:
             return dict(entry)
     return None
+
+
+class Pipelines:
+    """Create/read/patch/delete OrderPipelines as an admin user would (kubectl apply)."""
+
+    def __init__(self, api: client.ApiClient, namespace: str, running: engines.Engines) -> None:
+        self.custom = client.CustomObjectsApi(api)
+        self.namespace = namespace
+        self.engines = running
+
+    def create(self, name: str, **overrides: Any) -> dict[str, Any]:
+        suffix = uuid.uuid4().hex[:8]
+        manifest = pipeline_manifest(name, self.engines, suffix=suffix, **overrides)
+        created: dict[str, Any] = self.custom.create_namespaced_custom_object(
+            GROUP, VERSION, self.namespace, PLURAL, manifest
+        )
+        return created
+
+    def get(self, name: str) -> dict[str, Any] | None:
+        try:
+            body: dict[str, Any] = self.custom.get_namespaced_custom_object(
+                GROUP, VERSION, self.namespace, PLURAL, name
+            )
+        except client.ApiException as error:
+            if error.status == 404:
+                return None
+            raise
+        return body
+
+    def patch(self, name: str, spec: dict[str, Any]) -> None:
+        self.custom.patch_namespaced_custom_object(
+            GROUP, VERSION, self.namespace, PLURAL, name, {"spec": spec}
+        )
+
+    def delete(self, name: str) -> None:
+        self.custom.delete_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL, name)
+
+    def is_ready(self, name: str) -> bool:
+        body = self.get(name)
+        if body is None:
+            return False
+        ready = condition(body, "Ready")
+        return (
+            ready is not None
+            and ready["status"] == "True"
+            and body["status"].get("observedGeneration") == body["metadata"]["generation"]
+        )
+
+    def wait_ready(self, name: str, timeout: float = 90) -> dict[str, Any]:
+        wait_for(lambda: self.is_ready(name), f"OrderPipeline {name} Ready", timeout=timeout)
+        body = self.get(name)
+        assert body is not None
+        return body
+
+
+def has_event(api: client.ApiClient, namespace: str, reason: str, text: str) -> bool:
+    events = client.CoreV1Api(api).list_namespaced_event(namespace).items
+    return any(event.reason == reason and text in (event.message or "") for event in events)
