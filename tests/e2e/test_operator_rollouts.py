@@ -165,7 +165,8 @@ def test_abort_rolls_back_remembers_the_revision_and_retry_rolls_it_out_again(
     assert degraded["stableRevision"] == first["stableRevision"]
     assert degraded["abortReason"].startswith("AbortedByCommand")
     rolled_back = [c for c in degraded["conditions"] if c["type"] == "RolledBack"]
-    assert rolled_back and rolled_back[0]["status"] == "True"
+    assert rolled_back
+    assert rolled_back[0]["status"] == "True"
     wait_for(
         lambda: image_and_replicas(k8s_api, namespace, "shop-processor-canary")[1] == 0,
         "the canary at zero",
@@ -226,7 +227,8 @@ def test_the_api_rolls_after_the_processor_and_a_bad_command_gets_a_warning(
     )
     wait_phase(pipelines, "shop", "processor", "Paused")
     api = rollout_of(pipelines, "shop", "api")
-    assert api["phase"] == "Progressing" and "waits for the processor" in api["message"]
+    assert api["phase"] == "Progressing"
+    assert "waits for the processor" in api["message"]
     assert image_and_replicas(k8s_api, namespace, "shop-api")[0] == "order-api:e2e"
 
     pipelines.custom.patch_namespaced_custom_object(
