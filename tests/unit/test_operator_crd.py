@@ -49,6 +49,28 @@ def test_the_schema_is_structural_no_references_or_untyped_fields(crd: dict[str,
     walk(schema_of(crd), "")
 
 
+def test_exclusive_bounds_are_openapi_v3_flags(crd: dict[str, Any]) -> None:
+    """The apiserver wants `exclusiveMinimum: true` beside `minimum`, not JSON Schema's number."""
+    rollout = schema_of(crd)["properties"]["spec"]["properties"]["rollout"]["properties"]
+    tolerance = rollout["apiShareTolerance"]
+    assert (tolerance["minimum"], tolerance["exclusiveMinimum"]) == (0, True)
+    alpha = rollout["analysis"]["properties"]["api"]["properties"]["errorRatios"]["items"]
+    bounds = alpha["properties"]["alpha"]
+    assert (bounds["maximum"], bounds["exclusiveMaximum"]) == (1, True)
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            for key in ("exclusiveMinimum", "exclusiveMaximum"):
+                assert isinstance(node.get(key, True), bool), node
+            for child in node.values():
+                walk(child)
+        elif isinstance(node, list):
+            for child in node:
+                walk(child)
+
+    walk(schema_of(crd))
+
+
 def test_crd_names_match_the_group_and_version_the_operator_watches(crd: dict[str, Any]) -> None:
     assert crd["spec"]["group"] == v1alpha1.GROUP
     assert crd["spec"]["names"]["plural"] == v1alpha1.PLURAL

@@ -91,6 +91,11 @@ def structural(model_schema: dict[str, Any]) -> dict[str, Any]:
             (only,) = [o for o in node.pop("anyOf") if o != {"type": "null"}]
             node = {**convert(only), **node}
         node.pop("title", None)
+        for exclusive, bound in (("exclusiveMinimum", "minimum"), ("exclusiveMaximum", "maximum")):
+            # JSON Schema's numeric exclusive bound is OpenAPI v3's bound plus a flag.
+            if not isinstance(node.get(exclusive), bool) and exclusive in node:
+                node[bound] = node[exclusive]
+                node[exclusive] = True
         if node.get("default", ...) is None:
             del node["default"]
         if "description" in node:
