@@ -202,11 +202,18 @@ class Pipelines:
 
     def watch(self, name: str, out: TextIO) -> None:
         """Print the status now and again on every change until the object is deleted."""
-        body = self.get(name)
-        shown = render(body)
-        out.write(shown)
-        out.flush()
-        version = body["metadata"]["resourceVersion"]
+        shown = ""
+
+        def show(body: Mapping[str, Any]) -> str:
+            nonlocal shown
+            text = render(body)
+            if text != shown:
+                out.write(("\n" if shown else "") + text)
+                out.flush()
+                shown = text
+            return str(body["metadata"]["resourceVersion"])
+
+        version = show(self.get(name))
         stream = watch.Watch()  # type: ignore[no-untyped-call]
         while True:
             try:
@@ -217,32 +224,20 @@ class Pipelines:
                     resource_version=version,
                     timeout_seconds=_WATCH_SECONDS,
                 ):
-                    obj = event["object"]
                     if event["type"] == "DELETED":
                         out.write(f"orderpipeline {self.namespace}/{name} was deleted\n")
                         out.flush()
                         return
                     if event["type"] == "ERROR":
                         break
-                    version = obj["metadata"]["resourceVersion"]
-                    text = render(obj)
-                    if text != shown:
-                        out.write("\n" + text)
-                        out.flush()
-                        shown = text
+                    version = show(event["object"])
                 else:
                     continue  # the server ended the watch: go on from where it was
             except client.ApiException as error:
                 if error.status != 410:
                     raise _api_error(error, self.namespace, name) from None
             # The version expired (410): start again from the object as it is now.
-            body = self.get(name)
-            version = body["metadata"]["resourceVersion"]
-            text = render(body)
-            if text != shown:
-                out.write("\n" + text)
-                out.flush()
-                shown = text
+            version = show(self.get(name))
 
 
 def _api_error(error: client.ApiException, namespace: str, name: str) -> CliError:
