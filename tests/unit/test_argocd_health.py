@@ -130,3 +130,78 @@ def test_config_map_carries_exactly_the_tested_script() -> None:
     config_map = yaml.safe_load(CONFIG_MAP.read_text())
     assert config_map["metadata"]["name"] == "argocd-cm"
     assert config_map["data"] == {KEY: HEALTH.read_text()}
+
+
+def rollout(phase: str, *, rolled_back: bool = False, **fields: Any) -> dict[str, Any]:
+    """A component's `status.rollout.<component>` as the rollout machine writes it."""
+    status = "True" if rolled_back else "False"
+    return {
+        "phase": phase,
+        "stableRevision": "r1",
+        "message": fields.pop("message", f"{phase.lower()} message"),
+        "conditions": [{"type": "RolledBack", "status": status, "reason": "x"}],
+        **fields,
+    }
+
+
+def rolling(**components: dict[str, Any]) -> dict[str, Any]:
+    """A Ready pipeline of the current generation with these rollout statuses."""
+    return pipeline(
+        observedGeneration=2,
+        conditions=[ready("True", "AllComponentsReady", message="all ready")],
+        rollout=components,
+    )
+
+
+def test_a_rollout_stepping_on_is_progressing() -> None:
+    obj = rolling(
+        processor=rollout("Healthy"),
+        api=rollout("Progressing", message="step 1/6: weight 5%", canaryRevision="r2"),
+    )
+    assert health(obj) == ("Progressing", "api: step 1/6: weight 5%")
+
+
+def test_a_paused_rollout_is_suspended() -> None:
+    obj = rolling(processor=rollout("Paused", message="step 2/6: paused until promoted"))
+    assert health(obj) == ("Suspended", "processor: step 2/6: paused until promoted")
+
+
+def test_a_paused_rollout_wins_over_one_waiting_its_turn() -> None:
+    obj = rolling(processor=rollout("Progressing"), api=rollout("Paused", message="held"))
+    assert health(obj) == ("Suspended", "api: held")
+
+
+def test_a_rolled_back_rollout_is_degraded_with_its_reason() -> None:
+    obj = rolling(
+        processor=rollout(
+            "Degraded", rolled_back=True, abortReason="GateFailed: dlq-bound failures 3 > 0"
+        ),
+        # The API is held behind the processor's abort: the rollback is what to report.
+        api=rollout("Paused", message="blocked"),
+    )
+    assert health(obj) == (
+        "Degraded",
+        "processor rolled back: GateFailed: dlq-bound failures 3 > 0",
+    )
+
+
+def test_the_rolled_back_condition_alone_is_degraded() -> None:
+    obj = rolling(api=rollout("Healthy", rolled_back=True, abortReason="AbortedByCommand: x"))
+    assert health(obj) == ("Degraded", "api rolled back: AbortedByCommand: x")
+
+
+def test_settled_rollouts_leave_the_health_to_ready() -> None:
+    obj = rolling(processor=rollout("Healthy"), api=rollout("Healthy"))
+    assert health(obj) == ("Healthy", "all ready")
+    failing = pipeline(
+        observedGeneration=2,
+        conditions=[ready("False", "AwsRejected", message="denied")],
+        rollout={"processor": rollout("Paused")},
+    )
+    assert health(failing) == ("Degraded", "AwsRejected: denied")
+
+
+def test_a_rollout_in_an_older_generation_waits_for_the_operator() -> None:
+    obj = rolling(processor=rollout("Degraded", rolled_back=True, abortReason="x"))
+    obj["metadata"]["generation"] = 3
+    assert health(obj)[0] == "Progressing"

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 import yaml
 
+from order_operator.rollout import status as rollout_status
 from order_operator.v1alpha1 import crd as crd_module
 from order_operator.v1alpha1 import spec as v1alpha1
 
@@ -48,6 +49,28 @@ def test_the_schema_is_structural_no_references_or_untyped_fields(crd: dict[str,
     walk(schema_of(crd), "")
 
 
+def test_exclusive_bounds_are_openapi_v3_flags(crd: dict[str, Any]) -> None:
+    """The apiserver wants `exclusiveMinimum: true` beside `minimum`, not JSON Schema's number."""
+    rollout = schema_of(crd)["properties"]["spec"]["properties"]["rollout"]["properties"]
+    tolerance = rollout["apiShareTolerance"]
+    assert (tolerance["minimum"], tolerance["exclusiveMinimum"]) == (0, True)
+    alpha = rollout["analysis"]["properties"]["api"]["properties"]["errorRatios"]["items"]
+    bounds = alpha["properties"]["alpha"]
+    assert (bounds["maximum"], bounds["exclusiveMaximum"]) == (1, True)
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            for key in ("exclusiveMinimum", "exclusiveMaximum"):
+                assert isinstance(node.get(key, True), bool), node
+            for child in node.values():
+                walk(child)
+        elif isinstance(node, list):
+            for child in node:
+                walk(child)
+
+    walk(schema_of(crd))
+
+
 def test_crd_names_match_the_group_and_version_the_operator_watches(crd: dict[str, Any]) -> None:
     assert crd["spec"]["group"] == v1alpha1.GROUP
     assert crd["spec"]["names"]["plural"] == v1alpha1.PLURAL
@@ -75,6 +98,8 @@ def test_every_schema_default_equals_the_spec_model_default(crd: dict[str, Any])
             "tables": {"prefix": "p"},
             "api": {"image": "a"},
             "processor": {"image": "b"},
+            # The optional blocks present, so that the defaults inside them are compared too.
+            "rollout": {"analysis": {"prometheus": {"address": "http://prometheus:9090"}}},
         }
     ).model_dump(by_alias=True)
     defaults = leaf_defaults(spec_schema)
@@ -104,7 +129,49 @@ def test_every_status_field_the_operator_writes_is_declared(crd: dict[str, Any])
         "readyReplicas",
         "lastScaleTime",
     }
-    assert {"observedGeneration", "conditions", "api", "tables"} <= set(status)
+    assert {"observedGeneration", "conditions", "api", "tables", "rollout"} <= set(status)
+
+
+def test_the_rollout_status_of_each_component_is_declared(crd: dict[str, Any]) -> None:
+    """The apiserver prunes undeclared status: `status.rollout.<component>` must carry every
+    field the rollout machine writes, and no `additionalProperties: false`, which the apiserver
+    refuses beside `properties`."""
+    rollout = schema_of(crd)["properties"]["status"]["properties"]["rollout"]["properties"]
+    written = rollout_status.RolloutStatus(phase="Healthy", stable_revision="r1").to_dict()
+    assert set(rollout) == {"processor", "api"}
+    for component in rollout.values():
+        fields = component["properties"]
+        assert set(written) <= set(fields)
+        assert fields["phase"]["enum"] == ["Healthy", "Progressing", "Paused", "Degraded"]
+        measure = fields["lastAnalysis"]["properties"]["measures"]["items"]
+        assert {"name", "value", "verdict", "detail"} <= set(measure["properties"])
+    assert "additionalProperties" not in yaml.safe_dump(schema_of(crd)["properties"]["status"])
+
+
+def test_printer_columns_show_each_components_rollout_phase_and_weight(
+    crd: dict[str, Any],
+) -> None:
+    (version,) = crd["spec"]["versions"]
+    columns = {c["name"]: c["jsonPath"] for c in version["additionalPrinterColumns"]}
+    assert columns["Processor Rollout"] == ".status.rollout.processor.phase"
+    assert columns["Processor Weight"] == ".status.rollout.processor.targetWeight"
+    assert columns["API Rollout"] == ".status.rollout.api.phase"
+    assert columns["API Weight"] == ".status.rollout.api.targetWeight"
+    assert list(columns)[:5] == ["Ready", "API", "Processors", "Backlog", "Processor Rollout"]
+    assert list(columns)[-1] == "Age"
+
+
+def test_the_spec_takes_an_optional_rollout() -> None:
+    base = {
+        "queue": {"name": "q"},
+        "tables": {"prefix": "p"},
+        "api": {"image": "a"},
+        "processor": {"image": "b"},
+    }
+    assert v1alpha1.OrderPipelineSpec.model_validate(base).rollout is None
+    with_rollout = v1alpha1.OrderPipelineSpec.model_validate({**base, "rollout": {}})
+    assert with_rollout.rollout is not None
+    assert with_rollout.rollout.order == ["processor", "api"]
 
 
 def test_rbac_never_grants_delete_or_wildcards() -> None:

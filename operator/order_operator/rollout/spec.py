@@ -1,18 +1,19 @@
 """Pydantic models of a canary rollout's spec: steps, analysis, deadline and order.
 
-Same conventions as `v1alpha1.spec` (camelCase aliases, attribute docstrings as descriptions,
-CEL rules for the apiserver) so that the models can become `OrderPipelineSpec.rollout` and
-generate its CRD schema unchanged. The rules the apiserver checks with CEL are checked here
+The resource's conventions (`resource_model`: camelCase aliases, attribute docstrings as
+descriptions, CEL rules for the apiserver): the models are `OrderPipelineSpec.rollout` and
+generate its CRD schema. The rules the apiserver checks with CEL are checked here
 too, because these models are also built directly (tests, defaults). The words follow Argo
 Rollouts and Flagger: steps, weight, pause, analysis, failureLimit, progressDeadlineSeconds.
 """
 
 from __future__ import annotations
 
-from typing import Any, Literal, Self
+from typing import Literal, Self
 
 import pydantic
-from pydantic import alias_generators
+
+from order_operator import resource_model
 
 Component = Literal["processor", "api"]
 COMPONENTS: tuple[Component, ...] = ("processor", "api")
@@ -22,34 +23,14 @@ TRACK_LABEL = "track"
 Track = Literal["canary", "stable"]
 
 
-def rule(expression: str, message: str) -> dict[str, Any]:
-    return {"x-kubernetes-validations": [{"rule": expression, "message": message}]}
-
-
-class _Model(pydantic.BaseModel):
-    model_config = pydantic.ConfigDict(
-        alias_generator=alias_generators.to_camel,
-        populate_by_name=True,
-        frozen=True,
-        extra="ignore",
-        use_attribute_docstrings=True,
-    )
-
-    @pydantic.model_serializer(mode="wrap")
-    def _without_nulls(self, handler: pydantic.SerializerFunctionWrapHandler) -> dict[str, Any]:
-        # An absent field is absent, not null: defaults in the CRD schema must not carry nulls.
-        data: dict[str, Any] = handler(self)
-        return {key: value for key, value in data.items() if value is not None}
-
-
-class Pause(_Model):
+class Pause(resource_model.SpecModel):
     duration: int | None = pydantic.Field(default=None, ge=0, le=7 * 86_400)
     """Seconds to stay at the current weight; absent: until promoted (`promote` command)."""
 
 
 class Step(
-    _Model,
-    json_schema_extra=rule(
+    resource_model.SpecModel,
+    json_schema_extra=resource_model.rule(
         "has(self.weight) != has(self.pause)", "a step is either a weight or a pause"
     ),
 ):
@@ -64,14 +45,14 @@ class Step(
         return self
 
 
-class Prometheus(_Model):
+class Prometheus(resource_model.SpecModel):
     address: str = pydantic.Field(pattern=r"^https?://[^/?#\s]+(/[^?#\s]*)?$")
     """Base URL of the Prometheus HTTP API that scrapes the components."""
 
 
 class Series(
-    _Model,
-    json_schema_extra=rule(
+    resource_model.SpecModel,
+    json_schema_extra=resource_model.rule(
         "has(self.query) != has(self.metric)", "give either query or metric (with matchers)"
     ),
 ):
@@ -103,7 +84,7 @@ def render(query: str, *, track: Track, interval_seconds: int) -> str:
     return query.replace("{track}", track).replace("{interval}", f"{interval_seconds}s")
 
 
-class Gate(_Model):
+class Gate(resource_model.SpecModel):
     """A hard limit checked every interval: one breach aborts the rollout at once."""
 
     name: str = pydantic.Field(pattern=r"^[A-Za-z0-9_-]{1,63}$")
@@ -115,7 +96,7 @@ class Gate(_Model):
     """max: the value must not exceed the threshold; min: it must not fall below it."""
 
 
-class ErrorRatioComparison(_Model):
+class ErrorRatioComparison(resource_model.SpecModel):
     """Canary against stable over the same window: fails only when the canary's error ratio is
     higher with statistical significance (one-sided Fisher exact test) and by at least the
     minimum effect, so neither noise nor a negligible difference aborts a rollout."""
@@ -131,7 +112,7 @@ class ErrorRatioComparison(_Model):
     """…and be at least (1 + this) times the stable's (0.5: half again as many errors)."""
 
 
-class LatencyComparison(_Model):
+class LatencyComparison(resource_model.SpecModel):
     """A latency quantile of the canary against the stable's over the same window."""
 
     name: str = pydantic.Field(default="latency", pattern=r"^[A-Za-z0-9_-]{1,63}$")
@@ -145,7 +126,7 @@ class LatencyComparison(_Model):
     """…plus this many seconds, so that a millisecond on a fast route fails nothing."""
 
 
-class Checks(_Model):
+class Checks(resource_model.SpecModel):
     """What judges one component's canary."""
 
     gates: list[Gate] = []
@@ -210,7 +191,7 @@ class ProcessorChecks(Checks):
     ]
 
 
-class Analysis(_Model):
+class Analysis(resource_model.SpecModel):
     """How canaries are judged: every interval, the gates, then canary against stable."""
 
     prometheus: Prometheus
@@ -235,8 +216,8 @@ DEFAULT_STEPS = [
 
 
 class RolloutSpec(
-    _Model,
-    json_schema_extra=rule(
+    resource_model.SpecModel,
+    json_schema_extra=resource_model.rule(
         "!has(self.analysis) || self.progressDeadlineSeconds > self.analysis.intervalSeconds",
         "rollout.progressDeadlineSeconds must be longer than rollout.analysis.intervalSeconds",
     ),

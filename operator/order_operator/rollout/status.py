@@ -3,7 +3,7 @@
 Status is the rollout's only memory: a restarted operator continues from what `from_dict`
 reads back, so everything the state machine needs between passes is here, and times are
 written as RFC 3339 (whole seconds) like the rest of the status. `RolloutStatusSchema` is
-what the CRD will declare for it.
+what the CRD declares for it (`status.rollout.<component>`).
 """
 
 from __future__ import annotations
@@ -13,9 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-import pydantic
-from pydantic import alias_generators
-
+from order_operator import resource_model
 from order_operator.rollout import judge
 
 Phase = Literal["Healthy", "Progressing", "Paused", "Degraded"]
@@ -137,16 +135,7 @@ class RolloutStatus:
         )
 
 
-class _Schema(pydantic.BaseModel):
-    model_config = pydantic.ConfigDict(
-        alias_generator=alias_generators.to_camel,
-        populate_by_name=True,
-        extra="forbid",
-        use_attribute_docstrings=True,
-    )
-
-
-class MeasureSchema(_Schema):
+class MeasureSchema(resource_model.StatusModel):
     name: str
     kind: judge.Kind
     query: str
@@ -155,22 +144,13 @@ class MeasureSchema(_Schema):
     detail: str
 
 
-class AnalysisSchema(_Schema):
+class AnalysisSchema(resource_model.StatusModel):
     at: datetime.datetime
     verdict: judge.Verdict
     measures: list[MeasureSchema] = []
 
 
-class ConditionSchema(_Schema):
-    type: str
-    status: Literal["True", "False", "Unknown"]
-    reason: str | None = None
-    message: str | None = None
-    observed_generation: int | None = None
-    last_transition_time: datetime.datetime | None = None
-
-
-class RolloutStatusSchema(_Schema):
+class RolloutStatusSchema(resource_model.StatusModel):
     """`status.rollout.<component>` as the CRD must declare it (the apiserver prunes what it
     does not declare); `to_dict` writes nothing else."""
 
@@ -188,7 +168,4 @@ class RolloutStatusSchema(_Schema):
     failed_revision: str | None = None
     handled_command: str | None = None
     message: str = ""
-    conditions: list[ConditionSchema] = pydantic.Field(
-        default=[],
-        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
-    )
+    conditions: list[resource_model.Condition] = resource_model.condition_list()

@@ -11,9 +11,10 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 import pydantic
-from pydantic import alias_generators
 
 from order_common import schema
+from order_operator import resource_model
+from order_operator.rollout import spec as rollout_spec
 
 GROUP = "order-pipeline.dev"
 VERSION = "v1alpha1"
@@ -33,25 +34,11 @@ def immutable(field: str) -> dict[str, Any]:
     return {"x-kubernetes-validations": [{"rule": "self == oldSelf", "message": field}]}
 
 
-def rule(expression: str, message: str) -> dict[str, Any]:
-    return {"x-kubernetes-validations": [{"rule": expression, "message": message}]}
-
-
-class _Model(pydantic.BaseModel):
-    model_config = pydantic.ConfigDict(
-        alias_generator=alias_generators.to_camel,
-        populate_by_name=True,
-        frozen=True,
-        extra="ignore",
-        use_attribute_docstrings=True,
-    )
-
-
-class SecretReference(_Model):
+class SecretReference(resource_model.SpecModel):
     name: str = pydantic.Field(min_length=1)
 
 
-class AwsEndpoints(_Model):
+class AwsEndpoints(resource_model.SpecModel):
     """Endpoint overrides (local engines); unset means AWS."""
 
     sqs: str | None = pydantic.Field(default=None, pattern=r"^https?://")
@@ -59,8 +46,8 @@ class AwsEndpoints(_Model):
 
 
 class AwsCredentials(
-    _Model,
-    json_schema_extra=rule(
+    resource_model.SpecModel,
+    json_schema_extra=resource_model.rule(
         "self.source != 'Secret' || has(self.secretRef)",
         "credentials.secretRef is required when credentials.source is Secret",
     ),
@@ -74,7 +61,7 @@ class AwsCredentials(
     """ServiceAccount of the workloads' pods (e.g. one bound to an IAM role)."""
 
 
-class AwsSpec(_Model):
+class AwsSpec(resource_model.SpecModel):
     """Where the queues and tables live and how to reach them."""
 
     region: str = pydantic.Field(default="us-east-1", pattern=r"^[a-z]{2}(-[a-z]+)+-[0-9]+$")
@@ -87,8 +74,8 @@ _MAX_RETENTION = 14 * 86_400  # SQS's limit
 
 
 class QueueSpec(
-    _Model,
-    json_schema_extra=rule(
+    resource_model.SpecModel,
+    json_schema_extra=resource_model.rule(
         "self.dlqRetentionSeconds > self.retentionSeconds",
         "queue.dlqRetentionSeconds must be longer than queue.retentionSeconds"
         " (moved messages keep their original enqueue time)",
@@ -131,7 +118,7 @@ class QueueSpec(
         return schema.dlq_name(self.name)
 
 
-class TablesSpec(_Model):
+class TablesSpec(resource_model.SpecModel):
     prefix: str = pydantic.Field(
         # Not empty: bare table names (orders, payments) are the likeliest to be someone else's.
         min_length=1,
@@ -145,16 +132,16 @@ class TablesSpec(_Model):
         return [table.name(self.prefix) for table in schema.TABLES]
 
 
-class Resources(_Model):
+class Resources(resource_model.SpecModel):
     requests: dict[str, IntOrString] = {"cpu": "100m", "memory": "128Mi"}
     limits: dict[str, IntOrString] = {"memory": "256Mi"}
 
 
-class DisruptionBudget(_Model):
+class DisruptionBudget(resource_model.SpecModel):
     max_unavailable: IntOrString = 1
 
 
-class Toleration(_Model):
+class Toleration(resource_model.SpecModel):
     """A Kubernetes pod toleration."""
 
     key: str | None = None
@@ -164,14 +151,14 @@ class Toleration(_Model):
     toleration_seconds: int | None = None
 
 
-class Placement(_Model):
+class Placement(resource_model.SpecModel):
     """Where a component's pods may run (copied into their pod spec)."""
 
     node_selector: dict[str, str] = {}
     tolerations: list[Toleration] = []
 
 
-class ApiAutoscaling(_Model):
+class ApiAutoscaling(resource_model.SpecModel):
     min_replicas: int = pydantic.Field(default=2, ge=1, le=100)
     max_replicas: int = pydantic.Field(default=10, ge=1, le=100)
     target_cpu_utilization_percentage: int = pydantic.Field(
@@ -186,8 +173,8 @@ _IMAGE = pydantic.Field(min_length=1)
 
 
 class ApiSpec(
-    _Model,
-    json_schema_extra=rule(
+    resource_model.SpecModel,
+    json_schema_extra=resource_model.rule(
         "self.autoscaling.minReplicas <= self.autoscaling.maxReplicas",
         "api.autoscaling.minReplicas must not exceed api.autoscaling.maxReplicas",
     ),
@@ -211,8 +198,8 @@ class ApiSpec(
 
 
 class ProcessorScaling(
-    _Model,
-    json_schema_extra=rule(
+    resource_model.SpecModel,
+    json_schema_extra=resource_model.rule(
         "self.minReplicas <= self.maxReplicas",
         "processor.scaling.minReplicas must not exceed processor.scaling.maxReplicas",
     ),
@@ -229,7 +216,7 @@ class ProcessorScaling(
     """Whether in-flight (received, not yet deleted) messages count as backlog."""
 
 
-class ProcessorSpec(_Model):
+class ProcessorSpec(resource_model.SpecModel):
     image: str = _IMAGE
     resources: Resources = Resources()
     env: dict[str, str] = {}
@@ -243,7 +230,7 @@ class ProcessorSpec(_Model):
     placement: Placement = Placement()
 
 
-class DevelopmentSpec(_Model):
+class DevelopmentSpec(resource_model.SpecModel):
     """For a development loop such as `skaffold dev`; leave it unset in production."""
 
     reload: bool = False
@@ -254,13 +241,16 @@ class DevelopmentSpec(_Model):
     not import waits for the next one instead of crash-looping."""
 
 
-class OrderPipelineSpec(_Model):
+class OrderPipelineSpec(resource_model.SpecModel):
     aws: AwsSpec = AwsSpec()
     queue: QueueSpec
     tables: TablesSpec
     api: ApiSpec
     processor: ProcessorSpec
     development: DevelopmentSpec = DevelopmentSpec()
+    rollout: rollout_spec.RolloutSpec | None = None
+    """Canary rollouts of the processor and the API, judged by Prometheus metrics. Absent: a
+    change to a component's pod template updates it in place."""
     adopt: bool = False
     """Take over queues and tables of the spec's names that exist without an owner tag, or that
     an earlier OrderPipeline of the same namespace and name left behind (deletionPolicy

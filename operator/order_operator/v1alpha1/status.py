@@ -7,30 +7,12 @@ fields as plain dicts through kopf's patch.
 from __future__ import annotations
 
 import datetime
-from typing import Literal
 
-import pydantic
-from pydantic import alias_generators
-
-
-class _Model(pydantic.BaseModel):
-    model_config = pydantic.ConfigDict(
-        alias_generator=alias_generators.to_camel,
-        populate_by_name=True,
-        use_attribute_docstrings=True,
-    )
+from order_operator import resource_model
+from order_operator.rollout import status as rollout_status
 
 
-class Condition(_Model):
-    type: str
-    status: Literal["True", "False", "Unknown"]
-    reason: str | None = None
-    message: str | None = None
-    observed_generation: int | None = None
-    last_transition_time: datetime.datetime | None = None
-
-
-class QueueStatus(_Model):
+class QueueStatus(resource_model.StatusModel):
     url: str | None = None
     arn: str | None = None
     dlq_url: str | None = None
@@ -42,24 +24,29 @@ class QueueStatus(_Model):
     dlq_depth: int | None = None
 
 
-class ApiStatus(_Model):
+class ApiStatus(resource_model.StatusModel):
     ready_replicas: int | None = None
 
 
-class ProcessorStatus(_Model):
+class ProcessorStatus(resource_model.StatusModel):
     desired_replicas: int | None = None
     current_replicas: int | None = None
     ready_replicas: int | None = None
     last_scale_time: datetime.datetime | None = None
 
 
-class OrderPipelineStatus(_Model):
+class RolloutStatuses(resource_model.StatusModel):
+    """Each component's canary rollout (`spec.rollout`); absent until its first pass."""
+
+    processor: rollout_status.RolloutStatusSchema | None = None
+    api: rollout_status.RolloutStatusSchema | None = None
+
+
+class OrderPipelineStatus(resource_model.StatusModel):
     observed_generation: int | None = None
-    conditions: list[Condition] = pydantic.Field(
-        default=[],
-        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
-    )
+    conditions: list[resource_model.Condition] = resource_model.condition_list()
     queue: QueueStatus | None = None
     tables: list[str] = []
     api: ApiStatus | None = None
     processor: ProcessorStatus | None = None
+    rollout: RolloutStatuses | None = None
