@@ -237,6 +237,25 @@ def test_a_missing_reading_is_inconclusive_never_a_pass() -> None:
     assert result.summary() == "latency: no data"
 
 
+def test_a_missing_reading_shows_why_it_is_missing() -> None:
+    """The wiring says why it has no number (Prometheus down, an error, no series): status
+    shows it, so a person sees why the step holds."""
+    readings = judge.Readings(
+        missing={
+            ("gate", "dlq-bound"): "Prometheus unreachable",
+            ("errorRatio", "error-ratio"): "no series",
+            ("latency", "latency"): "HTTP 503",
+        }
+    )
+    result = run(readings)
+    assert result.verdict == judge.INCONCLUSIVE
+    assert [m.detail for m in result.measures] == [
+        "no data: Prometheus unreachable (max 0)",
+        "no data: no series",
+        "no data: HTTP 503",
+    ]
+
+
 def test_nothing_measured_is_inconclusive() -> None:
     assert judge.combine([]).verdict == judge.INCONCLUSIVE
 

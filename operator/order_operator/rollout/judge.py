@@ -140,10 +140,17 @@ class Counts:
         return self.error_sum / self.total_sum if self.total_sum else 0.0
 
 
-def judge_gate(gate: rollout_spec.Gate, value: float | None, *, query: str) -> Measure:
+def _no_data(reason: str | None) -> str:
+    return f"no data: {reason}" if reason else "no data"
+
+
+def judge_gate(
+    gate: rollout_spec.Gate, value: float | None, *, query: str, reason: str | None = None
+) -> Measure:
     limit = f"{gate.comparison} {gate.threshold:g}"
     if value is None or math.isnan(value):
-        return Measure(gate.name, "gate", query, None, INCONCLUSIVE, f"no data ({limit})")
+        detail = f"{_no_data(reason)} ({limit})"
+        return Measure(gate.name, "gate", query, None, INCONCLUSIVE, detail)
     breached = value > gate.threshold if gate.comparison == "max" else value < gate.threshold
     verdict = FAIL if breached else PASS
     return Measure(gate.name, "gate", query, value, verdict, f"{value:g} against {limit}")
@@ -238,6 +245,12 @@ class Readings:
     error_ratios: Mapping[str, tuple[Counts, Counts]] = field(default_factory=dict)
     """(canary, stable) per comparison."""
     latencies: Mapping[str, LatencyReading] = field(default_factory=dict)
+    missing: Mapping[tuple[Kind, str], str] = field(default_factory=dict)
+    """Why a check has no reading, by (kind, name): Prometheus down, an error, no series. The
+    measure's detail shows it, so status says why a step holds."""
+
+    def reason(self, kind: Kind, name: str) -> str | None:
+        return self.missing.get((kind, name))
 
 
 def judge(
@@ -246,30 +259,37 @@ def judge(
     *,
     min_samples: int,
     interval_seconds: int,
+    window_seconds: int | None = None,
 ) -> Result:
-    """Every check of a component on one window's readings."""
+    """Every check of a component on one window's readings. Gates and error counts are read
+    per interval; latency quantiles over the whole window (default one interval), which is
+    what their queries show."""
     measures: list[Measure] = []
     for gate in checks.gates:
         query = rollout_spec.render(gate.query, track="canary", interval_seconds=interval_seconds)
-        measures.append(judge_gate(gate, readings.gates.get(gate.name), query=query))
+        value = readings.gates.get(gate.name)
+        reason = readings.reason("gate", gate.name)
+        measures.append(judge_gate(gate, value, query=query, reason=reason))
     for comparison in checks.error_ratios:
         errors = comparison.errors.promql(track="canary", interval_seconds=interval_seconds)
         total = comparison.total.promql(track="canary", interval_seconds=interval_seconds)
         query = f"({errors}) / ({total})"
         pair = readings.error_ratios.get(comparison.name)
         if pair is None:
+            detail = _no_data(readings.reason("errorRatio", comparison.name))
             measures.append(
-                Measure(comparison.name, "errorRatio", query, None, INCONCLUSIVE, "no data")
+                Measure(comparison.name, "errorRatio", query, None, INCONCLUSIVE, detail)
             )
             continue
         measures.append(judge_error_ratio(comparison, *pair, min_samples=min_samples, query=query))
     for latency in checks.latencies:
         query = rollout_spec.render(
-            latency.query, track="canary", interval_seconds=interval_seconds
+            latency.query, track="canary", interval_seconds=window_seconds or interval_seconds
         )
         reading = readings.latencies.get(latency.name)
         if reading is None:
-            measures.append(Measure(latency.name, "latency", query, None, INCONCLUSIVE, "no data"))
+            detail = _no_data(readings.reason("latency", latency.name))
+            measures.append(Measure(latency.name, "latency", query, None, INCONCLUSIVE, detail))
             continue
         measures.append(judge_latency(latency, reading, min_samples=min_samples, query=query))
     return combine(measures)
