@@ -212,24 +212,20 @@ def _analyse(
     if status is None or not status.rolling or spec is None:
         return None, None
     last = status.last_analysis
-    if last is not None and now - last.at < spec.interval_seconds:
-        return None, status.observed_share
     started = status.step_started_at if status.step_started_at is not None else now
-    intervals = int((now - started) // spec.interval_seconds)
-    checks = spec.checks(component)
-    window = analysis.read_window(
-        analysis.Prometheus(spec.prometheus.address, pool=memory.pool),
-        checks,
-        component=component,
-        interval_seconds=spec.interval_seconds,
-        intervals=max(1, min(intervals, MAX_WINDOW_INTERVALS)),
-        at=now,
-    )
+    if now - started < spec.interval_seconds or (
+        last is not None and now - last.at < spec.interval_seconds
+    ):
+        # A window reaching back before the step began would judge the previous weight.
+        return None, status.observed_share
+    intervals = max(1, min(int((now - started) // spec.interval_seconds), MAX_WINDOW_INTERVALS))
+    window = analysis.read(spec, component, intervals=intervals, at=now, pool=memory.pool)
     result = judge.judge(
-        checks,
+        spec.checks(component),
         window.readings,
         min_samples=spec.min_samples,
         interval_seconds=spec.interval_seconds,
+        window_seconds=spec.interval_seconds * intervals,
     )
     return rollout_status.Analysis(at=now, result=result), window.observed_share
 
