@@ -3,12 +3,30 @@
 from __future__ import annotations
 
 import os
+import pathlib
 import sys
+import tempfile
 
 import pydantic
 import uvicorn
 
 from order_api import settings as settings_module
+from order_common import exposition
+
+
+def share_metrics() -> str:
+    """Multiprocess mode for the workers uvicorn starts (they inherit the environment): each
+    writes its values to files that every worker's `/metrics` sums, so a scrape sees the whole
+    server, not the one worker that answered. The directory must start empty: values left by
+    an earlier server would add to this one's."""
+    directory = os.environ.get(exposition.MULTIPROCESS_DIR_VARIABLE)
+    if directory:
+        for stale in pathlib.Path(directory).glob("*.db"):
+            stale.unlink()
+    else:
+        directory = tempfile.mkdtemp(prefix="order-api-metrics-")
+        os.environ[exposition.MULTIPROCESS_DIR_VARIABLE] = directory
+    return directory
 
 
 def main() -> None:
@@ -20,6 +38,8 @@ def main() -> None:
             f"{settings_module.describe(exc)}"
         )
     workers = int(os.environ.get("API_WORKERS", "1"))
+    if workers > 1:
+        share_metrics()
     uvicorn.run(
         # One process per container is the norm; API_WORKERS > 1 shares the port on one host.
         "order_api.app:create_served_app",
