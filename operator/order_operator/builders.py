@@ -29,7 +29,7 @@ import hashlib
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 from order_operator.rollout import spec as rollout_spec
 from order_operator.v1alpha1 import spec as v1alpha1

@@ -59,7 +59,7 @@ def source() -> registry.Collector:
     """What this process exposes: the default registry, or in multiprocess mode the values
     every process of the group wrote (counters and histograms summed)."""
     if os.environ.get(MULTIPROCESS_DIR_VARIABLE):
-        return multiprocess.MultiProcessCollector(None)
+        return multiprocess.MultiProcessCollector(None)  # type: ignore[no-untyped-call]
     return prometheus_client.REGISTRY
 
 

@@ -231,9 +231,7 @@ def test_development_reload_only_adds_the_sources_copy_and_the_reloading_command
         assert {k: v for k, v in container.items() if k not in dev_only} == {
             k: v for k, v in plain_container.items() if k != "livenessProbe"
         }
-        without_record = {
-            k: v for k, v in reloading["metadata"].items() if k != "annotations"
-        }
+        without_record = {k: v for k, v in reloading["metadata"].items() if k != "annotations"}
         assert without_record == {k: v for k, v in plain["metadata"].items() if k != "annotations"}
 
 
