@@ -542,6 +542,22 @@ def stable_template(
     return dict(desired)
 
 
+def build_stable_deployment(
+    owner: Owner,
+    spec: v1alpha1.OrderPipelineSpec,
+    component: Component,
+    *,
+    stable_revision: str,
+    live: Mapping[str, Any] | None,
+    promote: bool = False,
+) -> dict[str, Any]:
+    """The stable Deployment a plan asks for (`machine.Plan.stable_revision`, `.promote`):
+    at the spec's template, or, while a rollout runs, at the one it runs now (`live`)."""
+    desired = pod_template(owner, spec, component)
+    template = stable_template(desired, stable_revision=stable_revision, live=live, promote=promote)
+    return build_deployment(owner, component, template)
+
+
 # Deployment selectors are immutable: a stable Deployment from before tracks selects every
 # pod of its component, its canary's too. It is replaced, without stopping its pods.
 

@@ -236,3 +236,31 @@ def test_the_replicasets_a_replaced_deployment_left_go_once_the_new_one_is_avail
     starting = stable | {"status": {"availableReplicas": 1, "replicas": 2}}
     assert builders.orphaned_replicasets(OWNER, "api", replicasets, starting) == []
     assert builders.orphaned_replicasets(OWNER, "api", replicasets, None) == []
+
+
+@pytest.mark.parametrize("component", COMPONENTS)
+def test_the_stable_deployment_of_a_plan_stays_at_its_revision_until_promoted(
+    component: rollout_spec.Component,
+) -> None:
+    old_spec = make_spec()
+    new_spec = make_spec(**{component: {"image": f"{component}:2"}})
+    live = json.loads(
+        json.dumps(
+            builders.build_stable_deployment(
+                OWNER, old_spec, component, stable_revision="none", live=None
+            )
+        )
+    )
+    old_revision = builders.running_revision(live)
+    assert old_revision is not None
+    during = builders.build_stable_deployment(
+        OWNER, new_spec, component, stable_revision=old_revision, live=live
+    )
+    assert during == live
+    promoted = builders.build_stable_deployment(
+        OWNER, new_spec, component, stable_revision=old_revision, live=live, promote=True
+    )
+    assert promoted == builders.build_deployment(
+        OWNER, component, builders.pod_template(OWNER, new_spec, component)
+    )
+    assert builders.running_revision(promoted) != old_revision
