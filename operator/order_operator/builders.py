@@ -680,6 +680,9 @@ def build_api_hpa(owner: Owner, spec: v1alpha1.OrderPipelineSpec) -> dict[str, A
 
 
 def build_pdb(owner: Owner, component: str, budget: v1alpha1.DisruptionBudget) -> dict[str, Any]:
+    """One budget per component over both tracks: what an eviction may take is the
+    component's capacity, wherever its pods run (the disruption controller sums the scales of
+    both Deployments)."""
     name = api_name(owner) if component == "api" else processor_name(owner)
     return {
         "apiVersion": "policy/v1",
