@@ -92,7 +92,10 @@ orders it produced end."""
 UNKNOWN_PRODUCER = "unknown"
 """The producer of a message without a (well-formed) `producer_version`."""
 
-_PRODUCER_VERSION = re.compile(r"[A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?")
+VERSION_PATTERN = r"^[A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?$"
+"""A release name fit for a Prometheus label value and a Kubernetes label value alike."""
+
+_PRODUCER_VERSION = re.compile(VERSION_PATTERN)
 
 MESSAGE_ATTRIBUTE_NAMES = ("request_id", PRODUCER_VERSION_ATTRIBUTE, *TRACE_CONTEXT_ATTRIBUTES)
 """Every message attribute the API sets, and so every one the processor asks for."""

@@ -12,12 +12,9 @@ from typing import Annotated, Literal
 import pydantic
 import pydantic_settings
 
-from order_common import schema
+from order_common import contract, schema
 
-Version = Annotated[
-    str, pydantic.StringConstraints(pattern=r"^[A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?$")
-]
-"""A release name fit for a Prometheus label value and a Kubernetes label value alike."""
+Version = Annotated[str, pydantic.StringConstraints(pattern=contract.VERSION_PATTERN)]
 
 Track = Literal["stable", "canary"]
 
