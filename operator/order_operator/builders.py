@@ -10,19 +10,48 @@ With `spec.development.reload` the two workloads run from a writable copy of the
 emptyDir over `SOURCE_DIR`, filled by an init container from the image) and restart on a change
 there: that is where `skaffold dev` syncs Python files (skaffold.yaml's `dev` profile), while the
 root filesystem stays read-only.
+
+Canary rollouts: per component a stable Deployment (`<name>-api`, `<name>-processor`) and a
+canary one (`<name>-api-canary`, `<name>-processor-canary`). A component's pod template, as
+the spec defines it, has a revision (`template_revision`: a hash of the template before the
+release is stamped on it); the pods carry it as the `version` label and `APP_VERSION`, and
+their side as the `track` label and `ROLLOUT_TRACK`, which their metrics repeat. Each
+Deployment selects its own track, so the two never select each other's pods; the Services and
+the PDBs select the component's pods of both tracks. A stable Deployment records the template
+it was built from (`TEMPLATE_ANNOTATION`), so that during a rollout, while the spec already
+asks for the canary's template, the stable side can be applied again exactly as it runs.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import copy
+import hashlib
+import json
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from order_operator.rollout import spec as rollout_spec
 from order_operator.v1alpha1 import spec as v1alpha1
 
 API_PORT = 8000
 METRICS_PORT = 9100
 MANAGED_BY = "order-operator"
+
+Component = rollout_spec.Component
+Track = rollout_spec.Track
+STABLE: Track = "stable"
+CANARY: Track = "canary"
+TRACK_LABEL = rollout_spec.TRACK_LABEL
+VERSION_LABEL = "version"
+"""The pod template's revision, as a pod label (and as the `version` label of its metrics)."""
+APP_VERSION_ENV = "APP_VERSION"
+ROLLOUT_TRACK_ENV = "ROLLOUT_TRACK"
+CONCURRENCY_ENV = "CONCURRENCY"
+"""The processor's receive concurrency (its settings' `concurrency`)."""
+TEMPLATE_ANNOTATION = f"{v1alpha1.GROUP}/template"
+"""On a stable Deployment: the unstamped pod template it was built from, as canonical JSON."""
+REVISION_LENGTH = 10
 
 SOURCE_DIR = "/app"
 """Where the images keep the Python packages (`PYTHONPATH`, see services/*.Dockerfile)."""
@@ -97,12 +126,22 @@ def processor_name(owner: Owner) -> str:
     return f"{owner.name}-processor"
 
 
+def deployment_name(owner: Owner, component: Component, track: Track = STABLE) -> str:
+    base = api_name(owner) if component == "api" else processor_name(owner)
+    return base if track == STABLE else f"{base}-{CANARY}"
+
+
 def selector_labels(owner: Owner, component: str) -> dict[str, str]:
     return {
         "app.kubernetes.io/name": "order-pipeline",
         "app.kubernetes.io/instance": owner.name,
         "app.kubernetes.io/component": component,
     }
+
+
+def track_selector_labels(owner: Owner, component: str, track: Track) -> dict[str, str]:
+    """One track's pods of a component: what its Deployment selects."""
+    return selector_labels(owner, component) | {TRACK_LABEL: track}
 
 
 def labels(owner: Owner, component: str) -> dict[str, str]:
@@ -249,32 +288,15 @@ def scrape_annotations(port: int) -> dict[str, str]:
     }
 
 
-def _deployment(
-    owner: Owner,
-    name: str,
-    component: str,
-    pod: dict[str, Any],
-    *,
-    metrics_port: int,
-    strategy: dict[str, Any] | None = None,
+def _pod_template(
+    owner: Owner, component: Component, pod: dict[str, Any], *, metrics_port: int
 ) -> dict[str, Any]:
-    """A Deployment of one component's pods, without `replicas` (its HPA or the operator's
-    scaler owns the count); `strategy` None keeps Kubernetes' default rolling update."""
-    spec: dict[str, Any] = {"selector": {"matchLabels": selector_labels(owner, component)}}
-    if strategy is not None:
-        spec["strategy"] = strategy
-    spec["template"] = {
+    return {
         "metadata": {
             "labels": labels(owner, component),
             "annotations": scrape_annotations(metrics_port),
         },
         "spec": pod,
-    }
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": _metadata(owner, name, component),
-        "spec": spec,
     }
 
 
@@ -283,7 +305,8 @@ def api_public_base_url(owner: Owner, spec: v1alpha1.OrderPipelineSpec) -> str:
     return spec.api.public_base_url or f"http://{api_name(owner)}.{owner.namespace}.svc"
 
 
-def build_api_deployment(owner: Owner, spec: v1alpha1.OrderPipelineSpec) -> dict[str, Any]:
+def api_pod_template(owner: Owner, spec: v1alpha1.OrderPipelineSpec) -> dict[str, Any]:
+    """The API's pod template as the spec defines it, before a release is stamped on it."""
     api = spec.api
     reload = spec.development.reload
     uvicorn_env = [
@@ -313,11 +336,11 @@ def build_api_deployment(owner: Owner, spec: v1alpha1.OrderPipelineSpec) -> dict
     )
     if reload:
         pod = _with_source_reload(pod, command=list(API_RELOAD_COMMAND))
-    strategy = {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": "25%"}}
-    return _deployment(owner, api_name(owner), "api", pod, metrics_port=API_PORT, strategy=strategy)
+    return _pod_template(owner, "api", pod, metrics_port=API_PORT)
 
 
-def build_processor_deployment(owner: Owner, spec: v1alpha1.OrderPipelineSpec) -> dict[str, Any]:
+def processor_pod_template(owner: Owner, spec: v1alpha1.OrderPipelineSpec) -> dict[str, Any]:
+    """The processor's pod template as the spec defines it, before a release is stamped on it."""
     processor = spec.processor
     container = {
         "name": "processor",
@@ -325,7 +348,7 @@ def build_processor_deployment(owner: Owner, spec: v1alpha1.OrderPipelineSpec) -
         "ports": [{"name": "metrics", "containerPort": METRICS_PORT}],
         "env": [
             *aws_env(spec),
-            {"name": "CONCURRENCY", "value": str(processor.concurrency)},
+            {"name": CONCURRENCY_ENV, "value": str(processor.concurrency)},
             {"name": "BATCH_SIZE", "value": str(processor.batch_size)},
             # The kubelet's probes and Prometheus reach the pod on its IP, not loopback.
             {"name": "METRICS_HOST", "value": "0.0.0.0"},
@@ -347,7 +370,239 @@ def build_processor_deployment(owner: Owner, spec: v1alpha1.OrderPipelineSpec) -
         pod = _with_source_reload(
             pod, command=processor_reload_command(stop_timeout_seconds=grace - 5)
         )
-    return _deployment(owner, processor_name(owner), "processor", pod, metrics_port=METRICS_PORT)
+    return _pod_template(owner, "processor", pod, metrics_port=METRICS_PORT)
+
+
+def pod_template(
+    owner: Owner, spec: v1alpha1.OrderPipelineSpec, component: Component
+) -> dict[str, Any]:
+    if component == "api":
+        return api_pod_template(owner, spec)
+    return processor_pod_template(owner, spec)
+
+
+def _canonical(template: Mapping[str, Any]) -> str:
+    return json.dumps(template, sort_keys=True, separators=(",", ":"))
+
+
+def template_revision(template: Mapping[str, Any]) -> str:
+    """A short, stable name of an unstamped pod template (`pod_template`): equal templates,
+    whatever their key order, have the same one; any change to the image, env, resources,
+    probes or placement gives another. Replicas are no part of a template, and the release
+    labels and variables are stamped after, from this very name."""
+    digest = hashlib.sha256(_canonical(template).encode()).hexdigest()
+    return digest[:REVISION_LENGTH]
+
+
+def stamp(
+    template: Mapping[str, Any], *, track: Track, concurrency: int | None = None
+) -> dict[str, Any]:
+    """The template with its release on it: the `track` and `version` labels, and in its
+    workload container `APP_VERSION` and `ROLLOUT_TRACK` (the metrics' labels); `concurrency`
+    replaces the processor's receive concurrency (a canary's share of the messages)."""
+    revision = template_revision(template)
+    stamped = copy.deepcopy(dict(template))
+    metadata = stamped.setdefault("metadata", {})
+    metadata["labels"] = {
+        **metadata.get("labels", {}),
+        TRACK_LABEL: track,
+        VERSION_LABEL: revision,
+    }
+    container = stamped["spec"]["containers"][0]
+    env = [e for e in container.get("env", []) if e["name"] not in _RELEASE_ENV]
+    if concurrency is not None:
+        env = [
+            {"name": CONCURRENCY_ENV, "value": str(concurrency)}
+            if e["name"] == CONCURRENCY_ENV
+            else e
+            for e in env
+        ]
+    container["env"] = [
+        *env,
+        {"name": APP_VERSION_ENV, "value": revision},
+        {"name": ROLLOUT_TRACK_ENV, "value": track},
+    ]
+    return stamped
+
+
+_RELEASE_ENV = (APP_VERSION_ENV, ROLLOUT_TRACK_ENV)
+
+_STRATEGIES: dict[Component, dict[str, Any] | None] = {
+    "api": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": "25%"}},
+    # None keeps Kubernetes' default rolling update.
+    "processor": None,
+}
+
+
+def build_deployment(
+    owner: Owner,
+    component: Component,
+    template: Mapping[str, Any],
+    *,
+    track: Track = STABLE,
+    replicas: int | None = None,
+    concurrency: int | None = None,
+) -> dict[str, Any]:
+    """A Deployment of one track of a component, running the unstamped `template`.
+
+    Stable: without `replicas` (its HPA or the operator's scaler owns the count), recording
+    its template (`TEMPLATE_ANNOTATION`). The selector includes the track, so the stable and
+    canary Deployments never select each other's pods.
+    """
+    spec: dict[str, Any] = {
+        "selector": {"matchLabels": track_selector_labels(owner, component, track)}
+    }
+    if replicas is not None:
+        spec["replicas"] = replicas
+    strategy = _STRATEGIES[component]
+    if strategy is not None:
+        spec["strategy"] = strategy
+    spec["template"] = stamp(template, track=track, concurrency=concurrency)
+    metadata = _metadata(owner, deployment_name(owner, component, track), component)
+    metadata["labels"] = metadata["labels"] | {TRACK_LABEL: track}
+    if track == STABLE:
+        metadata["annotations"] = {TEMPLATE_ANNOTATION: _canonical(template)}
+    return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": metadata, "spec": spec}
+
+
+def build_api_deployment(owner: Owner, spec: v1alpha1.OrderPipelineSpec) -> dict[str, Any]:
+    """The stable API Deployment at the spec's template."""
+    return build_deployment(owner, "api", api_pod_template(owner, spec))
+
+
+def build_processor_deployment(owner: Owner, spec: v1alpha1.OrderPipelineSpec) -> dict[str, Any]:
+    """The stable processor Deployment at the spec's template."""
+    return build_deployment(owner, "processor", processor_pod_template(owner, spec))
+
+
+def build_canary_deployment(
+    owner: Owner,
+    component: Component,
+    template: Mapping[str, Any],
+    *,
+    replicas: int,
+    concurrency: int | None = None,
+) -> dict[str, Any]:
+    """The canary Deployment of a component: the canary revision's unstamped template (the
+    spec's), the plan's replicas (the operator owns them: no HPA or scaler acts on the canary)
+    and, for the processor, the plan's receive concurrency per pod."""
+    if component == "api" and concurrency is not None:
+        raise ValueError("only the processor has a receive concurrency")
+    return build_deployment(
+        owner, component, template, track=CANARY, replicas=replicas, concurrency=concurrency
+    )
+
+
+# Reading live Deployments back: what the wiring needs during a rollout.
+
+
+def recorded_template(deployment: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """The unstamped template a stable Deployment was built from; None for one built before
+    templates were recorded (or none at all)."""
+    if not deployment:
+        return None
+    annotations = deployment.get("metadata", {}).get("annotations") or {}
+    recorded = annotations.get(TEMPLATE_ANNOTATION)
+    if recorded is None:
+        return None
+    template: dict[str, Any] = json.loads(recorded)
+    return template
+
+
+def running_revision(deployment: Mapping[str, Any] | None) -> str | None:
+    """The revision a Deployment's pods run (their `version` label): `machine.Inputs`'
+    `stable_revision`. None without a Deployment, or for one from before revisions."""
+    if not deployment:
+        return None
+    template_labels = deployment.get("spec", {}).get("template", {}).get("metadata", {})
+    revision = (template_labels.get("labels") or {}).get(VERSION_LABEL)
+    return revision if isinstance(revision, str) else None
+
+
+def stable_template(
+    desired: Mapping[str, Any],
+    *,
+    stable_revision: str,
+    live: Mapping[str, Any] | None,
+    promote: bool = False,
+) -> dict[str, Any]:
+    """The template to apply to the stable Deployment for a plan (`machine.Plan`).
+
+    The spec's (`desired`) when the plan's stable revision is the spec's, or on promotion;
+    otherwise a rollout runs and the stable side stays as it is: the template the live
+    Deployment recorded. A live Deployment without a record (built by an operator from
+    before rollouts) cannot be kept as it is, and gets the spec's: the machine never starts a
+    rollout on such a Deployment anyway, as it reports no stable revision.
+    """
+    if promote or template_revision(desired) == stable_revision:
+        return dict(desired)
+    recorded = recorded_template(live)
+    if recorded is not None and template_revision(recorded) == stable_revision:
+        return recorded
+    return dict(desired)
+
+
+def build_stable_deployment(
+    owner: Owner,
+    spec: v1alpha1.OrderPipelineSpec,
+    component: Component,
+    *,
+    stable_revision: str,
+    live: Mapping[str, Any] | None,
+    promote: bool = False,
+) -> dict[str, Any]:
+    """The stable Deployment a plan asks for (`machine.Plan.stable_revision`, `.promote`):
+    at the spec's template, or, while a rollout runs, at the one it runs now (`live`)."""
+    desired = pod_template(owner, spec, component)
+    template = stable_template(desired, stable_revision=stable_revision, live=live, promote=promote)
+    return build_deployment(owner, component, template)
+
+
+# Deployment selectors are immutable: a stable Deployment from before tracks selects every
+# pod of its component, its canary's too. It is replaced, without stopping its pods.
+
+ORPHAN = "Orphan"
+
+
+def needs_replacement(live: Mapping[str, Any] | None, desired: Mapping[str, Any]) -> bool:
+    """True when the live Deployment's selector is not the desired one's: it cannot be
+    updated, only deleted (with `propagationPolicy: Orphan`, so its ReplicaSet and pods keep
+    serving) and created again. The new Deployment does not adopt the old pods (they lack
+    the `track` label); `orphaned_replicasets` says when to remove them."""
+    if not live:
+        return False
+    selector = live.get("spec", {}).get("selector")
+    return bool(selector != desired["spec"]["selector"])
+
+
+def orphaned_replicasets(
+    owner: Owner,
+    component: Component,
+    replicasets: Iterable[Mapping[str, Any]],
+    stable: Mapping[str, Any] | None,
+) -> list[str]:
+    """The ReplicaSets a replaced stable Deployment left behind, to delete (with their pods)
+    once the new one is available: the component's, with no controller, whose pods carry no
+    track. None while the new Deployment has fewer available replicas than it wants, so the
+    capacity never dips."""
+    if not stable:
+        return []
+    status = stable.get("status", {})
+    wanted = stable.get("spec", {}).get("replicas", 1)
+    if status.get("availableReplicas", 0) < wanted or status.get("unavailableReplicas", 0):
+        return []
+    base = selector_labels(owner, component)
+    names = []
+    for replicaset in replicasets:
+        metadata = replicaset.get("metadata", {})
+        owned = any(ref.get("controller") for ref in metadata.get("ownerReferences") or [])
+        pod_labels = (
+            replicaset.get("spec", {}).get("template", {}).get("metadata", {}).get("labels") or {}
+        )
+        if owned or TRACK_LABEL in pod_labels or not base.items() <= pod_labels.items():
+            continue
+        names.append(str(metadata["name"]))
+    return sorted(names)
 
 
 NO_POD_SELECTOR = {f"{v1alpha1.GROUP}/serving": "stopped"}
@@ -425,6 +680,9 @@ def build_api_hpa(owner: Owner, spec: v1alpha1.OrderPipelineSpec) -> dict[str, A
 
 
 def build_pdb(owner: Owner, component: str, budget: v1alpha1.DisruptionBudget) -> dict[str, Any]:
+    """One budget per component over both tracks: what an eviction may take is the
+    component's capacity, wherever its pods run (the disruption controller sums the scales of
+    both Deployments)."""
     name = api_name(owner) if component == "api" else processor_name(owner)
     return {
         "apiVersion": "policy/v1",

@@ -90,6 +90,7 @@ async def accept(
             attributes = contract.message_attributes(
                 request_id=logs.request_id_var.get() or "",
                 trace_context=tracing.message_trace_context(producer),
+                producer_version=services.settings.app_version,
             )
             message_id = await send_batcher.send(
                 contract.encode_message(message), attributes, trace=producer

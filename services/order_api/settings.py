@@ -37,7 +37,7 @@ KeyId = Annotated[str, pydantic.StringConstraints(pattern=r"^[A-Za-z0-9_-]{1,32}
 """A key id (`kid`): names one key of a key ring, carried in what the key signed."""
 
 
-class ApiSettings(common_settings.AwsSettings):
+class ApiSettings(common_settings.AwsSettings, common_settings.ReleaseSettings):
     jwt_algorithm: Literal["HS256", "RS256"] = "HS256"
     """HS256 signs with `jwt_secret`; RS256 signs with `jwt_private_key` and verifies with
     `jwt_public_key`."""

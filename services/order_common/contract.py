@@ -8,6 +8,7 @@ instead of guessing.
 from __future__ import annotations
 
 import enum
+import re
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
@@ -84,23 +85,46 @@ MAX_MESSAGE_ATTRIBUTES = 10
 TRACE_CONTEXT_ATTRIBUTES = ("traceparent", "tracestate")
 """The W3C trace context of the order's PRODUCER span, as String message attributes."""
 
-MESSAGE_ATTRIBUTE_NAMES = ("request_id", *TRACE_CONTEXT_ATTRIBUTES)
+PRODUCER_VERSION_ATTRIBUTE = "producer_version"
+"""The version of the API that queued the order: an API canary is judged also by how the
+orders it produced end."""
+
+UNKNOWN_PRODUCER = "unknown"
+"""The producer of a message without a (well-formed) `producer_version`."""
+
+VERSION_PATTERN = r"^[A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?$"
+"""A release name fit for a Prometheus label value and a Kubernetes label value alike."""
+
+_PRODUCER_VERSION = re.compile(VERSION_PATTERN)
+
+MESSAGE_ATTRIBUTE_NAMES = ("request_id", PRODUCER_VERSION_ATTRIBUTE, *TRACE_CONTEXT_ATTRIBUTES)
 """Every message attribute the API sets, and so every one the processor asks for."""
 
 
 def message_attributes(
-    *, request_id: str, trace_context: Mapping[str, str]
+    *, request_id: str, trace_context: Mapping[str, str], producer_version: str
 ) -> dict[str, MessageAttributeValueTypeDef]:
-    """The attributes of an order's message: the API request that accepted it, and the trace
-    context (`traceparent`, `tracestate` when not empty) the processor continues."""
+    """The attributes of an order's message: the API request that accepted it, the API's
+    version, and the trace context (`traceparent`, `tracestate` when not empty) the processor
+    continues."""
     attributes: dict[str, MessageAttributeValueTypeDef] = {
-        "request_id": {"DataType": "String", "StringValue": request_id}
+        "request_id": {"DataType": "String", "StringValue": request_id},
+        PRODUCER_VERSION_ATTRIBUTE: {"DataType": "String", "StringValue": producer_version},
     }
     for name in TRACE_CONTEXT_ATTRIBUTES:
         value = trace_context.get(name)
         if value:  # SQS refuses an empty String attribute
             attributes[name] = {"DataType": "String", "StringValue": value}
     return attributes
+
+
+def producer_version(message_attributes: Mapping[str, Any]) -> str:
+    """The producer's version a received message names; `unknown` when it names none, or
+    something that is not a version (it becomes a label value: never anything unbounded)."""
+    value = message_attributes.get(PRODUCER_VERSION_ATTRIBUTE, {}).get("StringValue")
+    if isinstance(value, str) and _PRODUCER_VERSION.fullmatch(value):
+        return value
+    return UNKNOWN_PRODUCER
 
 
 def trace_carrier(message_attributes: Mapping[str, Any]) -> dict[str, str]:

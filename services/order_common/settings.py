@@ -7,10 +7,29 @@ tests and `make run` can point one process at one set of engines.
 
 from __future__ import annotations
 
+from typing import Annotated, Literal
+
 import pydantic
 import pydantic_settings
 
-from order_common import schema
+from order_common import contract, schema
+
+Version = Annotated[str, pydantic.StringConstraints(pattern=contract.VERSION_PATTERN)]
+
+Track = Literal["stable", "canary"]
+
+
+class ReleaseSettings(pydantic_settings.BaseSettings):
+    """Which release this process is, as a canary rollout tells them apart: every metric it
+    exports carries both as the `version` and `track` labels."""
+
+    model_config = pydantic_settings.SettingsConfigDict(extra="ignore", frozen=True)
+
+    app_version: Version = "dev"
+    """The revision of the pod template this process runs (the operator sets it)."""
+
+    rollout_track: Track = "stable"
+    """`canary` in a canary Deployment's pods, `stable` everywhere else."""
 
 
 class AwsSettings(pydantic_settings.BaseSettings):

@@ -223,9 +223,17 @@ class Consumer:
                 if "SentTimestamp" in attributes:  # milliseconds since the epoch
                     age = time.time() - int(attributes["SentTimestamp"]) / 1000
                     metrics.AGE_AT_RECEIVE.observe(max(0.0, age))
-                request_attribute = m.get("MessageAttributes", {}).get("request_id")
+                message_attributes = m.get("MessageAttributes", {})
+                request_attribute = message_attributes.get("request_id")
                 request_id = request_attribute.get("StringValue") if request_attribute else None
-                deliveries.append((m, workflow.Delivery(order, receive_count, request_id, span)))
+                delivery = workflow.Delivery(
+                    order,
+                    receive_count,
+                    request_id,
+                    span,
+                    producer_version=contract.producer_version(message_attributes),
+                )
+                deliveries.append((m, delivery))
             if deliveries:
                 await self._run(deliveries, done)
         except BaseException as exc:  # a bug, or cancelled at shutdown: no span left open
@@ -337,6 +345,9 @@ class Consumer:
         )
         # Processed like any message: the FAILED write ends up in the order's trace.
         span = tracing.start_processing(self.queue.dlq_name or "", message)
+        workflow.producer_version_var.set(
+            contract.producer_version(message.get("MessageAttributes", {}))
+        )
         try:
             with tracing.activated(span):
                 await self.order_workflow.record_failed(order, reason)

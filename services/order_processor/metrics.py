@@ -13,6 +13,28 @@ ORDERS_PROCESSED = prometheus_client.Counter(
 # from rate() (Prometheus sees no increase into a series' first sample).
 for _status in sorted(contract.FINAL_STATUSES):
     ORDERS_PROCESSED.labels(_status.value)
+ORDERS_BY_PRODUCER = prometheus_client.Counter(
+    "orders_processed_by_producer_total",
+    "Orders that reached a final status, by the version of the API that queued them",
+    ["producer_version", "status"],
+)
+# A counter of its own, not a label on orders_processed_total: that one's series all exist
+# from the start, which a label whose values arrive with the messages cannot give.
+MAX_PRODUCER_VERSIONS = 16
+"""Distinct producer versions counted per process; any further one counts as `other`, so a
+long-lived processor's series stay bounded however many releases it outlives."""
+_producers: set[str] = set()
+
+
+def count_by_producer(producer_version: str, status: str) -> None:
+    if producer_version not in _producers:
+        if len(_producers) >= MAX_PRODUCER_VERSIONS:
+            producer_version = "other"
+        else:
+            _producers.add(producer_version)
+    ORDERS_BY_PRODUCER.labels(producer_version, status).inc()
+
+
 PROCESSING_DURATION = prometheus_client.Histogram(
     "order_processing_duration_seconds",
     "Time from receiving a message to its outcome",

@@ -9,10 +9,9 @@ import signal
 import time
 from typing import TYPE_CHECKING
 
-import prometheus_client
 from aiohttp import web
 
-from order_common import aws, memory
+from order_common import aws, exposition, memory
 from order_processor import consumer, payments, stores, velocity, workflow
 from order_processor import settings as settings_module
 
@@ -75,8 +74,8 @@ async def _serve_health(
 
     async def metrics_endpoint(_: web.Request) -> web.Response:
         return web.Response(
-            body=prometheus_client.generate_latest(),
-            headers={"Content-Type": prometheus_client.CONTENT_TYPE_LATEST},
+            body=exposition.render(version=settings.app_version, track=settings.rollout_track),
+            headers={"Content-Type": exposition.CONTENT_TYPE},
         )
 
     app = web.Application()

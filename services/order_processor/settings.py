@@ -13,7 +13,7 @@ SIMULATED_PAYMENTS = "simulator"
 _FACTORY_PATH = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*")
 
 
-class ProcessorSettings(common_settings.AwsSettings):
+class ProcessorSettings(common_settings.AwsSettings, common_settings.ReleaseSettings):
     payment_gateway: str = pydantic.Field(default="", validate_default=True)
     """Who charges the cards: `package.module:factory` (a callable taking these settings and
     returning a `payments.PaymentGateway`), or `simulator` for local runs, which charges

@@ -13,6 +13,7 @@ redelivered message resumes from the recorded state, and a message whose order i
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import enum
 import logging
 import time
@@ -25,6 +26,12 @@ from order_processor import fraud, metrics, payments, stores
 from order_processor import settings as settings_module
 
 log = logging.getLogger(__name__)
+
+producer_version_var: contextvars.ContextVar[str] = contextvars.ContextVar(
+    "producer_version", default=contract.UNKNOWN_PRODUCER
+)
+"""The version of the API that queued the order being worked on: set wherever an order's
+work starts (as the log context is), read where its final status is counted."""
 
 
 class Disposition(enum.Enum):
@@ -42,6 +49,8 @@ class Delivery:
     """The API request that accepted the order, for the logs."""
     trace: tracing.Span | None = None
     """The message's CONSUMER "process" span: this order's work is traced under it."""
+    producer_version: str = contract.UNKNOWN_PRODUCER
+    """The version of the API that queued it, for `orders_processed_by_producer_total`."""
 
 
 @dataclass
@@ -145,6 +154,7 @@ class OrderWorkflow:
         # Each delivery runs in its own task: these set its log lines' context only.
         logs.order_id_var.set(delivery.message.order_id)
         logs.request_id_var.set(delivery.request_id)
+        producer_version_var.set(delivery.producer_version)
         with tracing.activated(delivery.trace):
             try:
                 return await step
@@ -155,6 +165,7 @@ class OrderWorkflow:
         self, delivery: Delivery, exc: Exception, max_receive_count: int
     ) -> Disposition:
         tracing.record_error(delivery.trace, exc)
+        producer_version_var.set(delivery.producer_version)
         with tracing.activated(delivery.trace):
             log.warning(
                 "processing failed (receive %s of %s): %s",
@@ -252,10 +263,12 @@ class OrderWorkflow:
             metrics.BATCH_STEP_FALLBACKS.labels("complete").inc()
         if together:
             for p in paid:
+                producer_version_var.set(p.delivery.producer_version)
                 with tracing.activated(p.delivery.trace):
                     self._observe_final(p.message, contract.OrderStatus.COMPLETED, None)
             return
         for p in paid:
+            producer_version_var.set(p.delivery.producer_version)
             with tracing.activated(p.delivery.trace):
                 try:
                     await self._finish(
@@ -351,6 +364,7 @@ class OrderWorkflow:
         self, message: contract.OrderMessage, status: contract.OrderStatus, reason: str | None
     ) -> None:
         metrics.ORDERS_PROCESSED.labels(status.value).inc()
+        metrics.count_by_producer(producer_version_var.get(), status.value)
         metrics.END_TO_END_DURATION.observe(max(0.0, time.time() - message.accepted_at))
         if tracing.enabled:  # always called under the order's own span
             tracing.annotate("order_pipeline.order.status", status.value)

@@ -162,7 +162,7 @@ def _services(queue: RecordingQueue) -> Any:
         return send_batcher
 
     return SimpleNamespace(
-        settings=SimpleNamespace(queue_name="orders"),
+        settings=SimpleNamespace(queue_name="orders", app_version="v1"),
         signer=SimpleNamespace(new_order_id=lambda client_id: f"order-{next(ids)}"),
         send_batcher=get_batcher,
     )
@@ -218,6 +218,11 @@ def test_an_accepted_order_has_a_producer_span_whose_context_its_message_carries
         "StringValue": f"00-{trace_id}-{span_id}-{flags:02x}",
     }
     assert "tracestate" not in entry["MessageAttributes"]  # none to carry
+    # the API's version, by which the processor counts the orders' outcomes
+    assert entry["MessageAttributes"]["producer_version"] == {
+        "DataType": "String",
+        "StringValue": "v1",
+    }
     # the batch's CLIENT span: under the order's producer span, and linked to it
     assert send.kind is CLIENT
     assert send.parent.span_id == producer.context.span_id
@@ -271,9 +276,12 @@ def test_the_message_attributes_stay_within_the_sqs_limit_with_a_full_tracestate
         tracing.producing("orders", "order-1") as producer,
     ):
         attributes = contract.message_attributes(
-            request_id="r" * 128, trace_context=tracing.message_trace_context(producer)
+            request_id="r" * 128,
+            trace_context=tracing.message_trace_context(producer),
+            producer_version="v" * 63,
         )
     assert attributes["tracestate"]["StringValue"] == tracestate
+    assert attributes["producer_version"] == {"DataType": "String", "StringValue": "v" * 63}
     assert set(attributes) == set(contract.MESSAGE_ATTRIBUTE_NAMES)
     assert len(attributes) <= contract.MAX_MESSAGE_ATTRIBUTES
     assert all(a["DataType"] == "String" and a["StringValue"] for a in attributes.values())
@@ -324,7 +332,9 @@ def _sent(order_id: str) -> tuple[dict[str, Any], Any]:
     """A message as the API queues it, under a PRODUCER span of its own trace."""
     with tracing.producing("orders", order_id) as producer:
         attributes = contract.message_attributes(
-            request_id="r-1", trace_context=tracing.message_trace_context(producer)
+            request_id="r-1",
+            trace_context=tracing.message_trace_context(producer),
+            producer_version="v1",
         )
     order = contract.OrderMessage(
         order_id=order_id,
@@ -522,7 +532,7 @@ def test_tracing_off_makes_no_span_and_no_trace_attribute(
     with _api() as client:
         client.get("/v1/things/1", headers={"traceparent": f"00-{CALLER_TRACE}-{CALLER_SPAN}-01"})
     [entry] = queue.entries
-    assert set(entry["MessageAttributes"]) == {"request_id"}
+    assert set(entry["MessageAttributes"]) == {"request_id", "producer_version"}
     assert tracing.start_processing("orders", {"MessageId": "m", "MessageAttributes": {}}) is None
     assert exporter.get_finished_spans() == ()
     assert tracing.current_ids() is None

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import fastapi
-import prometheus_client
 
 from order_api import deps, problems
+from order_common import exposition
 
 router = fastapi.APIRouter(tags=["health"])
 
@@ -33,7 +33,9 @@ async def readyz(services: deps.Services) -> dict[str, str]:
 
 
 @router.get("/metrics", include_in_schema=False)
-async def metrics() -> fastapi.Response:
+async def metrics(services: deps.Services) -> fastapi.Response:
+    settings = services.settings
     return fastapi.Response(
-        prometheus_client.generate_latest(), media_type=prometheus_client.CONTENT_TYPE_LATEST
+        exposition.render(version=settings.app_version, track=settings.rollout_track),
+        media_type=exposition.CONTENT_TYPE,
     )
