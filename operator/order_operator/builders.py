@@ -27,7 +27,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -131,17 +131,27 @@ def deployment_name(owner: Owner, component: Component, track: Track = STABLE) -
     return base if track == STABLE else f"{base}-{CANARY}"
 
 
+COMPONENT_LABEL = "app.kubernetes.io/component"
+
+
 def selector_labels(owner: Owner, component: str) -> dict[str, str]:
     return {
         "app.kubernetes.io/name": "order-pipeline",
         "app.kubernetes.io/instance": owner.name,
-        "app.kubernetes.io/component": component,
+        COMPONENT_LABEL: component,
     }
 
 
 def track_selector_labels(owner: Owner, component: str, track: Track) -> dict[str, str]:
-    """One track's pods of a component: what its Deployment selects."""
-    return selector_labels(owner, component) | {TRACK_LABEL: track}
+    """What a track's Deployment selects. The stable one keeps the selector it was created
+    with (selectors are immutable: pipelines from before canaries upgrade in place), which
+    also matches the canary's pods; the canary's selects only its own. The two never fight
+    over a pod: a ReplicaSet claims only pods of its own template hash, and a Deployment
+    only ReplicaSets no other controller owns. What the overlap reaches is the stable
+    side's scale selector: its HPA averages CPU over the canary's pods too, which take
+    requests from the same Service."""
+    base = selector_labels(owner, component)
+    return base if track == STABLE else base | {TRACK_LABEL: track}
 
 
 def labels(owner: Owner, component: str) -> dict[str, str]:
@@ -556,53 +566,6 @@ def build_stable_deployment(
     desired = pod_template(owner, spec, component)
     template = stable_template(desired, stable_revision=stable_revision, live=live, promote=promote)
     return build_deployment(owner, component, template)
-
-
-# Deployment selectors are immutable: a stable Deployment from before tracks selects every
-# pod of its component, its canary's too. It is replaced, without stopping its pods.
-
-ORPHAN = "Orphan"
-
-
-def needs_replacement(live: Mapping[str, Any] | None, desired: Mapping[str, Any]) -> bool:
-    """True when the live Deployment's selector is not the desired one's: it cannot be
-    updated, only deleted (with `propagationPolicy: Orphan`, so its ReplicaSet and pods keep
-    serving) and created again. The new Deployment does not adopt the old pods (they lack
-    the `track` label); `orphaned_replicasets` says when to remove them."""
-    if not live:
-        return False
-    selector = live.get("spec", {}).get("selector")
-    return bool(selector != desired["spec"]["selector"])
-
-
-def orphaned_replicasets(
-    owner: Owner,
-    component: Component,
-    replicasets: Iterable[Mapping[str, Any]],
-    stable: Mapping[str, Any] | None,
-) -> list[str]:
-    """The ReplicaSets a replaced stable Deployment left behind, to delete (with their pods)
-    once the new one is available: the component's, with no controller, whose pods carry no
-    track. None while the new Deployment has fewer available replicas than it wants, so the
-    capacity never dips."""
-    if not stable:
-        return []
-    status = stable.get("status", {})
-    wanted = stable.get("spec", {}).get("replicas", 1)
-    if status.get("availableReplicas", 0) < wanted or status.get("unavailableReplicas", 0):
-        return []
-    base = selector_labels(owner, component)
-    names = []
-    for replicaset in replicasets:
-        metadata = replicaset.get("metadata", {})
-        owned = any(ref.get("controller") for ref in metadata.get("ownerReferences") or [])
-        pod_labels = (
-            replicaset.get("spec", {}).get("template", {}).get("metadata", {}).get("labels") or {}
-        )
-        if owned or TRACK_LABEL in pod_labels or not base.items() <= pod_labels.items():
-            continue
-        names.append(str(metadata["name"]))
-    return sorted(names)
 
 
 NO_POD_SELECTOR = {f"{v1alpha1.GROUP}/serving": "stopped"}

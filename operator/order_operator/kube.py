@@ -94,7 +94,10 @@ class Kube:
     def read_deployment(self, namespace: str, name: str) -> dict[str, Any] | None:
         """The Deployment as the API serves it (camelCase), None when there is none."""
         try:
-            response = self.apps.read_namespaced_deployment(name, namespace, _preload_content=False)
+            # Not deserialized: the manifests' camelCase, not the client's models.
+            response: Any = self.apps.read_namespaced_deployment(
+                name, namespace, _preload_content=False
+            )
         except client.ApiException as error:
             if error.status == 404:
                 return None

@@ -133,7 +133,9 @@ def with_canary_pods(
 ) -> ScalingSnapshot:
     """The processor counted with its canary pods: the scaler sizes the whole consumer fleet,
     which a rollout splits between the two Deployments."""
-    canary = kube.deployment_state(owner.namespace, builders.canary_name(owner, "processor"))
+    canary = kube.deployment_state(
+        owner.namespace, builders.deployment_name(owner, "processor", builders.CANARY)
+    )
     if not canary.exists:
         return snapshot
     stable = snapshot.processor

@@ -32,7 +32,6 @@ from order_operator.rollout import status as rollout_status
 from order_operator.rollout.status import RolloutStatus
 from order_operator.v1alpha1 import spec as v1alpha1
 
-
 # How soon to look again while a rollout runs: shares and pauses move on a scale of seconds.
 ROLLING_RETRY_SECONDS = 5.0
 # The judge pools the intervals since the step began, up to this many: a long step's early
@@ -59,17 +58,14 @@ def previous_statuses(body: Mapping[str, Any]) -> dict[rollout_spec.Component, R
     return found
 
 
-def _stable_revision(
-    kube: Kube, owner: builders.Owner, component: rollout_spec.Component
-) -> tuple[str | None, dict[str, Any] | None]:
-    """The revision the live stable Deployment runs (its pod template's label) and that
-    template; (None, None) without a Deployment or a label (made before rollouts existed)."""
-    live = kube.read_deployment(owner.namespace, builders.deployment_name(owner, component))
-    if live is None:
-        return None, None
-    template: dict[str, Any] = live["spec"]["template"]
-    revision = (template.get("metadata") or {}).get("labels", {}).get(builders.VERSION_LABEL)
-    return revision, template
+def _spec_revision(
+    owner: builders.Owner, spec: v1alpha1.OrderPipelineSpec, component: rollout_spec.Component
+) -> str:
+    return builders.template_revision(builders.pod_template(owner, spec, component))
+
+
+def _live(kube: Kube, owner: builders.Owner, component: rollout_spec.Component) -> Any:
+    return kube.read_deployment(owner.namespace, builders.deployment_name(owner, component))
 
 
 def hold_stable_templates(
@@ -80,28 +76,37 @@ def hold_stable_templates(
     spec: v1alpha1.OrderPipelineSpec,
     body: Mapping[str, Any],
 ) -> list[dict[str, Any]]:
-    """The children to apply, each stable Deployment at the template of its stable revision
-    when that is not the spec's: the live one, which the apply then leaves as it is."""
+    """The children to apply, each stable Deployment at the template of the revision the
+    rollout status says is stable: the spec's, or while a rollout runs (or after an abort)
+    the one the live Deployment recorded, which the apply then leaves as it is."""
     if spec.rollout is None:
         return list(children)
     previous = previous_statuses(body)
     held: list[dict[str, Any]] = []
     for child in children:
-        component = builders.stable_component(child)
+        component = _stable_component(child)
         if component is None:
             held.append(child)
             continue
-        wanted = builders.template_revision(owner, spec, component)
-        live_revision, live_template = _stable_revision(kube, owner, component)
+        live = _live(kube, owner, component)
         status = previous.get(component)
-        stable = status.stable_revision if status is not None else live_revision
-        if stable is None or stable == wanted or live_revision != stable or live_template is None:
-            # Nothing to keep: the first creation, the spec's own revision, or a stable side
-            # that no longer runs the remembered revision (deleted by hand): the spec's.
+        stable = status.stable_revision if status is not None else builders.running_revision(live)
+        if stable is None:  # the first creation, or a Deployment from before revisions
             held.append(child)
             continue
-        held.append(builders.with_template(child, live_template))
+        held.append(
+            builders.build_stable_deployment(
+                owner, spec, component, stable_revision=stable, live=live
+            )
+        )
     return held
+
+
+def _stable_component(child: Mapping[str, Any]) -> rollout_spec.Component | None:
+    if child["kind"] != "Deployment":
+        return None
+    component = child["metadata"]["labels"][builders.COMPONENT_LABEL]
+    return component if component in rollout_spec.COMPONENTS else None
 
 
 @dataclass
@@ -162,13 +167,15 @@ def step(
     commands = _commands(body, previous, memory, events)
     inputs: dict[rollout_spec.Component, machine.Inputs] = {}
     for component in rollout_spec.COMPONENTS:
-        stable_revision, _ = _stable_revision(kube, owner, component)
+        stable_revision = builders.running_revision(_live(kube, owner, component))
         state = kube.deployment_state(owner.namespace, builders.deployment_name(owner, component))
         status = previous.get(component)
         desired = state.spec_replicas
         if component == "processor":
             # Without the scaler's decision (no queue depth this pass), keep today's total.
-            canary = kube.deployment_state(owner.namespace, builders.canary_name(owner, component))
+            canary = kube.deployment_state(
+                owner.namespace, builders.deployment_name(owner, component, builders.CANARY)
+            )
             desired = (
                 processor_desired
                 if processor_desired is not None
@@ -177,7 +184,7 @@ def step(
         reading, share = _analyse(memory, rollout, component, status, now)
         inputs[component] = machine.Inputs(
             component=component,
-            revision=builders.template_revision(owner, spec, component),
+            revision=_spec_revision(owner, spec, component),
             stable_revision=stable_revision,
             previous=status,
             desired_replicas=desired,
@@ -233,7 +240,7 @@ def _analyse(
 def _stop_canary(kube: Kube, owner: builders.Owner, component: rollout_spec.Component) -> None:
     """The canary to zero pods; its Deployment stays (the operator never deletes: its children
     go with the OrderPipeline) with the last canary's template."""
-    name = builders.canary_name(owner, component)
+    name = builders.deployment_name(owner, component, builders.CANARY)
     if kube.deployment_state(owner.namespace, name).spec_replicas > 0:
         kube.scale_deployment(owner.namespace, name, 0)
 
@@ -246,15 +253,16 @@ def _carry_out(
     plan: machine.Plan,
 ) -> None:
     name = builders.deployment_name(owner, component)
+    template = builders.pod_template(owner, spec, component)
     if plan.promote:
         # The stable side takes the canary's template now; the canary stays until it has.
-        kube.apply(builders.build_deployment(owner, spec, component))
+        kube.apply(builders.build_deployment(owner, component, template))
     if plan.canary_revision is not None:
         kube.apply(
             builders.build_canary_deployment(
                 owner,
-                spec,
                 component,
+                template,
                 replicas=plan.canary_replicas,
                 concurrency=plan.canary_concurrency,
             )

@@ -1,5 +1,5 @@
-"""Stable and canary Deployments: revisions, release stamps, selectors, and the upgrade of a
-stable Deployment built before tracks."""
+"""Stable and canary Deployments: revisions, release stamps, selectors, and a stable
+Deployment built before tracks."""
 
 from __future__ import annotations
 
@@ -98,10 +98,10 @@ def test_the_stable_deployments_are_what_the_operator_applied_before_plus_the_re
     assert [d["metadata"]["name"] for d in deployments] == ["shop-api", "shop-processor"]
     for deployment, component in zip(deployments, COMPONENTS[::-1], strict=True):
         assert "replicas" not in deployment["spec"]
-        assert deployment["spec"]["selector"]["matchLabels"] == {
-            **builders.selector_labels(OWNER, component),
-            "track": "stable",
-        }
+        # The selector of every Deployment created before canaries: immutable, so unchanged.
+        assert deployment["spec"]["selector"]["matchLabels"] == builders.selector_labels(
+            OWNER, component
+        )
         assert env_of(deployment)["ROLLOUT_TRACK"] == "stable"
     assert not [c for c in children if c["metadata"]["name"].endswith("-canary")]
 
@@ -146,7 +146,7 @@ def test_the_canary_processor_gets_the_plan_s_concurrency_the_stable_the_spec_s(
         )
 
 
-def test_each_deployment_selects_its_own_track_and_services_and_pdbs_select_both() -> None:
+def test_the_canary_selects_only_its_pods_and_services_and_pdbs_select_both() -> None:
     spec = make_spec()
     children = {(c["kind"], c["metadata"]["name"]): c for c in builders.build_children(OWNER, spec)}
     for component in COMPONENTS:
@@ -156,7 +156,6 @@ def test_each_deployment_selects_its_own_track_and_services_and_pdbs_select_both
         stable_selector = stable["spec"]["selector"]["matchLabels"]
         canary_selector = canary["spec"]["selector"]["matchLabels"]
         assert selects(stable_selector, pod_labels(stable))
-        assert not selects(stable_selector, pod_labels(canary))
         assert selects(canary_selector, pod_labels(canary))
         assert not selects(canary_selector, pod_labels(stable))
         name = f"shop-{component}"
@@ -201,41 +200,6 @@ def test_a_deployment_from_before_revisions_has_none_and_no_recorded_template() 
     assert builders.running_revision(None) is None
     new = builders.api_pod_template(OWNER, make_spec())
     assert builders.stable_template(new, stable_revision="0123456789", live=legacy) == new
-
-
-def test_a_stable_deployment_with_the_selector_from_before_tracks_is_replaced() -> None:
-    desired = builders.build_api_deployment(OWNER, make_spec())
-    legacy = {"spec": {"selector": {"matchLabels": builders.selector_labels(OWNER, "api")}}}
-    assert builders.needs_replacement(legacy, desired)
-    assert not builders.needs_replacement(json.loads(json.dumps(desired)), desired)
-    assert not builders.needs_replacement(None, desired)
-
-
-def _replicaset(name: str, labels: dict[str, str], *, owned: bool) -> dict[str, Any]:
-    references = [{"kind": "Deployment", "name": "x", "controller": True}] if owned else []
-    return {
-        "metadata": {"name": name, "ownerReferences": references},
-        "spec": {"template": {"metadata": {"labels": labels}}},
-    }
-
-
-def test_the_replicasets_a_replaced_deployment_left_go_once_the_new_one_is_available() -> None:
-    api_labels = builders.labels(OWNER, "api")
-    replicasets = [
-        _replicaset("shop-api-old", api_labels | {"pod-template-hash": "a"}, owned=False),
-        _replicaset("shop-api-new", api_labels | {"track": "stable"}, owned=True),
-        _replicaset("shop-api-stray", api_labels | {"track": "canary"}, owned=False),
-        _replicaset("shop-processor-old", builders.labels(OWNER, "processor"), owned=False),
-        _replicaset("shop-api-adopted", api_labels, owned=True),
-    ]
-    stable = builders.build_api_deployment(OWNER, make_spec()) | {
-        "status": {"availableReplicas": 2, "replicas": 2}
-    }
-    stable["spec"]["replicas"] = 2
-    assert builders.orphaned_replicasets(OWNER, "api", replicasets, stable) == ["shop-api-old"]
-    starting = stable | {"status": {"availableReplicas": 1, "replicas": 2}}
-    assert builders.orphaned_replicasets(OWNER, "api", replicasets, starting) == []
-    assert builders.orphaned_replicasets(OWNER, "api", replicasets, None) == []
 
 
 @pytest.mark.parametrize("component", COMPONENTS)
