@@ -7,6 +7,7 @@ and answers pods (the in-cluster operator) at the node's bridge address.
 from __future__ import annotations
 
 import json
+import time
 import urllib.parse
 from collections.abc import Iterator
 from typing import Any
@@ -76,10 +77,40 @@ def _pipeline_targets(
     ]
 
 
-def _all_up(prometheus: ClusterPrometheus, pipeline: cluster_pipeline.ClusterPipeline) -> bool:
-    targets = _pipeline_targets(prometheus, pipeline)
-    components = {target["labels"].get("component") for target in targets}
-    return set(COMPONENTS) <= components and all(t["health"] == "up" for t in targets)
+def _seen(prometheus: ClusterPrometheus, pipeline: cluster_pipeline.ClusterPipeline) -> str:
+    """What discovery and scraping saw of the pipeline, for a failure message."""
+    discovered = prometheus.server.discovered
+    pods = sorted(
+        {
+            group["labels"]["__meta_kubernetes_pod_name"]
+            for group in (discovered.groups if discovered else [])
+            if group["labels"]["__meta_kubernetes_namespace"] == pipeline.namespace
+        }
+    )
+    targets = [
+        f"{t['labels'].get('pod')}:{t['health']} {t.get('lastError', '')}"
+        for t in _pipeline_targets(prometheus, pipeline)
+    ]
+    error = discovered.error if discovered else None
+    return f"discovered pods {pods} (last error: {error}); targets {targets}"
+
+
+def _wait_all_up(
+    prometheus: ClusterPrometheus, pipeline: cluster_pipeline.ClusterPipeline, timeout: float = 60
+) -> None:
+    """Until the API and processor pods are targets and every target of the pipeline is up."""
+    deadline = time.monotonic() + timeout
+    while True:
+        targets = _pipeline_targets(prometheus, pipeline)
+        components = {target["labels"].get("component") for target in targets}
+        if set(COMPONENTS) <= components and all(t["health"] == "up" for t in targets):
+            return
+        if time.monotonic() > deadline:
+            pytest.fail(
+                f"the API and processor pods not all scraped after {timeout:.0f} s; "
+                f"{_seen(prometheus, pipeline)}"
+            )
+        time.sleep(0.5)
 
 
 def _sum(prometheus: ClusterPrometheus, expr: str) -> float:
@@ -89,12 +120,7 @@ def _sum(prometheus: ClusterPrometheus, expr: str) -> float:
 def test_prometheus_discovers_the_api_and_processor_pods_with_their_namespace_pod_and_component(
     cluster_prometheus: ClusterPrometheus, pipeline: cluster_pipeline.ClusterPipeline
 ) -> None:
-    wait_for(
-        lambda: _all_up(cluster_prometheus, pipeline),
-        f"the API and processor pods scraped; discovered: {cluster_prometheus.server.discovered}",
-        60,
-        0.5,
-    )
+    _wait_all_up(cluster_prometheus, pipeline)
     targets = _pipeline_targets(cluster_prometheus, pipeline)
     for component in COMPONENTS:
         labels = [t["labels"] for t in targets if t["labels"]["component"] == component]
@@ -132,7 +158,7 @@ def test_the_api_s_requests_and_the_processor_s_orders_are_queryable_per_pod_aft
     namespace = pipeline.namespace
     accepted = f'http_requests_total{{namespace="{namespace}",method="POST",status="202"}}'
     completed = f'orders_processed_total{{namespace="{namespace}",status="COMPLETED"}}'
-    wait_for(lambda: _all_up(cluster_prometheus, pipeline), "the pods scraped", 60, 0.5)
+    _wait_all_up(cluster_prometheus, pipeline)
     _post_order(pipeline)
     wait_for(
         lambda: _sum(cluster_prometheus, accepted) >= 1, "the accepted order in Prometheus", 60, 0.5
@@ -162,7 +188,7 @@ def test_a_pod_on_the_node_queries_prometheus_at_the_bridge_url(
     assert (
         urllib.parse.urlsplit(cluster_prometheus.pod_url).hostname == local_cluster.BRIDGE_ADDRESS
     )
-    wait_for(lambda: _all_up(cluster_prometheus, pipeline), "the pods scraped", 60, 0.5)
+    _wait_all_up(cluster_prometheus, pipeline)
     (api_pod, *_) = sorted(_pod_names(pipeline, "api"))
     query = f'up{{namespace="{pipeline.namespace}"}}'
     url = f"{cluster_prometheus.pod_url}/api/v1/query?{urllib.parse.urlencode({'query': query})}"

@@ -124,12 +124,15 @@ def pod_scrape_config(targets_file: Path) -> dict[str, Any]:
             "source_labels": [f"{_META}label_app_kubernetes_io_component"],
             "target_label": "component",
         },
+        # The operator's own pods name the Helm release as their instance, not a pipeline.
         {
             "source_labels": [
                 f"{_META}label_app_kubernetes_io_name",
+                f"{_META}label_app_kubernetes_io_component",
                 f"{_META}label_app_kubernetes_io_instance",
             ],
-            "regex": f"{_PIPELINE_POD_NAME};(.+)",
+            "regex": f"{_PIPELINE_POD_NAME};(api|processor);(.+)",
+            "replacement": "$2",
             "target_label": "pipeline",
         },
     ]
