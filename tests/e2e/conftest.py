@@ -23,6 +23,7 @@ import subprocess
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,8 @@ from kubernetes import client, config
 
 from order_devtools import cluster as local_cluster
 from order_devtools import engines
+from order_devtools.observability import generate as observability_generate
+from order_devtools.observability import pod_discovery, prometheus
 
 from . import host_state
 from .k8s_helpers import wait_for
@@ -277,3 +280,34 @@ def local_engines(tmp_path_factory: pytest.TempPathFactory) -> Iterator[engines.
     engines.ensure_installed()
     with engines.running_engines(tmp_path_factory.mktemp("engines"), persistent=False) as running:
         yield running
+
+
+@dataclass(frozen=True)
+class ClusterPrometheus:
+    """A real Prometheus scraping the annotated pods of the real node every second."""
+
+    server: prometheus.Prometheus
+    host_url: str
+    """Where this host's tests query it."""
+    pod_url: str
+    """Where pods (the in-cluster operator) query it: the node's bridge address."""
+
+
+@pytest.fixture(scope="module")
+def cluster_prometheus(
+    kube_cluster: local_cluster.ClusterAccess,
+    real_node: local_cluster.RealNode,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[ClusterPrometheus]:
+    """Prometheus with the pipeline's rules and the `kubernetes-pods` job (pods on the real
+    node, found through the admin kubeconfig), listening on the node's bridge address: the one
+    address both pods and this host reach, and not a public one. One per test module, so no
+    series outlives the module that made it."""
+    pods = pod_discovery.PodDiscovery(kubeconfig=kube_cluster.kubeconfig, node_name=real_node.name)
+    with prometheus.running(
+        tmp_path_factory.mktemp("cluster-prometheus"),
+        rule_files=[observability_generate.RULES_FILE],
+        pods=pods,
+        host=real_node.address,
+    ) as server:
+        yield ClusterPrometheus(server=server, host_url=server.url, pod_url=server.url)
