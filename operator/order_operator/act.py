@@ -155,11 +155,17 @@ def act_deletion(
     Deployment at zero alone), then the processor, then the queues and tables."""
     if plan.stop_intake:
         kube.apply(builders.build_api_service(owner, serving=False))
-        kube.stop_deployment(owner.namespace, builders.api_name(owner))
+        _stop_both_tracks(kube, owner, "api")
     if plan.stop_processor:
-        kube.stop_deployment(owner.namespace, builders.processor_name(owner))
+        _stop_both_tracks(kube, owner, "processor")
     if plan.delete_queues or plan.delete_tables:
         deleting = _needed(clients)
         aws.delete_queues(deleting.sqs, plan.delete_queues)
         aws.delete_tables(deleting.dynamodb, plan.delete_tables)
     logger.info("%s/%s: %s", owner.namespace, owner.name, plan.event.message)
+
+
+def _stop_both_tracks(kube: Kube, owner: builders.Owner, component: builders.Component) -> None:
+    """The stable Deployment and a canary, if a rollout left one with pods, to zero."""
+    for track in (builders.STABLE, builders.CANARY):
+        kube.stop_deployment(owner.namespace, builders.deployment_name(owner, component, track))

@@ -207,7 +207,10 @@ def test_deletion_stops_the_api_service_then_both_workloads_then_deletes_queues_
     assert log == [
         "apply Service/shop-api",
         "stop shop-api",
+        # A canary a rollout left running would hold the deletion (it waits for every pod).
+        "stop shop-api-canary",
         "stop shop-processor",
+        "stop shop-processor-canary",
         "delete queue http://sqs/shop-orders",
         "delete queue http://sqs/shop-orders-dlq",
         "delete table shop-orders",
