@@ -1,6 +1,10 @@
 """Read a component's analysis window from Prometheus' HTTP API: the judge's readings and the
 canary's observed share (the I/O before the pure `rollout.judge`).
 
+Each track is read by its revision (`{version}`, the `version` label of the default checks):
+the revision hashes the pipeline's queue and table names, so two pipelines, or any other app
+with the same metric names and a `track` label, in one Prometheus never mix their numbers.
+
 The window is `intervals` intervals ending at `at`. Error ratios are read per interval with one
 range query per series and track (step = the interval, ending at `at`): Prometheus evaluates
 `increase(x[interval])` at each step, so the intervals abut without overlap or gap, and one
@@ -198,11 +202,13 @@ def read_window(
     checks: rollout_spec.Checks,
     *,
     component: rollout_spec.Component,
+    revisions: rollout_spec.Revisions,
     interval_seconds: int,
     intervals: int,
     at: float,
 ) -> Window:
-    """Every check's reading for the window of `intervals` intervals ending at `at`."""
+    """Every check's reading for the window of `intervals` intervals ending at `at`, each track
+    read by its revision."""
     if intervals < 1:
         raise ValueError("a window has at least one interval")
     window_seconds = interval_seconds * intervals
@@ -212,7 +218,9 @@ def read_window(
     missing: dict[tuple[judge.Kind, str], str] = {}
 
     for gate in checks.gates:
-        query = rollout_spec.render(gate.query, track="canary", interval_seconds=interval_seconds)
+        query = rollout_spec.render(
+            gate.query, track="canary", revisions=revisions, interval_seconds=interval_seconds
+        )
         try:
             gates[gate.name] = server.instant(query, at=at)
         except NoData as error:
@@ -225,19 +233,23 @@ def read_window(
     for comparison in checks.error_ratios:
         try:
             ratios[comparison.name] = (
-                _counts(server, comparison, "canary", interval_seconds, intervals, at=at),
-                _counts(server, comparison, "stable", interval_seconds, intervals, at=at),
+                _counts(
+                    server, comparison, "canary", revisions, interval_seconds, intervals, at=at
+                ),
+                _counts(
+                    server, comparison, "stable", revisions, interval_seconds, intervals, at=at
+                ),
             )
         except NoData as error:
             missing["errorRatio", comparison.name] = error.reason
 
     for latency in checks.latencies:
         try:
-            latencies[latency.name] = _latency(server, latency, window_seconds, at=at)
+            latencies[latency.name] = _latency(server, latency, revisions, window_seconds, at=at)
         except NoData as error:
             missing["latency", latency.name] = error.reason
 
-    share, share_missing = _share(server, component, interval_seconds, at=at)
+    share, share_missing = _share(server, component, revisions, interval_seconds, at=at)
     readings = judge.Readings(
         gates=gates, error_ratios=ratios, latencies=latencies, missing=missing
     )
@@ -248,13 +260,14 @@ def _counts(
     server: Prometheus,
     comparison: rollout_spec.ErrorRatioComparison,
     track: rollout_spec.Track,
+    revisions: rollout_spec.Revisions,
     interval_seconds: int,
     intervals: int,
     *,
     at: float,
 ) -> judge.Counts:
     def per_interval(series: rollout_spec.Series) -> list[float] | None:
-        query = series.promql(track=track, interval_seconds=interval_seconds)
+        query = series.promql(track=track, revisions=revisions, interval_seconds=interval_seconds)
         return server.per_interval(
             query, at=at, interval_seconds=interval_seconds, intervals=intervals
         )
@@ -268,18 +281,26 @@ def _counts(
 
 
 def _latency(
-    server: Prometheus, latency: rollout_spec.LatencyComparison, window_seconds: int, *, at: float
+    server: Prometheus,
+    latency: rollout_spec.LatencyComparison,
+    revisions: rollout_spec.Revisions,
+    window_seconds: int,
+    *,
+    at: float,
 ) -> judge.LatencyReading:
     quantiles: list[float | None] = []
     samples: list[int] = []
     tracks: Sequence[rollout_spec.Track] = ("canary", "stable")
     for track in tracks:
-        query = rollout_spec.render(latency.query, track=track, interval_seconds=window_seconds)
+        query = rollout_spec.render(
+            latency.query, track=track, revisions=revisions, interval_seconds=window_seconds
+        )
         # NaN (no observation in the window) passes through: the judge calls it no data.
         quantiles.append(server.instant(query, at=at))
-        count = server.instant(
-            latency.samples.promql(track=track, interval_seconds=window_seconds), at=at
+        count_query = latency.samples.promql(
+            track=track, revisions=revisions, interval_seconds=window_seconds
         )
+        count = server.instant(count_query, at=at)
         if count is None:
             raise NoData(f"no {track} series for the sample count")
         samples.append(_count(count))
@@ -295,13 +316,22 @@ def _latency(
 
 
 def _share(
-    server: Prometheus, component: rollout_spec.Component, interval_seconds: int, *, at: float
+    server: Prometheus,
+    component: rollout_spec.Component,
+    revisions: rollout_spec.Revisions,
+    interval_seconds: int,
+    *,
+    at: float,
 ) -> tuple[float | None, str | None]:
     series = SHARE_SERIES[component]
+    tracks: Sequence[rollout_spec.Track] = ("canary", "stable")
     try:
         canary, stable = [
-            server.instant(series.promql(track=track, interval_seconds=interval_seconds), at=at)
-            for track in ("canary", "stable")
+            server.instant(
+                series.promql(track=track, revisions=revisions, interval_seconds=interval_seconds),
+                at=at,
+            )
+            for track in tracks
         ]
     except NoData as error:
         return None, error.reason
@@ -317,6 +347,7 @@ def read(
     analysis: rollout_spec.Analysis,
     component: rollout_spec.Component,
     *,
+    revisions: rollout_spec.Revisions,
     intervals: int,
     at: float,
     timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS,
@@ -328,6 +359,7 @@ def read(
         server,
         analysis.checks(component),
         component=component,
+        revisions=revisions,
         interval_seconds=analysis.interval_seconds,
         intervals=intervals,
         at=at,

@@ -43,7 +43,7 @@ Track = rollout_spec.Track
 STABLE: Track = "stable"
 CANARY: Track = "canary"
 TRACK_LABEL = rollout_spec.TRACK_LABEL
-VERSION_LABEL = "version"
+VERSION_LABEL = rollout_spec.VERSION_LABEL
 """The pod template's revision, as a pod label (and as the `version` label of its metrics)."""
 APP_VERSION_ENV = "APP_VERSION"
 ROLLOUT_TRACK_ENV = "ROLLOUT_TRACK"

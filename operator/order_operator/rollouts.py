@@ -216,7 +216,7 @@ def _analyse(
     """The canary's analysis and observed share, read once per interval while it runs, over
     the intervals since its step began; between readings, the share last observed."""
     spec = rollout.analysis
-    if status is None or not status.rolling or spec is None:
+    if status is None or not status.rolling or spec is None or status.canary_revision is None:
         return None, None
     last = status.last_analysis
     started = status.step_started_at if status.step_started_at is not None else now
@@ -226,11 +226,16 @@ def _analyse(
         # A window reaching back before the step began would judge the previous weight.
         return None, status.observed_share
     intervals = max(1, min(int((now - started) // spec.interval_seconds), MAX_WINDOW_INTERVALS))
-    window = analysis.read(spec, component, intervals=intervals, at=now, pool=memory.pool)
+    # Each track by its revision: unique to this pipeline, whatever else Prometheus scrapes.
+    revisions = rollout_spec.Revisions(canary=status.canary_revision, stable=status.stable_revision)
+    window = analysis.read(
+        spec, component, revisions=revisions, intervals=intervals, at=now, pool=memory.pool
+    )
     result = judge.judge(
         spec.checks(component),
         window.readings,
         min_samples=spec.min_samples,
+        revisions=revisions,
         interval_seconds=spec.interval_seconds,
         window_seconds=spec.interval_seconds * intervals,
     )

@@ -32,6 +32,11 @@ def count_by_producer(producer_version: str, status: str) -> None:
             producer_version = "other"
         else:
             _producers.add(producer_version)
+            # Every final status from a producer's first order on: a series born at its first
+            # increment hides that order from increase(), and an API canary is judged by its
+            # first FAILED orders.
+            for final in sorted(contract.FINAL_STATUSES):
+                ORDERS_BY_PRODUCER.labels(producer_version, final.value)
     ORDERS_BY_PRODUCER.labels(producer_version, status).inc()
 
 

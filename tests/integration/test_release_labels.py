@@ -62,7 +62,13 @@ def test_every_sample_of_both_services_names_its_release_and_the_processor_its_p
         for s in by_producer.samples
         if s.name.endswith("_total")
     }
-    assert counted == {("api-7f3a9c1", "COMPLETED"): 1.0}
+    # Every outcome of a producer from its first order on, so increase() sees each one.
+    assert counted == {
+        ("api-7f3a9c1", "COMPLETED"): 1.0,
+        ("api-7f3a9c1", "FAILED"): 0.0,
+        ("api-7f3a9c1", "REJECTED"): 0.0,
+        ("api-7f3a9c1", "CANCELLED"): 0.0,
+    }
     # The existing counter is unchanged: no producer label, every status from the start.
     assert helpers.metric(processor, 'orders_processed_total{status="COMPLETED"') == 1
 

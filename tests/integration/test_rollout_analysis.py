@@ -2,14 +2,17 @@
 as OpenMetrics, backfilled with `promtool tsdb create-blocks-from openmetrics`, queried at a
 fixed time inside them with the default checks' own PromQL, and judged.
 
-Each scenario has its own two hours, so the windows never see each other's samples. Samples are
-5 s apart and fall on the interval boundaries, so `increase()` over an interval is exact
-(Prometheus 2's ranges include both ends; 3's leave the start out and extrapolate).
+Each scenario has its own two hours, so the windows never see each other's samples; two
+pipelines may share a scenario's hours, as they share a Prometheus. Every series carries the
+`version` and `track` its pods export; the checks select by `version`, each track's revision.
+Samples are 5 s apart and fall on the interval boundaries, so `increase()` over an interval is
+exact (Prometheus 2's ranges include both ends; 3's leave the start out and extrapolate).
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import http.server
 import socket
 import subprocess
@@ -25,9 +28,10 @@ import urllib3
 
 from order_devtools import processes
 from order_devtools.observability import prometheus
-from order_operator import analysis
+from order_operator import analysis, rollouts
 from order_operator.rollout import judge
 from order_operator.rollout import spec as rollout_spec
+from order_operator.rollout import status as rollout_status
 
 pytestmark = pytest.mark.integration
 
@@ -46,13 +50,25 @@ P99_OF_20MS = 0.01 + 0.99 * (0.025 - 0.01)
 """histogram_quantile's answer when every request took 20 ms: linear within (10 ms, 25 ms]."""
 
 
+NONE = (0,) * (1 + INTERVALS)
+
+
 @dataclass(frozen=True)
 class Side:
     """One track's traffic per interval, the lead interval first, then the window's."""
 
     ok: Sequence[int]
-    errors: Sequence[int] = (0,) * (1 + INTERVALS)
+    errors: Sequence[int] = NONE
     seconds: float = 0.02
+    failed_orders: Sequence[int] = NONE
+    """API only: of its `ok` (accepted orders), how many the processor ended FAILED…"""
+    rejected_orders: Sequence[int] = NONE
+    """…and REJECTED; the rest COMPLETED."""
+
+
+def revision(pipeline: str, component: rollout_spec.Component, track: rollout_spec.Track) -> str:
+    """A pod template's revision as the operator names it: a short hash, unique per pipeline."""
+    return hashlib.sha256(f"{pipeline}/{component}/{track}".encode()).hexdigest()[:10]
 
 
 @dataclass(frozen=True)
@@ -60,6 +76,7 @@ class Scenario:
     slot: int
     api: Mapping[rollout_spec.Track, Side]
     processor: Mapping[rollout_spec.Track, Side]
+    pipeline: str = "orders"
 
     @property
     def start(self) -> int:
@@ -69,6 +86,12 @@ class Scenario:
     def at(self) -> int:
         """The end of the window: the evaluation time."""
         return self.start + (1 + INTERVALS) * INTERVAL
+
+    def revisions(self, component: rollout_spec.Component) -> rollout_spec.Revisions:
+        return rollout_spec.Revisions(
+            canary=revision(self.pipeline, component, "canary"),
+            stable=revision(self.pipeline, component, "stable"),
+        )
 
 
 def flat(count: int) -> tuple[int, ...]:
@@ -97,7 +120,40 @@ FEW = Scenario(
     api={"canary": Side(ok=flat(2)), "stable": Side(ok=flat(3_800))},
     processor={"canary": Side(ok=flat(1)), "stable": Side(ok=flat(950))},
 )
-SCENARIOS = (SPARSE, CLEAN, FEW)
+# Another pipeline in the same hours as CLEAN, with the same metric names and tracks: a canary
+# that errs on both components, and another share.
+NEIGHBOUR = Scenario(
+    slot=1,
+    pipeline="returns",
+    api={
+        "canary": Side(ok=flat(300), errors=flat(6)),
+        "stable": Side(ok=flat(2_700)),
+    },
+    processor={
+        "canary": Side(ok=flat(100), errors=flat(5)),
+        "stable": Side(ok=flat(900)),
+    },
+)
+# Clean HTTP on both API tracks; the canary's orders then fail in the processor (3 % against
+# 0.05 %), and both have their orders rejected alike.
+PRODUCED_FAILING = Scenario(
+    slot=3,
+    api={
+        "canary": Side(ok=flat(200), failed_orders=flat(6), rejected_orders=flat(10)),
+        "stable": Side(ok=flat(3_800), failed_orders=flat(2), rejected_orders=flat(190)),
+    },
+    processor=CLEAN_PROCESSOR,
+)
+# A REJECTED order is the business saying no (fraud, a declined card, no stock), not a failure.
+PRODUCED_REJECTED = Scenario(
+    slot=4,
+    api={
+        "canary": Side(ok=flat(200), rejected_orders=flat(40)),
+        "stable": Side(ok=flat(3_800)),
+    },
+    processor=CLEAN_PROCESSOR,
+)
+SCENARIOS = (SPARSE, CLEAN, FEW, NEIGHBOUR, PRODUCED_FAILING, PRODUCED_REJECTED)
 
 
 def cumulative(start: int, per_interval: Sequence[int], *, spread: bool) -> list[tuple[int, int]]:
@@ -140,12 +196,19 @@ def _histogram(
 
 
 def openmetrics(scenarios: Sequence[Scenario]) -> str:
-    """The series the services export, named and labelled as they name them, plus `track`."""
-    requests, durations, orders, processing = "", "", "", ""
+    """The series the services export, named and labelled as they name them, with the
+    `version` and `track` of the pods that export them."""
+    requests, durations, orders, processing, produced = "", "", "", "", ""
     for scenario in scenarios:
         start = scenario.start
+        # During an API rollout the processor is one release for the orders of both API tracks.
+        processor_pod = {
+            "version": revision(scenario.pipeline, "processor", "stable"),
+            "track": "stable",
+        }
         for track, side in scenario.api.items():
-            route = {"route": "/orders", "method": "POST", "track": track}
+            pod = {"version": revision(scenario.pipeline, "api", track), "track": track}
+            route = {"route": "/orders", "method": "POST", **pod}
             requests += _series(
                 "http_requests_total",
                 {**route, "status": "202"},
@@ -158,7 +221,7 @@ def openmetrics(scenarios: Sequence[Scenario]) -> str:
                     {**route, "status": "500"},
                     cumulative(start, side.errors, spread=False),
                 )
-            probe = {"route": "/healthz", "method": "GET", "track": track}
+            probe = {"route": "/healthz", "method": "GET", **pod}
             probes = cumulative(start, flat(PROBES), spread=True)
             requests += _series("http_requests_total", {**probe, "status": "200"}, probes)
             served = [
@@ -176,19 +239,35 @@ def openmetrics(scenarios: Sequence[Scenario]) -> str:
             durations += _histogram(
                 "http_request_duration_seconds", probe, probes, 0.001, API_BUCKETS
             )
+            outcomes = {
+                "COMPLETED": [
+                    ok - failed - rejected
+                    for ok, failed, rejected in zip(
+                        side.ok, side.failed_orders, side.rejected_orders, strict=True
+                    )
+                ],
+                "FAILED": side.failed_orders,
+                "REJECTED": side.rejected_orders,
+            }
+            for status, counts in outcomes.items():
+                # A producer's series exists from its first order with that outcome on.
+                if any(counts):
+                    labels = {**processor_pod, "producer_version": pod["version"], "status": status}
+                    produced += _series(
+                        "orders_processed_by_producer_total",
+                        labels,
+                        cumulative(start, counts, spread=True),
+                    )
         for track, side in scenario.processor.items():
+            pod = {"version": revision(scenario.pipeline, "processor", track), "track": track}
             completed = cumulative(start, side.ok, spread=True)
             failed = cumulative(start, side.errors, spread=False)
-            orders += _series(
-                "orders_processed_total", {"status": "COMPLETED", "track": track}, completed
-            )
-            orders += _series(
-                "orders_processed_total", {"status": "FAILED", "track": track}, failed
-            )
+            orders += _series("orders_processed_total", {"status": "COMPLETED", **pod}, completed)
+            orders += _series("orders_processed_total", {"status": "FAILED", **pod}, failed)
             finished = [(t, a + b) for (t, a), (_, b) in zip(completed, failed, strict=True)]
             processing += _histogram(
                 "order_processing_duration_seconds",
-                {"track": track},
+                pod,
                 finished,
                 side.seconds,
                 PROCESSOR_BUCKETS,
@@ -202,6 +281,8 @@ def openmetrics(scenarios: Sequence[Scenario]) -> str:
         + orders
         + "# TYPE order_processing_duration_seconds histogram\n"
         + processing
+        + "# TYPE orders_processed_by_producer counter\n"
+        + produced
         + "# EOF\n"
     )
 
@@ -242,24 +323,29 @@ def spec(server: prometheus.Prometheus, **fields: object) -> rollout_spec.Analys
 def read_and_judge(
     analysis_spec: rollout_spec.Analysis,
     component: rollout_spec.Component,
-    at: float,
+    scenario: Scenario,
     checks: rollout_spec.Checks | None = None,
     pool: urllib3.PoolManager | None = None,
+    at: float | None = None,
 ) -> tuple[analysis.Window, judge.Result]:
+    """The window of one pipeline's component ending at the scenario's `at` (or at `at`)."""
     checks = checks or analysis_spec.checks(component)
     server = analysis.Prometheus(analysis_spec.prometheus.address, timeout_seconds=5, pool=pool)
+    revisions = scenario.revisions(component)
     window = analysis.read_window(
         server,
         checks,
         component=component,
+        revisions=revisions,
         interval_seconds=analysis_spec.interval_seconds,
         intervals=INTERVALS,
-        at=at,
+        at=scenario.at if at is None else at,
     )
     result = judge.judge(
         checks,
         window.readings,
         min_samples=analysis_spec.min_samples,
+        revisions=revisions,
         interval_seconds=analysis_spec.interval_seconds,
         window_seconds=analysis_spec.interval_seconds * INTERVALS,
     )
@@ -273,23 +359,27 @@ def verdicts(result: judge.Result) -> dict[str, judge.Verdict]:
 def test_sparse_canary_errors_are_counted_per_interval_and_fail_the_canary(
     server: prometheus.Prometheus,
 ) -> None:
-    window, result = read_and_judge(spec(server), "api", SPARSE.at)
+    window, result = read_and_judge(spec(server), "api", SPARSE)
     canary, stable = window.readings.error_ratios["http-5xx"]
     assert list(canary.errors) == [0, 1, 2, 1, 0, 0]
     assert list(canary.totals) == [200, 201, 202, 201, 200, 200]
     assert list(stable.errors) == [0] * INTERVALS
     assert list(stable.totals) == [3_800] * INTERVALS
     assert result.verdict == judge.FAIL
-    assert verdicts(result) == {"http-5xx": judge.FAIL, "http-p99": judge.PASS}
+    assert verdicts(result) == {
+        "http-5xx": judge.FAIL,
+        "produced-orders-failed": judge.PASS,
+        "http-p99": judge.PASS,
+    }
     assert not result.gate_failed
 
 
 def test_equal_clean_tracks_pass_for_both_components(server: prometheus.Prometheus) -> None:
     for component in rollout_spec.COMPONENTS:
-        window, result = read_and_judge(spec(server), component, CLEAN.at)
+        window, result = read_and_judge(spec(server), component, CLEAN)
         assert result.verdict == judge.PASS, result.summary()
         assert not window.readings.missing
-    window, _ = read_and_judge(spec(server), "api", CLEAN.at)
+    window, _ = read_and_judge(spec(server), "api", CLEAN)
     latency = window.readings.latencies["http-p99"]
     assert latency.canary == pytest.approx(P99_OF_20MS)
     assert latency.stable == pytest.approx(P99_OF_20MS)
@@ -299,7 +389,7 @@ def test_equal_clean_tracks_pass_for_both_components(server: prometheus.Promethe
 
 def test_too_few_canary_samples_is_inconclusive(server: prometheus.Prometheus) -> None:
     for component in rollout_spec.COMPONENTS:
-        _, result = read_and_judge(spec(server), component, FEW.at)
+        _, result = read_and_judge(spec(server), component, FEW)
         assert result.verdict == judge.INCONCLUSIVE, component
         assert all("fewer than 100" in m.detail for m in result.measures), result.summary()
 
@@ -307,12 +397,94 @@ def test_too_few_canary_samples_is_inconclusive(server: prometheus.Prometheus) -
 def test_the_observed_share_counts_client_requests_and_finished_orders(
     server: prometheus.Prometheus,
 ) -> None:
-    api, _ = read_and_judge(spec(server), "api", CLEAN.at)
-    processor = analysis.read(spec(server), "processor", intervals=INTERVALS, at=CLEAN.at)
+    api, _ = read_and_judge(spec(server), "api", CLEAN)
+    processor = analysis.read(
+        spec(server),
+        "processor",
+        revisions=CLEAN.revisions("processor"),
+        intervals=INTERVALS,
+        at=CLEAN.at,
+    )
     # 200 of 4000 requests and 50 of 1000 orders; probes (equal on both sides) would give 16 %.
     assert api.observed_share == pytest.approx(0.05)
     assert processor.observed_share == pytest.approx(0.05)
     assert api.share_missing is None
+
+
+def test_two_pipelines_in_one_prometheus_each_read_only_their_own_series(
+    server: prometheus.Prometheus,
+) -> None:
+    """Same metric names, same tracks, same hours: the revision tells them apart."""
+    for component in rollout_spec.COMPONENTS:
+        window, result = read_and_judge(spec(server), component, CLEAN)
+        assert result.verdict == judge.PASS, (component, result.summary())
+        assert window.observed_share == pytest.approx(0.05), component
+    orders, _ = read_and_judge(spec(server), "api", CLEAN)
+    canary, stable = orders.readings.error_ratios["http-5xx"]
+    assert (list(canary.errors), list(canary.totals)) == ([0] * INTERVALS, [200] * INTERVALS)
+    assert list(stable.totals) == [3_800] * INTERVALS
+
+    returns, result = read_and_judge(spec(server), "api", NEIGHBOUR)
+    canary, stable = returns.readings.error_ratios["http-5xx"]
+    assert (list(canary.errors), list(canary.totals)) == ([6] * INTERVALS, [306] * INTERVALS)
+    assert list(stable.totals) == [2_700] * INTERVALS
+    assert returns.observed_share == pytest.approx(306 / 3_006)
+    assert verdicts(result)["http-5xx"] == judge.FAIL
+    returns, result = read_and_judge(spec(server), "processor", NEIGHBOUR)
+    assert returns.observed_share == pytest.approx(105 / 1_005)
+    assert verdicts(result)["orders-failed"] == judge.FAIL
+
+
+def test_a_reconcile_pass_reads_the_revisions_its_rollout_status_names(
+    server: prometheus.Prometheus,
+) -> None:
+    """The wiring: the canary and stable revisions in status are what is read and shown."""
+    rollout = rollout_spec.RolloutSpec(analysis=spec(server))
+    revisions = NEIGHBOUR.revisions("api")
+    status = rollout_status.RolloutStatus(
+        phase=rollout_status.PROGRESSING,
+        stable_revision=revisions.stable,
+        canary_revision=revisions.canary,
+        current_step=0,
+        target_weight=10,
+        step_started_at=NEIGHBOUR.at - INTERVALS * INTERVAL,
+    )
+    reading, share = rollouts._analyse(rollouts.Memory(), rollout, "api", status, NEIGHBOUR.at)
+    assert reading is not None
+    measures = {m.name: m for m in reading.result.measures}
+    assert measures["http-5xx"].verdict == judge.FAIL
+    assert measures["http-5xx"].detail.startswith("canary 36/1836, stable 0/16200")
+    assert f'version="{revisions.canary}"' in measures["http-5xx"].query
+    assert share == pytest.approx(306 / 3_006)
+
+
+def test_an_api_canary_whose_orders_fail_in_the_processor_fails(
+    server: prometheus.Prometheus,
+) -> None:
+    """Its HTTP answers are as clean as the stable's: only the processor's outcomes of the
+    orders it produced show it."""
+    window, result = read_and_judge(spec(server), "api", PRODUCED_FAILING)
+    canary, stable = window.readings.error_ratios["produced-orders-failed"]
+    # Rejections are in the totals, never in the errors.
+    assert (list(canary.errors), list(canary.totals)) == ([6] * INTERVALS, [200] * INTERVALS)
+    assert (list(stable.errors), list(stable.totals)) == ([2] * INTERVALS, [3_800] * INTERVALS)
+    assert result.verdict == judge.FAIL
+    assert verdicts(result) == {
+        "http-5xx": judge.PASS,
+        "produced-orders-failed": judge.FAIL,
+        "http-p99": judge.PASS,
+    }
+    produced = {m.name: m for m in result.measures}["produced-orders-failed"]
+    assert f'producer_version="{PRODUCED_FAILING.revisions("api").canary}"' in produced.query
+
+
+def test_an_api_canary_whose_orders_are_rejected_more_passes(
+    server: prometheus.Prometheus,
+) -> None:
+    window, result = read_and_judge(spec(server), "api", PRODUCED_REJECTED)
+    canary, _ = window.readings.error_ratios["produced-orders-failed"]
+    assert (canary.error_sum, canary.total_sum) == (0, 200 * INTERVALS)
+    assert result.verdict == judge.PASS, result.summary()
 
 
 GATES = rollout_spec.Checks(
@@ -321,12 +493,20 @@ GATES = rollout_spec.Checks(
             name="p99-under-10ms",
             query=(
                 "histogram_quantile(0.99, sum by (le) (rate(http_request_duration_seconds_bucket"
-                '{route="/orders",track="{track}"}[{interval}])))'
+                '{route="/orders",version="{version}"}[{interval}])))'
             ),
             threshold=0.01,
         ),
         rollout_spec.Gate(
             name="no-5xx",
+            query=(
+                'sum(increase(http_requests_total{status=~"5..",version="{version}"}[{interval}]))'
+                " or vector(0)"
+            ),
+            threshold=0,
+        ),
+        rollout_spec.Gate(
+            name="5xx-by-track",
             query=(
                 'sum(increase(http_requests_total{status=~"5..",track="{track}"}[{interval}]))'
                 " or vector(0)"
@@ -344,13 +524,18 @@ GATES = rollout_spec.Checks(
 
 
 def test_gates_breached_passed_absent_and_malformed(server: prometheus.Prometheus) -> None:
-    window, result = read_and_judge(spec(server), "api", CLEAN.at, GATES)
+    window, result = read_and_judge(spec(server), "api", CLEAN, GATES)
     measures = {m.name: m for m in result.measures}
     assert window.readings.gates["p99-under-10ms"] == pytest.approx(P99_OF_20MS)
     assert measures["p99-under-10ms"].verdict == judge.FAIL
     assert result.gate_failed
     # `or vector(0)`: no 5xx series at all is a count of 0, which passes.
     assert (measures["no-5xx"].verdict, measures["no-5xx"].value) == (judge.PASS, 0.0)
+    # `{track}` alone is every pipeline's canary: the neighbour's 5xx count here.
+    assert measures["5xx-by-track"].query.startswith(
+        'sum(increase(http_requests_total{status=~"5..",track="canary"}[60s]))'
+    )
+    assert (measures["5xx-by-track"].verdict, measures["5xx-by-track"].value) == (judge.FAIL, 6.0)
     # Without it, no series is no data: inconclusive, never 0.
     assert window.readings.gates["absent"] is None
     assert measures["absent"].verdict == judge.INCONCLUSIVE
@@ -362,9 +547,10 @@ def test_gates_breached_passed_absent_and_malformed(server: prometheus.Prometheu
 def test_a_window_without_series_is_inconclusive_with_the_reason(
     server: prometheus.Prometheus,
 ) -> None:
-    window, result = read_and_judge(spec(server), "api", BASE - SLOT)
+    window, result = read_and_judge(spec(server), "api", CLEAN, at=BASE - SLOT)
     assert result.verdict == judge.INCONCLUSIVE
     assert [m.detail for m in result.measures] == [
+        "no data: no canary series for the total",
         "no data: no canary series for the total",
         "no data: no canary series for the sample count",
     ]
@@ -403,7 +589,7 @@ def test_a_stopped_prometheus_makes_every_check_inconclusive_at_once(tmp_path: P
         {**rollout_spec.ApiChecks().model_dump(), "gates": GATES.gates}
     )
     pool = CountingPool()
-    window, result = read_and_judge(spec(stopped), "api", CLEAN.at, checks, pool)
+    window, result = read_and_judge(spec(stopped), "api", CLEAN, checks, pool)
     assert_all_inconclusive(window, result, f"Prometheus unreachable at {stopped.url}", checks)
     # One attempt: the pass's other queries do not each wait for an unreachable server.
     assert pool.sent == 1
@@ -437,7 +623,7 @@ def bad_gateway() -> Iterator[str]:
 def test_an_answer_that_is_not_prometheus_is_no_data_with_its_status() -> None:
     with bad_gateway() as address:
         analysis_spec = rollout_spec.Analysis.model_validate({"prometheus": {"address": address}})
-        window, result = read_and_judge(analysis_spec, "processor", CLEAN.at)
+        window, result = read_and_judge(analysis_spec, "processor", CLEAN)
     reason = "HTTP 502: <html><body>502 Bad Gateway</body></html>"
     assert_all_inconclusive(window, result, reason, analysis_spec.checks("processor"))
 

@@ -53,8 +53,10 @@ def test_every_sample_carries_the_release_labels() -> None:
     }
 
 
-def test_the_services_and_the_operator_name_the_track_label_alike() -> None:
+def test_the_services_and_the_operator_name_the_release_labels_alike() -> None:
     assert exposition.TRACK_LABEL == rollout_spec.TRACK_LABEL
+    # The analysis selects each track by this label: the revision the builders stamp.
+    assert exposition.VERSION_LABEL == rollout_spec.VERSION_LABEL
 
 
 def test_the_release_comes_from_the_environment_and_is_checked(
@@ -115,3 +117,23 @@ def test_outcomes_are_counted_by_producer_for_a_bounded_number_of_versions(
     assert count("p-15") - before["p-15"] == 1
     assert count("p-16") - before["p-16"] == 0
     assert count("other") - before["other"] == 2
+
+
+def test_a_producer_s_outcome_series_all_exist_from_its_first_order(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A FAILED series born at the first failure would hide it from `increase()`: the rollout
+    analysis would not count a canary's first failed order on each processor."""
+    monkeypatch.setattr(processor_metrics, "_producers", set())
+    processor_metrics.count_by_producer("first-seen", "COMPLETED")
+    [family] = [
+        f
+        for f in processor_metrics.ORDERS_BY_PRODUCER.collect()
+        if f.name == "orders_processed_by_producer"
+    ]
+    counted = {
+        s.labels["status"]: s.value
+        for s in family.samples
+        if s.name.endswith("_total") and s.labels["producer_version"] == "first-seen"
+    }
+    assert counted == {"COMPLETED": 1.0, "FAILED": 0.0, "REJECTED": 0.0, "CANCELLED": 0.0}

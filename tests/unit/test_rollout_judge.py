@@ -171,11 +171,12 @@ def test_latency_with_too_few_samples_is_inconclusive() -> None:
     assert measure.verdict == judge.INCONCLUSIVE
 
 
+REVISIONS = rollout_spec.Revisions(canary="c0ffee1234", stable="5ab1e5ab1e")
 CHECKS = rollout_spec.Checks(
     gates=[
         rollout_spec.Gate(
             name="dlq-bound",
-            query='sum(increase(x{track="{track}"}[{interval}])) or vector(0)',
+            query='sum(increase(x{track="{track}",v="{version}"}[{interval}])) or vector(0)',
             threshold=0,
         )
     ],
@@ -195,7 +196,9 @@ GOOD = judge.Readings(
 
 
 def run(readings: judge.Readings) -> judge.Result:
-    return judge.judge(CHECKS, readings, min_samples=MIN_SAMPLES, interval_seconds=60)
+    return judge.judge(
+        CHECKS, readings, min_samples=MIN_SAMPLES, revisions=REVISIONS, interval_seconds=60
+    )
 
 
 def test_every_check_passing_passes_and_each_measure_is_reported() -> None:
@@ -207,9 +210,13 @@ def test_every_check_passing_passes_and_each_measure_is_reported() -> None:
         ("latency", "latency", judge.PASS),
     ]
     (gate_measure, ratio_measure, _) = result.measures
-    assert gate_measure.query == 'sum(increase(x{track="canary"}[60s])) or vector(0)'
+    # The canary's queries, as sent: its track and its revision.
+    assert gate_measure.query == (
+        'sum(increase(x{track="canary",v="c0ffee1234"}[60s])) or vector(0)'
+    )
     assert ratio_measure.query == (
-        '(sum(increase(e{track="canary"}[60s]))) / (sum(increase(t{track="canary"}[60s])))'
+        '(sum(increase(e{version="c0ffee1234"}[60s])))'
+        ' / (sum(increase(t{version="c0ffee1234"}[60s])))'
     )
     assert ratio_measure.value == 0.0
 

@@ -515,7 +515,11 @@ def test_sparse_canary_errors_judged_on_real_checks_roll_the_canary_back() -> No
         latencies={"processing-p99": judge.LatencyReading(0.1, 0.1, 300, 5_700)},
     )
     result = judge.judge(
-        spec.analysis.checks("processor"), readings, min_samples=100, interval_seconds=INTERVAL
+        spec.analysis.checks("processor"),
+        readings,
+        min_samples=100,
+        revisions=rollout_spec.Revisions(canary=NEW, stable=OLD),
+        interval_seconds=INTERVAL,
     )
     pipeline = started(spec)
     decision = pipeline.run(NEW, at=60, analysis=rollout_status.Analysis(T0 + 60, result))

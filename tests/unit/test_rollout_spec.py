@@ -12,6 +12,7 @@ from order_operator.rollout import spec as rollout_spec
 from order_operator.v1alpha1 import crd
 
 ANALYSIS = {"prometheus": {"address": "http://prometheus.monitoring:9090"}}
+REVISIONS = rollout_spec.Revisions(canary="c0ffee1234", stable="5ab1e5ab1e")
 
 
 def test_defaults_step_through_5_25_50_with_pauses_processor_first() -> None:
@@ -80,28 +81,33 @@ def test_a_series_is_a_query_or_a_metric_not_both() -> None:
             rollout_spec.Series.model_validate(both_or_none)
 
 
-def test_metric_series_sums_the_increase_of_the_track_over_the_interval() -> None:
+def test_metric_series_sums_the_increase_of_the_track_s_revision_over_the_interval() -> None:
     series = rollout_spec.Series(metric="http_requests_total", matchers='status=~"5.."')
-    assert series.promql(track="canary", interval_seconds=60) == (
-        'sum(increase(http_requests_total{status=~"5..",track="canary"}[60s]))'
+    assert series.promql(track="canary", revisions=REVISIONS, interval_seconds=60) == (
+        'sum(increase(http_requests_total{status=~"5..",version="c0ffee1234"}[60s]))'
     )
     bare = rollout_spec.Series(metric="orders_processed_total")
-    assert bare.promql(track="stable", interval_seconds=30) == (
-        'sum(increase(orders_processed_total{track="stable"}[30s]))'
+    assert bare.promql(track="stable", revisions=REVISIONS, interval_seconds=30) == (
+        'sum(increase(orders_processed_total{version="5ab1e5ab1e"}[30s]))'
     )
 
 
 def test_query_placeholders_are_replaced_and_promql_braces_kept() -> None:
-    series = rollout_spec.Series(query='sum(rate(x{track="{track}",a="b"}[{interval}]))')
-    assert series.promql(track="stable", interval_seconds=120) == (
-        'sum(rate(x{track="stable",a="b"}[120s]))'
+    series = rollout_spec.Series(
+        query='sum(rate(x{track="{track}",version="{version}",a="b"}[{interval}]))'
+    )
+    assert series.promql(track="stable", revisions=REVISIONS, interval_seconds=120) == (
+        'sum(rate(x{track="stable",version="5ab1e5ab1e",a="b"}[120s]))'
+    )
+    assert series.promql(track="canary", revisions=REVISIONS, interval_seconds=60) == (
+        'sum(rate(x{track="canary",version="c0ffee1234",a="b"}[60s]))'
     )
 
 
 def test_default_checks_judge_each_component_on_its_own_metrics() -> None:
     analysis = rollout_spec.Analysis.model_validate(ANALYSIS)
     api, processor = analysis.checks("api"), analysis.checks("processor")
-    assert [c.name for c in api.error_ratios] == ["http-5xx"]
+    assert [c.name for c in api.error_ratios] == ["http-5xx", "produced-orders-failed"]
     assert [c.name for c in processor.error_ratios] == ["orders-failed"]
     assert "http_request_duration_seconds_bucket" in api.latencies[0].query
     assert "order_processing_duration_seconds_bucket" in processor.latencies[0].query
@@ -113,21 +119,41 @@ def test_default_api_checks_leave_out_probes_and_scrapes() -> None:
     """Every pod answers probes and scrapes: counted, they would reach minSamples for a
     canary no client has reached yet."""
     api = rollout_spec.Analysis.model_validate(ANALYSIS).checks("api")
-    (ratio,) = api.error_ratios
+    ratio = api.error_ratios[0]
     (latency,) = api.latencies
     queries = [
-        ratio.errors.promql(track="canary", interval_seconds=60),
-        ratio.total.promql(track="canary", interval_seconds=60),
-        latency.samples.promql(track="canary", interval_seconds=60),
-        rollout_spec.render(latency.query, track="canary", interval_seconds=60),
+        ratio.errors.promql(track="canary", revisions=REVISIONS, interval_seconds=60),
+        ratio.total.promql(track="canary", revisions=REVISIONS, interval_seconds=60),
+        latency.samples.promql(track="canary", revisions=REVISIONS, interval_seconds=60),
+        rollout_spec.render(
+            latency.query, track="canary", revisions=REVISIONS, interval_seconds=60
+        ),
     ]
     for query in queries:
         assert 'route!~"/healthz|/readyz|/metrics"' in query, query
-        assert 'track="canary"' in query, query
+        assert 'version="c0ffee1234"' in query, query
     assert queries[0] == (
         'sum(increase(http_requests_total{route!~"/healthz|/readyz|/metrics",status=~"5..",'
-        'track="canary"}[60s]))'
+        'version="c0ffee1234"}[60s]))'
     )
+
+
+def test_the_api_is_judged_by_the_failures_of_the_orders_it_produced() -> None:
+    """Selected by `producer_version`: the processor's own `version` and `track` are one
+    release for the orders of both API tracks. REJECTED is the business saying no."""
+    api = rollout_spec.Analysis.model_validate(ANALYSIS).checks("api")
+    produced = {c.name: c for c in api.error_ratios}["produced-orders-failed"]
+    for track, revision in (("canary", "c0ffee1234"), ("stable", "5ab1e5ab1e")):
+        errors = produced.errors.promql(track=track, revisions=REVISIONS, interval_seconds=60)
+        total = produced.total.promql(track=track, revisions=REVISIONS, interval_seconds=60)
+        assert errors == (
+            "sum(increase(orders_processed_by_producer_total"
+            f'{{producer_version="{revision}",status="FAILED"}}[60s]))'
+        )
+        assert total == (
+            "sum(increase(orders_processed_by_producer_total"
+            f'{{producer_version="{revision}"}}[60s]))'
+        )
 
 
 def test_the_schema_is_structural_with_cel_rules_and_null_free_defaults() -> None:
@@ -168,11 +194,16 @@ def test_every_default_query_is_valid_promql_for_both_tracks() -> None:
         for track in ("canary", "stable"):
             series = [s for c in checks.error_ratios for s in (c.errors, c.total)]
             series += [latency.samples for latency in checks.latencies]
-            queries = [s.promql(track=track, interval_seconds=60) for s in series] + [
-                rollout_spec.render(latency.query, track=track, interval_seconds=60)
+            queries = [
+                s.promql(track=track, revisions=REVISIONS, interval_seconds=60) for s in series
+            ] + [
+                rollout_spec.render(
+                    latency.query, track=track, revisions=REVISIONS, interval_seconds=60
+                )
                 for latency in checks.latencies
             ]
             for query in queries:
                 promql_parser.parse(query)
                 assert "{track}" not in query
+                assert "{version}" not in query
                 assert "{interval}" not in query

@@ -258,21 +258,28 @@ def judge(
     readings: Readings,
     *,
     min_samples: int,
+    revisions: rollout_spec.Revisions,
     interval_seconds: int,
     window_seconds: int | None = None,
 ) -> Result:
     """Every check of a component on one window's readings. Gates and error counts are read
     per interval; latency quantiles over the whole window (default one interval), which is
-    what their queries show."""
+    what their queries show: the canary's, as read with its revision."""
     measures: list[Measure] = []
     for gate in checks.gates:
-        query = rollout_spec.render(gate.query, track="canary", interval_seconds=interval_seconds)
+        query = rollout_spec.render(
+            gate.query, track="canary", revisions=revisions, interval_seconds=interval_seconds
+        )
         value = readings.gates.get(gate.name)
         reason = readings.reason("gate", gate.name)
         measures.append(judge_gate(gate, value, query=query, reason=reason))
     for comparison in checks.error_ratios:
-        errors = comparison.errors.promql(track="canary", interval_seconds=interval_seconds)
-        total = comparison.total.promql(track="canary", interval_seconds=interval_seconds)
+        errors = comparison.errors.promql(
+            track="canary", revisions=revisions, interval_seconds=interval_seconds
+        )
+        total = comparison.total.promql(
+            track="canary", revisions=revisions, interval_seconds=interval_seconds
+        )
         query = f"({errors}) / ({total})"
         pair = readings.error_ratios.get(comparison.name)
         if pair is None:
@@ -284,7 +291,10 @@ def judge(
         measures.append(judge_error_ratio(comparison, *pair, min_samples=min_samples, query=query))
     for latency in checks.latencies:
         query = rollout_spec.render(
-            latency.query, track="canary", interval_seconds=window_seconds or interval_seconds
+            latency.query,
+            track="canary",
+            revisions=revisions,
+            interval_seconds=window_seconds or interval_seconds,
         )
         reading = readings.latencies.get(latency.name)
         if reading is None:

@@ -9,6 +9,7 @@ Rollouts and Flagger: steps, weight, pause, analysis, failureLimit, progressDead
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Literal, Self
 
 import pydantic
@@ -19,8 +20,22 @@ Component = Literal["processor", "api"]
 COMPONENTS: tuple[Component, ...] = ("processor", "api")
 
 TRACK_LABEL = "track"
-"""The label every exported metric carries: `canary` or `stable`."""
+"""A label every exported metric carries: `canary` or `stable`."""
+VERSION_LABEL = "version"
+"""A label every exported metric carries: the revision of the pod template that runs it, a hash
+that includes the pipeline's queue and table names, so unique to one pipeline's release."""
 Track = Literal["canary", "stable"]
+
+
+@dataclass(frozen=True)
+class Revisions:
+    """The revisions a rollout compares: what `{version}` becomes for each track."""
+
+    canary: str
+    stable: str
+
+    def of(self, track: Track) -> str:
+        return self.canary if track == "canary" else self.stable
 
 
 class Pause(resource_model.SpecModel):
@@ -60,9 +75,12 @@ class Series(
     counter and label matchers from which the query is built."""
 
     query: str | None = pydantic.Field(default=None, min_length=1)
-    """PromQL; `{track}` becomes `canary` or `stable`, `{interval}` the window (e.g. `60s`)."""
+    """PromQL; `{version}` becomes the revision of the track read (the canary's or the
+    stable's, unique to this pipeline), `{track}` the track's name (`canary` or `stable`,
+    shared by every pipeline), `{interval}` the window (e.g. `60s`)."""
     metric: str | None = pydantic.Field(default=None, pattern=r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
-    """A counter; the query is `sum(increase(<metric>{<matchers>,track="…"}[<interval>]))`."""
+    """A counter; the query is `sum(increase(<metric>{<matchers>,version="…"}[<interval>]))`,
+    the track's revision as `version`."""
     matchers: str = ""
     """Extra label matchers for `metric`, e.g. `status=~"5.."`."""
 
@@ -72,16 +90,23 @@ class Series(
             raise ValueError("give either query or metric (with matchers)")
         return self
 
-    def promql(self, *, track: Track, interval_seconds: int) -> str:
+    def promql(self, *, track: Track, revisions: Revisions, interval_seconds: int) -> str:
         if self.query is not None:
-            return render(self.query, track=track, interval_seconds=interval_seconds)
-        selector = ",".join(m for m in (self.matchers, f'{TRACK_LABEL}="{track}"') if m)
+            return render(
+                self.query, track=track, revisions=revisions, interval_seconds=interval_seconds
+            )
+        own = f'{VERSION_LABEL}="{revisions.of(track)}"'
+        selector = ",".join(m for m in (self.matchers, own) if m)
         return f"sum(increase({self.metric}{{{selector}}}[{interval_seconds}s]))"
 
 
-def render(query: str, *, track: Track, interval_seconds: int) -> str:
+def render(query: str, *, track: Track, revisions: Revisions, interval_seconds: int) -> str:
     """Fill the placeholders by plain replacement: PromQL's own braces must stay as they are."""
-    return query.replace("{track}", track).replace("{interval}", f"{interval_seconds}s")
+    return (
+        query.replace("{version}", revisions.of(track))
+        .replace("{track}", track)
+        .replace("{interval}", f"{interval_seconds}s")
+    )
 
 
 class Gate(resource_model.SpecModel):
@@ -89,8 +114,10 @@ class Gate(resource_model.SpecModel):
 
     name: str = pydantic.Field(pattern=r"^[A-Za-z0-9_-]{1,63}$")
     query: str = pydantic.Field(min_length=1)
-    """PromQL returning one number, with the `{track}` and `{interval}` placeholders. No data
-    is inconclusive (the step holds): append `or vector(0)` to a count that may be absent."""
+    """PromQL returning one number about the canary: `{version}` becomes the canary's revision
+    (unique to this pipeline), `{track}` `canary` (shared by every pipeline), `{interval}` the
+    interval (e.g. `60s`). No data is inconclusive (the step holds): append `or vector(0)` to a
+    count that may be absent."""
     threshold: float
     comparison: Literal["max", "min"] = "max"
     """max: the value must not exceed the threshold; min: it must not fall below it."""
@@ -117,7 +144,9 @@ class LatencyComparison(resource_model.SpecModel):
 
     name: str = pydantic.Field(default="latency", pattern=r"^[A-Za-z0-9_-]{1,63}$")
     query: str = pydantic.Field(min_length=1)
-    """PromQL for the quantile in seconds, with the `{track}` and `{interval}` placeholders."""
+    """PromQL for the quantile in seconds: `{version}` becomes the revision of the track read
+    (unique to this pipeline), `{track}` its name (`canary` or `stable`, shared by every
+    pipeline), `{interval}` the window (e.g. `360s`)."""
     samples: Series
     """How many observations the quantile is computed from (too few: inconclusive)."""
     tolerance: float = pydantic.Field(default=0.2, ge=0)
@@ -150,16 +179,35 @@ def _http(matchers: str = "") -> Series:
 
 
 def _p99(histogram: str, matchers: str = "") -> str:
-    selector = ",".join(m for m in (matchers, 'track="{track}"') if m)
+    selector = ",".join(m for m in (matchers, f'{VERSION_LABEL}="{{version}}"') if m)
     rate = f"rate({histogram}_bucket{{{selector}}}[{{interval}}])"
     return f"histogram_quantile(0.99, sum by (le) ({rate}))"
 
 
+def _produced(matchers: str = "") -> Series:
+    """Orders the processor finished, of those the track's API produced. Selected by
+    `producer_version`, the API's revision each message carries: the processor's own `version`
+    and `track` are one release for the orders of both API tracks."""
+    selector = ",".join(m for m in ('producer_version="{version}"', matchers) if m)
+    return Series(
+        query=f"sum(increase(orders_processed_by_producer_total{{{selector}}}[{{interval}}]))"
+    )
+
+
 class ApiChecks(Checks):
-    """The defaults judge the API on the metrics it exports: 5xx ratio and p99 latency."""
+    """The defaults judge the API on the metrics it exports (5xx ratio and p99 latency) and on
+    the processor's outcomes of the orders it produced: a canary that writes orders the
+    processor then fails passes every HTTP check."""
 
     error_ratios: list[ErrorRatioComparison] = [
-        ErrorRatioComparison(name="http-5xx", errors=_http('status=~"5.."'), total=_http())
+        ErrorRatioComparison(name="http-5xx", errors=_http('status=~"5.."'), total=_http()),
+        # FAILED is the processor's only processing failure; REJECTED (fraud, payment declined,
+        # out of stock) is the business saying no, which a release need not change.
+        ErrorRatioComparison(
+            name="produced-orders-failed",
+            errors=_produced('status="FAILED"'),
+            total=_produced(),
+        ),
     ]
     latencies: list[LatencyComparison] = [
         LatencyComparison(
