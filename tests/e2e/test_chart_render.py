@@ -605,7 +605,11 @@ def test_monitoring_ships_the_generated_dashboards_for_grafanas_sidecar(
         if path.suffix == ".json"
     }
     assert shipped == generated
-    assert {d["uid"] for d in shipped.values()} == {"order-pipeline", "order-pipeline-operator"}
+    assert {d["uid"] for d in shipped.values()} == {
+        "order-pipeline",
+        "order-pipeline-operator",
+        "order-pipeline-rollouts",
+    }
 
 
 def test_monitoring_ships_rules_and_pod_monitors_only_where_the_operators_api_is_served(

@@ -1,16 +1,20 @@
 """The shipped dashboards and rules against a real Prometheus (Debian's `prometheus`) scraping a
 real API and processor on the real engines every second, after mixed traffic: 202s, 4xx, 429s,
-503s, a completed, a rejected and a failed order, a message in the DLQ.
+503s, a completed, a rejected and a failed order, a message in the DLQ. A canary API and a
+canary processor (another version, `ROLLOUT_TRACK=canary`) run beside them on the same queue
+and tables, as during a rollout, and get traffic of their own.
 
-Every Pipeline dashboard query and every rule expression runs through Prometheus' HTTP API:
-no error, a non-empty result, the labels its legend names, shares within [0, 1]. Every metric
-name a panel or rule uses (parsed with promql-parser) is one the services expose. The dashboard
-is rendered to a PNG from those results (`make dashboards` keeps it: OBSERVABILITY_PNG_DIR).
+Every Pipeline and Rollouts dashboard query and every rule expression runs through Prometheus'
+HTTP API: no error, a non-empty result, the labels its legend names, shares within [0, 1]; the
+Rollouts panels tell the canary from the stable side. Every metric name a panel or rule uses
+(parsed with promql-parser) is one the services expose. The dashboards are rendered to PNGs from
+those results (`make dashboards` keeps them: OBSERVABILITY_PNG_DIR).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import shutil
 import time
@@ -41,6 +45,8 @@ pytestmark = pytest.mark.integration
 RATE_WINDOW = observability_checks.RATE_WINDOW
 
 SCOPE_LABELS = {"namespace": "local", "pipeline": "demo"}
+RELEASES = {"stable": "v1", "canary": "v2"}
+"""`track` → `version` of the API and processor processes (APP_VERSION, ROLLOUT_TRACK)."""
 BUILT_IN = {"up", "ALERTS"}
 
 _HISTOGRAM_SAMPLES = ("_bucket", "_count", "_sum", "_created")
@@ -137,6 +143,22 @@ def _drive_mixed_traffic(
     return statuses
 
 
+def _drive_canary_traffic(canary: httpx.Client) -> None:
+    """Orders through the canary API, all completed, and a 422: no 5xx and no failed order, so
+    its error ratios must read 0, not nothing, beside the stable side's. A client of its own:
+    the rate limit is per client across the APIs."""
+    access = helpers.token(canary, "rollout", "rollout-secret")
+    placed = [
+        helpers.place(canary, access, helpers.order_body(customer_id=f"k{i}")) for i in range(6)
+    ]
+    assert (
+        canary.post("/v1/orders", json={"items": []}, headers=helpers.auth(access)).status_code
+        == 422
+    )
+    finals = {helpers.wait_final(canary, p["status_url"])["status"] for p in placed}
+    assert finals == {"COMPLETED"}
+
+
 @pytest.fixture(scope="module")
 def observed(tmp_path_factory: pytest.TempPathFactory, local_engines: Any) -> Iterator[Observed]:
     """Module-scoped: one run of traffic serves every check below."""
@@ -149,28 +171,51 @@ def observed(tmp_path_factory: pytest.TempPathFactory, local_engines: Any) -> It
 def _observe(base: Path, local_engines: Any) -> Iterator[Observed]:
     pipeline = dataclasses.replace(
         new_pipeline(local_engines, visibility_timeout=1, max_receive_count=2),
-        clients={"demo": "demo-secret", "other": "other-secret"},
+        clients={"demo": "demo-secret", "other": "other-secret", "rollout": "rollout-secret"},
     )
     with faultproxy.proxied(pipeline.sqs_endpoint) as sqs_proxy:
-        api = local.api_process(
-            dataclasses.replace(pipeline, sqs_endpoint=sqs_proxy.endpoint),
-            local.free_port(),
-            base,
-            RATE_LIMIT_PER_MINUTE=str(RATE_LIMIT),
-        )
-        processor = local.processor_process(
-            pipeline,
-            local.free_port(),
-            base,
-            QUEUE_DEPTH_INTERVAL_SECONDS="1",
-            WAIT_TIME_SECONDS="1",
-        )
-        api.start()
-        processor.start()
+        apis = {
+            track: local.api_process(
+                # the stable API's sends go through the fault proxy (its 503s)
+                dataclasses.replace(pipeline, sqs_endpoint=sqs_proxy.endpoint)
+                if track == "stable"
+                else pipeline,
+                local.free_port(),
+                base,
+                RATE_LIMIT_PER_MINUTE=str(RATE_LIMIT),
+                APP_VERSION=version,
+                ROLLOUT_TRACK=track,
+            )
+            for track, version in RELEASES.items()
+        }
+        # Both with the default concurrency (as many pollers), so each finishes a fair part of
+        # the orders whichever API queued them.
+        processors = {
+            track: local.processor_process(
+                pipeline,
+                local.free_port(),
+                base,
+                QUEUE_DEPTH_INTERVAL_SECONDS="1",
+                WAIT_TIME_SECONDS="1",
+                APP_VERSION=version,
+                ROLLOUT_TRACK=track,
+            )
+            for track, version in RELEASES.items()
+        }
+        services = [*apis.values(), *processors.values()]
+        api = apis["stable"]
         try:
+            for service in services:
+                service.start()
             targets = [
-                prometheus.Target(rules.JOBS["api"], _address(api), SCOPE_LABELS),
-                prometheus.Target(rules.JOBS["processor"], _address(processor), SCOPE_LABELS),
+                *(
+                    prometheus.Target(rules.JOBS["api"], _address(a), SCOPE_LABELS)
+                    for a in apis.values()
+                ),
+                *(
+                    prometheus.Target(rules.JOBS["processor"], _address(p), SCOPE_LABELS)
+                    for p in processors.values()
+                ),
             ]
             with prometheus.running(
                 base / "prometheus", targets=targets, rule_files=[generate.RULES_FILE]
@@ -186,13 +231,18 @@ def _observe(base: Path, local_engines: Any) -> Iterator[Observed]:
                     httpx.Client(
                         base_url=api.health_url.removesuffix("/healthz"), timeout=10
                     ) as other,
+                    httpx.Client(
+                        base_url=apis["canary"].health_url.removesuffix("/healthz"), timeout=10
+                    ) as canary,
                 ):
                     # Twice: a labelled series is born at its first event, which rate()
                     # cannot see; the second round shows in every rate.
                     first = _drive_mixed_traffic(client, other, sqs_proxy, burst=RATE_LIMIT + 5)
                     assert 202 in first, first
+                    _drive_canary_traffic(canary)
                     time.sleep(3)
                     _drive_mixed_traffic(client, other, sqs_proxy, burst=5)
+                    _drive_canary_traffic(canary)
                 dlq = f"{pipeline.queue_name}-dlq"
                 helpers.eventually(
                     lambda: helpers.queue_depths(pipeline), until=lambda d: d[dlq] >= 1, timeout=60
@@ -204,11 +254,11 @@ def _observe(base: Path, local_engines: Any) -> Iterator[Observed]:
                     timeout=30,
                 )
                 time.sleep(3)
-                names = sample_names(_metrics_text(api)) | sample_names(_metrics_text(processor))
+                names = set().union(*(sample_names(_metrics_text(s)) for s in services))
                 yield Observed(server, names, started, base / "png")
         finally:
-            api.stop()
-            processor.stop()
+            for service in services:
+                service.stop()
 
 
 def _uses_only_operator_metrics(expr: str) -> bool:
@@ -220,9 +270,13 @@ def _values(result: list[dict[str, Any]]) -> list[float]:
     return [float(series["value"][1]) for series in result]
 
 
-def test_prometheus_scrapes_both_services_and_loaded_every_rule(observed: Observed) -> None:
-    health = {t["labels"]["job"]: t["health"] for t in observed.server.targets()}
-    assert health == {rules.JOBS["api"]: "up", rules.JOBS["processor"]: "up"}
+def test_prometheus_scrapes_both_releases_of_both_services_and_loaded_every_rule(
+    observed: Observed,
+) -> None:
+    scraped = sorted((t["labels"]["job"], t["health"]) for t in observed.server.targets())
+    assert scraped == sorted(
+        (job, "up") for job in (rules.JOBS["api"], rules.JOBS["processor"]) for _ in RELEASES
+    )
     loaded = {group["name"]: group for group in observed.server.rule_groups()}
     shipped = generate.load_rules()["groups"]
     assert set(loaded) == {group["name"] for group in shipped}
@@ -231,17 +285,94 @@ def test_prometheus_scrapes_both_services_and_loaded_every_rule(observed: Observ
             assert rule["health"] == "ok", rule
 
 
+LIVE_DASHBOARDS = (dashboards.PIPELINE, dashboards.ROLLOUTS)
+"""The dashboards of the API and processor (the operator's is proven in tests/e2e)."""
+
+
+def _queries(spec: dashboards.Dashboard) -> list[promql.PanelQuery]:
+    return list(promql.panel_queries(generate.load_dashboard(generate.dashboard_path(spec))))
+
+
 @pytest.mark.parametrize(
     "query",
-    list(
-        promql.panel_queries(generate.load_dashboard(generate.dashboard_path(dashboards.PIPELINE)))
-    ),
-    ids=lambda q: f"{q.panel}: {q.legend}",
+    [
+        pytest.param(query, id=f"{spec.uid} {query.panel}: {query.legend}")
+        for spec in LIVE_DASHBOARDS
+        for query in _queries(spec)
+    ],
 )
-def test_every_pipeline_panel_query_returns_labelled_series(
+def test_every_pipeline_and_rollouts_panel_query_returns_labelled_series(
     observed: Observed, query: promql.PanelQuery
 ) -> None:
     observability_checks.assert_panel_query_answers(observed.server, query)
+
+
+def _live(observed: Observed, query: promql.PanelQuery) -> list[dict[str, Any]]:
+    expr = promql.substitute_variables(query.expr, rate_window=RATE_WINDOW)
+    return observed.server.query(expr)
+
+
+def _by_track(result: list[dict[str, Any]]) -> dict[str, float]:
+    """One number per track of a by-(track, version) result, each with its own version."""
+    assert all(s["metric"]["version"] == RELEASES[s["metric"]["track"]] for s in result), result
+    tracks = [s["metric"]["track"] for s in result]
+    assert sorted(tracks) == sorted(RELEASES), result
+    return {s["metric"]["track"]: float(s["value"][1]) for s in result}
+
+
+@pytest.mark.parametrize(
+    "query",
+    [q for q in _queries(dashboards.ROLLOUTS) if "track" in promql.legend_labels(q.legend)],
+    ids=lambda q: f"{q.panel}: {q.legend}",
+)
+def test_every_rollouts_release_panel_shows_the_canary_and_the_stable_side(
+    observed: Observed, query: promql.PanelQuery
+) -> None:
+    result = _live(observed, query)
+    releases = {(s["metric"]["track"], s["metric"]["version"]) for s in result}
+    assert releases == set(RELEASES.items()), f"{query.panel}: {releases}"
+    for track in RELEASES:
+        values = [float(s["value"][1]) for s in result if s["metric"]["track"] == track]
+        assert any(not math.isnan(v) for v in values), f"{query.panel} {track}: {values}"
+
+
+def _rollouts_query(panel: str) -> promql.PanelQuery:
+    (query,) = (q for q in _queries(dashboards.ROLLOUTS) if q.panel == panel)
+    return query
+
+
+def test_the_rollouts_shares_split_the_traffic_between_the_releases(observed: Observed) -> None:
+    for panel in ("Share of client requests", "Share of finished orders"):
+        shares = _by_track(_live(observed, _rollouts_query(panel)))
+        assert sum(shares.values()) == pytest.approx(1), (panel, shares)
+        assert all(0 < share < 1 for share in shares.values()), (panel, shares)
+
+
+def test_the_rollouts_5xx_ratio_reads_0_for_a_canary_without_errors(observed: Observed) -> None:
+    # only the stable API's sends went through the failing proxy
+    ratios = _by_track(_live(observed, _rollouts_query("5xx ratio")))
+    assert ratios["stable"] > 0
+    assert ratios["canary"] == 0
+
+
+def test_the_rollouts_outcomes_by_producer_show_each_api_versions_orders(
+    observed: Observed,
+) -> None:
+    outcomes = _live(observed, _rollouts_query("Outcomes by producer version"))
+    completed = {
+        s["metric"]["producer_version"]: float(s["value"][1])
+        for s in outcomes
+        if s["metric"]["status"] == "COMPLETED"
+    }
+    assert set(completed) == set(RELEASES.values())
+    assert all(rate > 0 for rate in completed.values()), completed
+    failed = _live(observed, _rollouts_query("FAILED ratio by producer version"))
+    ratios = {s["metric"]["producer_version"]: float(s["value"][1]) for s in failed}
+    assert set(ratios) == set(RELEASES.values())
+    assert ratios[RELEASES["canary"]] == 0  # every order the canary API queued completed
+    # The stable API's failed orders may not show in rate(): each processor's series of them
+    # is born at its first one.
+    assert 0 <= ratios[RELEASES["stable"]] <= 1
 
 
 def _rules() -> list[dict[str, Any]]:
@@ -306,12 +437,15 @@ def test_every_metric_name_used_is_exposed_by_a_service(observed: Observed) -> N
     assert operator_used <= operator_names
 
 
-def test_the_pipeline_dashboard_renders_from_live_results(observed: Observed) -> None:
-    dashboard = generate.load_dashboard(generate.dashboard_path(dashboards.PIPELINE))
+@pytest.mark.parametrize("spec", LIVE_DASHBOARDS, ids=lambda d: d.uid)
+def test_the_dashboard_renders_from_live_results(
+    observed: Observed, spec: dashboards.Dashboard
+) -> None:
+    dashboard = generate.load_dashboard(generate.dashboard_path(spec))
     target = render.render(
         observed.server,
         dashboard,
-        observed.png_dir / f"dashboard-{dashboards.PIPELINE.uid}.png",
+        observed.png_dir / f"dashboard-{spec.uid}.png",
         start=observed.started,
         end=time.time(),
         rate_window="15s",

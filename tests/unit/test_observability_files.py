@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from order_devtools.observability import dashboards, generate, promql
+from order_devtools.observability import dashboards, generate, promql, render
 
 
 @pytest.mark.parametrize("path", sorted(generate.generated_files()), ids=lambda p: p.name)
@@ -40,3 +40,18 @@ def test_every_rule_expression_parses() -> None:
     for group in generate.load_rules()["groups"]:
         for rule in group["rules"]:
             assert promql.metric_names(rule["expr"]), rule
+
+
+def test_a_render_has_as_many_columns_as_grafana_fits_its_narrowest_panels() -> None:
+    columns = {
+        spec.uid: render.columns(
+            [p for p in dashboards.build(spec)["panels"] if p["type"] != "row"]
+        )
+        for spec in dashboards.DASHBOARDS
+    }
+    # the rollouts' rows of four (API, processor) each fill one line of the picture
+    assert columns == {
+        dashboards.PIPELINE.uid: 3,
+        dashboards.OPERATOR.uid: 3,
+        dashboards.ROLLOUTS.uid: 4,
+    }

@@ -1,4 +1,4 @@
-"""The Grafana dashboards (Pipeline, Operator), built with grafana-foundation-sdk.
+"""The Grafana dashboards (Pipeline, Operator, Rollouts), built with grafana-foundation-sdk.
 
 Panels are declared as small specs (title, unit, queries with their legends) and turned into the
 Grafana 11 dashboard model by the SDK's builders; `generate.py` writes them into the chart.
@@ -341,7 +341,181 @@ OPERATOR = Dashboard(
     ),
 )
 
-DASHBOARDS = (PIPELINE, OPERATOR)
+CLIENT = f'route!~"/healthz|/readyz|/metrics", {SCOPE}'
+"""Client requests, as the rollout's defaults count them: probes and scrapes reach every pod
+whatever its weight, so they would pull an idle canary's share toward its pod count."""
+
+RELEASE = "track, version"
+RELEASE_LEGEND = "{{track}} {{version}}"
+
+
+def rate_by(selector: str, *, by: str = RELEASE) -> str:
+    return f"sum by ({by}) (rate({selector}[{RATE}]))"
+
+
+def p99_by_release(histogram: str, selector: str) -> Query:
+    buckets = rate_by(f"{histogram}_bucket{{{selector}}}", by=f"le, {RELEASE}")
+    return Query(f"histogram_quantile(0.99, {buckets})", RELEASE_LEGEND)
+
+
+def release_share(selector: str) -> Query:
+    """Each release's part of the whole, as the operator observes a canary's share."""
+    return Query(
+        f"{rate_by(selector)}\n/ ignoring ({RELEASE}) group_left\nsum(rate({selector}[{RATE}]))",
+        RELEASE_LEGEND,
+    )
+
+
+def ratio_by(bad: str, total: str, *, by: str, legend: str) -> Query:
+    """`bad` over `total` per `by`: 0, not a missing line, for a side with nothing bad (a
+    labelled counter is born at its first event, so a healthy canary has no 5xx series)."""
+    return Query(
+        f"(\n  {rate_by(bad, by=by)}\n  or 0 * {rate_by(total, by=by)}\n)"
+        f"\n/\n{rate_by(total, by=by)}",
+        legend,
+    )
+
+
+ROLLOUTS = Dashboard(
+    uid="order-pipeline-rollouts",
+    title="Order pipeline rollouts",
+    description=(
+        "Canary against stable during a rollout: every panel split by track and version;"
+        " shares are of the selected pipelines, so pick one"
+    ),
+    tags=("order-pipeline", "rollouts"),
+    rows=(
+        Row(
+            "API by release",
+            (
+                Panel(
+                    "Client requests",
+                    "reqps",
+                    (Query(rate_by(f"http_requests_total{{{CLIENT}}}"), RELEASE_LEGEND),),
+                    width=6,
+                ),
+                Panel(
+                    "Share of client requests",
+                    "percentunit",
+                    (release_share(f"http_requests_total{{{CLIENT}}}"),),
+                    ratio=True,
+                    description=(
+                        "The canary's observed share: a step advances when it is within"
+                        " apiShareTolerance of the step's weight"
+                    ),
+                    width=6,
+                ),
+                Panel(
+                    "5xx ratio",
+                    "percentunit",
+                    (
+                        ratio_by(
+                            f'http_requests_total{{{CLIENT}, status=~"5.."}}',
+                            f"http_requests_total{{{CLIENT}}}",
+                            by=RELEASE,
+                            legend=RELEASE_LEGEND,
+                        ),
+                    ),
+                    ratio=True,
+                    width=6,
+                ),
+                Panel(
+                    "p99 latency",
+                    "s",
+                    (p99_by_release("http_request_duration_seconds", CLIENT),),
+                    width=6,
+                ),
+            ),
+        ),
+        Row(
+            "Processor by release",
+            (
+                Panel(
+                    "Finished orders by status",
+                    "ops",
+                    (
+                        Query(
+                            rate_by(f"orders_processed_total{{{SCOPE}}}", by=f"{RELEASE}, status"),
+                            f"{RELEASE_LEGEND}: {{{{status}}}}",
+                        ),
+                    ),
+                    width=6,
+                ),
+                Panel(
+                    "Share of finished orders",
+                    "percentunit",
+                    (release_share(f"orders_processed_total{{{SCOPE}}}"),),
+                    ratio=True,
+                    description=(
+                        "The canary's observed share of messages, set by its share of receive"
+                        " concurrency"
+                    ),
+                    width=6,
+                ),
+                Panel(
+                    "FAILED ratio",
+                    "percentunit",
+                    (
+                        ratio_by(
+                            f'orders_processed_total{{{SCOPE}, status="FAILED"}}',
+                            f"orders_processed_total{{{SCOPE}}}",
+                            by=RELEASE,
+                            legend=RELEASE_LEGEND,
+                        ),
+                    ),
+                    ratio=True,
+                    width=6,
+                ),
+                Panel(
+                    "p99 processing time",
+                    "s",
+                    (p99_by_release("order_processing_duration_seconds", SCOPE),),
+                    description="From receiving a message to its outcome",
+                    width=6,
+                ),
+            ),
+        ),
+        Row(
+            "Orders by the API version that queued them",
+            (
+                Panel(
+                    "Outcomes by producer version",
+                    "ops",
+                    (
+                        Query(
+                            rate_by(
+                                f"orders_processed_by_producer_total{{{SCOPE}}}",
+                                by="producer_version, status",
+                            ),
+                            "{{producer_version}}: {{status}}",
+                        ),
+                    ),
+                    description=(
+                        "How the orders each API version queued ended, whichever processor"
+                        " finished them: what an API canary's orders come to"
+                    ),
+                    width=12,
+                ),
+                Panel(
+                    "FAILED ratio by producer version",
+                    "percentunit",
+                    (
+                        ratio_by(
+                            f'orders_processed_by_producer_total{{{SCOPE}, status="FAILED"}}',
+                            f"orders_processed_by_producer_total{{{SCOPE}}}",
+                            by="producer_version",
+                            legend="{{producer_version}}",
+                        ),
+                    ),
+                    ratio=True,
+                    width=12,
+                ),
+            ),
+        ),
+    ),
+)
+
+DASHBOARDS = (PIPELINE, OPERATOR, ROLLOUTS)
 
 
 def _panel(spec: Panel) -> timeseries.Panel | stat.Panel:

@@ -13,7 +13,8 @@ from matplotlib import ticker
 
 from order_devtools.observability import prometheus, promql
 
-COLUMNS = 3
+GRID_WIDTH = 24
+"""Grafana's grid: a panel of width 6 is a quarter of the dashboard."""
 UNIT_LABELS = {
     "s": "seconds",
     "reqps": "requests/s",
@@ -42,6 +43,12 @@ def _panels(dashboard: dict[str, Any]) -> list[dict[str, Any]]:
     return [panel for panel in dashboard["panels"] if panel["type"] != "row"]
 
 
+def columns(panels: list[dict[str, Any]]) -> int:
+    """As many as the narrowest panel's width fits across Grafana's grid."""
+    narrowest = min(int(panel["gridPos"]["w"]) for panel in panels)
+    return max(1, GRID_WIDTH // narrowest)
+
+
 def render(
     server: prometheus.Prometheus,
     dashboard: dict[str, Any],
@@ -52,10 +59,11 @@ def render(
     rate_window: str,
 ) -> Path:
     panels = _panels(dashboard)
-    rows = math.ceil(len(panels) / COLUMNS)
+    across = columns(panels)
+    rows = math.ceil(len(panels) / across)
     # A bare Figure renders with Agg on savefig: no pyplot, no display.
-    figure = mpl_figure.Figure(figsize=(6 * COLUMNS, 3.4 * rows))
-    axes = figure.subplots(rows, COLUMNS, squeeze=False)
+    figure = mpl_figure.Figure(figsize=(6 * across, 3.4 * rows))
+    axes = figure.subplots(rows, across, squeeze=False)
     step = max(1.0, (end - start) / 200)
     for axis, panel in zip(axes.flat, panels, strict=False):
         unit = panel.get("fieldConfig", {}).get("defaults", {}).get("unit", "")
