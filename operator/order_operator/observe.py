@@ -136,15 +136,7 @@ def with_canary_pods(
     canary = kube.deployment_state(
         owner.namespace, builders.deployment_name(owner, "processor", builders.CANARY)
     )
-    if not canary.exists:
-        return snapshot
-    stable = snapshot.processor
-    total = dataclasses.replace(
-        stable,
-        spec_replicas=stable.spec_replicas + canary.spec_replicas,
-        ready_replicas=stable.ready_replicas + canary.ready_replicas,
-    )
-    return dataclasses.replace(snapshot, processor=total)
+    return dataclasses.replace(snapshot, processor=_both_tracks(snapshot.processor, canary))
 
 
 @dataclass(frozen=True)
@@ -196,8 +188,30 @@ class WorkloadsSnapshot:
     processor: DeploymentState
 
 
-def observe_workloads(kube: Kube, owner: builders.Owner) -> WorkloadsSnapshot:
+def observe_workloads(
+    kube: Kube, owner: builders.Owner, *, with_canaries: bool = False
+) -> WorkloadsSnapshot:
+    """`with_canaries`: the processor's pods counted over both tracks, as the scaler's count
+    is split between them during a rollout."""
+    processor = kube.deployment_state(owner.namespace, builders.processor_name(owner))
+    if with_canaries:
+        canary = kube.deployment_state(
+            owner.namespace, builders.deployment_name(owner, "processor", builders.CANARY)
+        )
+        processor = _both_tracks(processor, canary)
     return WorkloadsSnapshot(
         api=kube.deployment_state(owner.namespace, builders.api_name(owner)),
-        processor=kube.deployment_state(owner.namespace, builders.processor_name(owner)),
+        processor=processor,
+    )
+
+
+def _both_tracks(stable: DeploymentState, canary: DeploymentState) -> DeploymentState:
+    if not canary.exists:
+        return stable
+    return dataclasses.replace(
+        stable,
+        spec_replicas=stable.spec_replicas + canary.spec_replicas,
+        ready_replicas=stable.ready_replicas + canary.ready_replicas,
+        updated_replicas=stable.updated_replicas + canary.updated_replicas,
+        observed_current=stable.observed_current and canary.observed_current,
     )

@@ -131,7 +131,7 @@ def reconcile(
         old_status=body.get("status") or {},
         cloud=cloud,
         scaled=scaled,
-        workloads=observe.observe_workloads(kube, owner),
+        workloads=observe.observe_workloads(kube, owner, with_canaries=spec.rollout is not None),
         now=now_iso(),
     )
     events = [scaled.plan.event] if isinstance(scaled, pipeline_status.Scaled) else []
