@@ -17,6 +17,7 @@ reason is printed.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import subprocess
@@ -31,12 +32,13 @@ import pytest
 from kubernetes import client, config
 
 from order_devtools import cluster as local_cluster
-from order_devtools import engines
+from order_devtools import cluster_pipeline, engines, images
 from order_devtools.observability import generate as observability_generate
 from order_devtools.observability import pod_discovery, prometheus
 
 from . import host_state
 from .k8s_helpers import wait_for
+from .operator_harness import OperatorProcess, Pipelines, operator_running
 
 # Not KUBECONFIG: a shell often has that set (`make cluster-up` prints an export of it), and
 # the suite must never move to a cluster nobody named for it.
@@ -311,3 +313,60 @@ def cluster_prometheus(
         host=real_node.address,
     ) as server:
         yield ClusterPrometheus(server=server, host_url=server.url, pod_url=server.url)
+
+
+@pytest.fixture(scope="module")
+def pod_engines(
+    real_node: local_cluster.RealNode, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[engines.Engines]:
+    """The engines on the node's bridge address: the one address both pods and this host
+    reach. One per module, so no queue or table outlives the module that made it."""
+    state = tmp_path_factory.mktemp("pod-engines")
+    with engines.running_engines(state, persistent=False, host=real_node.address) as running:
+        yield running
+
+
+@contextlib.contextmanager
+def installed_pipeline(
+    kube_cluster: local_cluster.ClusterAccess,
+    real_node: local_cluster.RealNode,
+    pod_engines: engines.Engines,
+    work_dir: Path,
+    *,
+    spec_overrides: dict[str, Any] | None = None,
+) -> Iterator[cluster_pipeline.ClusterPipeline]:
+    """The chart and one pipeline on the real node (`cluster_pipeline.install`), uninstalled
+    on exit; a failed install fails the test with what went wrong."""
+    try:
+        installed = cluster_pipeline.install(
+            kube_cluster, real_node, pod_engines, work_dir, spec_overrides=spec_overrides
+        )
+    except (images.ImageBuildError, cluster_pipeline.ClusterPipelineError) as error:
+        pytest.fail(f"the pipeline could not be installed on the real node: {error}")
+    try:
+        yield installed
+    finally:
+        installed.uninstall()
+
+
+@pytest.fixture(scope="module")
+def order_operator(
+    kube_cluster: local_cluster.ClusterAccess,
+    k8s_api: client.ApiClient,
+    local_engines: engines.Engines,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[OperatorProcess]:
+    """The operator as a subprocess with its own ServiceAccount, one per module."""
+    with operator_running(kube_cluster, k8s_api, tmp_path_factory.mktemp("operator")) as running:
+        yield running
+
+
+@pytest.fixture
+def pipelines(
+    order_operator: OperatorProcess,
+    k8s_api: client.ApiClient,
+    local_engines: engines.Engines,
+    make_namespace: Callable[..., str],
+) -> Pipelines:
+    """OrderPipelines in a fresh namespace, handled by the module's operator."""
+    return Pipelines(k8s_api, make_namespace(), local_engines)

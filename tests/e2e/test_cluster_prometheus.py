@@ -17,25 +17,16 @@ import pytest
 from kubernetes import client
 
 from order_devtools import cluster as local_cluster
-from order_devtools import cluster_pipeline, engines, images
+from order_devtools import cluster_pipeline, engines
 from order_devtools.observability import rules
 
-from .conftest import ClusterPrometheus
+from .conftest import ClusterPrometheus, installed_pipeline
 from .k8s_helpers import wait_for
 
 # Needs the node this tool starts on this host, so it cannot run against ORDER_PIPELINE_KUBECONFIG.
 pytestmark = [pytest.mark.e2e, pytest.mark.local_control_plane]
 
 COMPONENTS = ("api", "processor")
-
-
-@pytest.fixture(scope="module")
-def pod_engines(
-    real_node: local_cluster.RealNode, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[engines.Engines]:
-    state = tmp_path_factory.mktemp("pod-engines")
-    with engines.running_engines(state, persistent=False, host=real_node.address) as running:
-        yield running
 
 
 @pytest.fixture(scope="module")
@@ -47,16 +38,10 @@ def pipeline(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[cluster_pipeline.ClusterPipeline]:
     """Installed after Prometheus started, so it discovers the pods as they come."""
-    try:
-        installed = cluster_pipeline.install(
-            kube_cluster, real_node, pod_engines, tmp_path_factory.mktemp("release")
-        )
-    except (images.ImageBuildError, cluster_pipeline.ClusterPipelineError) as error:
-        pytest.fail(f"the pipeline could not be installed on the real node: {error}")
-    try:
+    with installed_pipeline(
+        kube_cluster, real_node, pod_engines, tmp_path_factory.mktemp("release")
+    ) as installed:
         yield installed
-    finally:
-        installed.uninstall()
 
 
 def _pod_names(pipeline: cluster_pipeline.ClusterPipeline, component: str) -> set[str]:

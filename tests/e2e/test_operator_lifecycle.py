@@ -6,13 +6,12 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 from kubernetes import client
 
-from order_devtools import cluster as local_cluster
 from order_devtools import engines, provision
 
 from .k8s_helpers import wait_for
@@ -21,31 +20,9 @@ from .operator_harness import (
     Pipelines,
     condition,
     has_event,
-    operator_running,
 )
 
 pytestmark = pytest.mark.e2e
-
-
-@pytest.fixture(scope="module")
-def order_operator(
-    kube_cluster: local_cluster.ClusterAccess,
-    k8s_api: client.ApiClient,
-    local_engines: engines.Engines,
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[OperatorProcess]:
-    with operator_running(kube_cluster, k8s_api, tmp_path_factory.mktemp("operator")) as running:
-        yield running
-
-
-@pytest.fixture
-def pipelines(
-    order_operator: OperatorProcess,
-    k8s_api: client.ApiClient,
-    local_engines: engines.Engines,
-    make_namespace: Callable[..., str],
-) -> Pipelines:
-    return Pipelines(k8s_api, make_namespace(), local_engines)
 
 
 def running_pods(api: client.ApiClient, namespace: str, component: str) -> list[client.V1Pod]:

@@ -7,14 +7,10 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 from kubernetes import client
-
-from order_devtools import cluster as local_cluster
-from order_devtools import engines
 
 from .k8s_helpers import wait_for
 from .operator_harness import (
@@ -24,7 +20,6 @@ from .operator_harness import (
     OperatorProcess,
     Pipelines,
     has_event,
-    operator_running,
 )
 
 pytestmark = pytest.mark.e2e
@@ -35,27 +30,6 @@ COMMAND_ANNOTATION = f"{GROUP}/rollout-command"
 ROLLOUT = {"steps": [{"weight": 50}, {"pause": {}}], "progressDeadlineSeconds": 600}
 # Two processor pods, so the canary has a place without exceeding the scaler's count.
 PROCESSOR = {"scaling": {"minReplicas": 2, "maxReplicas": 4, "pollingIntervalSeconds": 1}}
-
-
-@pytest.fixture(scope="module")
-def order_operator(
-    kube_cluster: local_cluster.ClusterAccess,
-    k8s_api: client.ApiClient,
-    local_engines: engines.Engines,
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[OperatorProcess]:
-    with operator_running(kube_cluster, k8s_api, tmp_path_factory.mktemp("operator")) as running:
-        yield running
-
-
-@pytest.fixture
-def pipelines(
-    order_operator: OperatorProcess,
-    k8s_api: client.ApiClient,
-    local_engines: engines.Engines,
-    make_namespace: Callable[..., str],
-) -> Pipelines:
-    return Pipelines(k8s_api, make_namespace(), local_engines)
 
 
 def rollout_of(pipelines: Pipelines, name: str, component: str) -> dict[str, Any]:

@@ -87,15 +87,6 @@ def is_ready(pod: client.V1Pod) -> bool:
 
 
 @pytest.fixture(scope="module")
-def pod_engines(
-    real_node: local_cluster.RealNode, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[engines.Engines]:
-    state = tmp_path_factory.mktemp("pod-engines")
-    with engines.running_engines(state, persistent=False, host=real_node.address) as running:
-        yield running
-
-
-@pytest.fixture(scope="module")
 def installed(
     kube_cluster: local_cluster.ClusterAccess,
     k8s_api: client.ApiClient,
