@@ -83,12 +83,23 @@ def _seen(prometheus: ClusterPrometheus, pipeline: cluster_pipeline.ClusterPipel
 def _wait_all_up(
     prometheus: ClusterPrometheus, pipeline: cluster_pipeline.ClusterPipeline, timeout: float = 60
 ) -> None:
-    """Until the API and processor pods are targets and every target of the pipeline is up."""
+    """Until every running API and processor pod is a target (the HPA may add an API pod
+    after the install) and every target of the pipeline is up."""
     deadline = time.monotonic() + timeout
     while True:
         targets = _pipeline_targets(prometheus, pipeline)
-        components = {target["labels"].get("component") for target in targets}
-        if set(COMPONENTS) <= components and all(t["health"] == "up" for t in targets):
+        scraped = {
+            component: {
+                t["labels"].get("pod") for t in targets if t["labels"].get("component") == component
+            }
+            for component in COMPONENTS
+        }
+        running = {component: _pod_names(pipeline, component) for component in COMPONENTS}
+        if (
+            scraped == running
+            and all(running.values())
+            and all(t["health"] == "up" for t in targets)
+        ):
             return
         if time.monotonic() > deadline:
             pytest.fail(
