@@ -19,10 +19,8 @@ class ProcessorSettings(common_settings.AwsSettings, common_settings.ReleaseSett
     returning a `payments.PaymentGateway`), or `simulator` for local runs, which charges
     nothing. Unset: the processor refuses to start rather than guess."""
 
-    concurrency: int = pydantic.Field(default=80, ge=1, le=1000)
-    """Messages processed at once by this process (in receive batches of `batch_size`). Each
-    poller's batch waits on several sequential engine calls, so the pollers, not the CPU, cap
-    what one process gets through when there are too few of them (docs/performance.md)."""
+    concurrency: int = pydantic.Field(default=40, ge=1, le=1000)
+    """Messages processed at once by this process (in receive batches of `batch_size`)."""
 
     batch_size: int = pydantic.Field(default=10, ge=1, le=10)
     """Messages per ReceiveMessage call (SQS allows at most 10)."""
