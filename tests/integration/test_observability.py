@@ -26,6 +26,7 @@ import httpx
 import pytest
 from prometheus_client import parser as exposition
 
+from order_api import ratelimit
 from order_devtools import local
 from order_devtools.observability import (
     dashboards,
@@ -98,6 +99,14 @@ def _address(service: local.ServiceProcess) -> str:
 
 RATE_LIMIT = 30
 """Per client and minute: above what `client` sends in both rounds, below `other`'s burst."""
+
+
+def _wait_for_a_window_with(*, seconds_left: float) -> None:
+    """Sleep into the next rate-limit window unless the current one has `seconds_left`
+    (windows are fixed minutes of the wall clock, `ratelimit.WINDOW_SECONDS`)."""
+    left = ratelimit.WINDOW_SECONDS - time.time() % ratelimit.WINDOW_SECONDS
+    if left < seconds_left:
+        time.sleep(left + 0.1)
 
 
 def _drive_mixed_traffic(
@@ -236,7 +245,9 @@ def _observe(base: Path, local_engines: Any) -> Iterator[Observed]:
                     ) as canary,
                 ):
                     # Twice: a labelled series is born at its first event, which rate()
-                    # cannot see; the second round shows in every rate.
+                    # cannot see; the second round shows in every rate. Both rounds expect
+                    # `other` refused, so both must fall in one rate-limit window.
+                    _wait_for_a_window_with(seconds_left=40)
                     first = _drive_mixed_traffic(client, other, sqs_proxy, burst=RATE_LIMIT + 5)
                     assert 202 in first, first
                     _drive_canary_traffic(canary)
