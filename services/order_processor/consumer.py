@@ -1,8 +1,12 @@
 """The SQS side of the processor: receive, dispatch, delete successes, extend, stop cleanly.
 
-Several pollers long-poll at once (concurrency / batch size of them); each processes its batch
-concurrently and deletes the successes in one DeleteMessageBatch. A poller whose batch was
-partial pauses briefly before its next receive, so that under load batches fill up. Failures
+Pollers long-poll at once; each processes its batch concurrently and deletes the successes in
+one DeleteMessageBatch. Their number follows the backlog: a full receive means more messages
+are waiting, so its poller starts another (up to concurrency / batch size of them); a partial
+one means the queue is nearly drained, so its poller stops (down to `MIN_POLLERS`). Batches
+thus stay full under load without thinning out below it, where every extra receive costs the
+queue and the processor CPU per order. A poller whose batch was partial pauses briefly before
+its next receive, so that batches fill up. Failures
 are not deleted: the visibility timeout brings them back and the queue's redrive policy moves
 them to the DLQ after maxReceiveCount receives. A message that cannot be parsed is moved to the
 DLQ at once.
@@ -32,6 +36,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 DEAD_LETTER_RETRY_SECONDS = 30
+MIN_POLLERS = 2
+"""Pollers kept however quiet the queue: one long-polls while another works on its batch."""
 
 _DEPTH_ATTRIBUTES: dict[QueueAttributeNameType, str] = {
     "ApproximateNumberOfMessages": "visible",
@@ -109,14 +115,37 @@ class Consumer:
     queue_depth_interval_seconds: float = 15.0
     _stopping: asyncio.Event = field(default_factory=asyncio.Event)
     _in_flight: dict[str, _InFlight] = field(default_factory=dict)
+    _pollers: set[asyncio.Task[None]] = field(default_factory=set)
+    _polling: int = 0
+    """Pollers that have not decided to stop (their tasks may still be finishing)."""
     processed: int = 0
     retried: int = 0
     last_poll: float = field(default_factory=time.monotonic)
     """When a poll last completed (monotonic): the liveness signal."""
 
     @property
-    def pollers(self) -> int:
+    def max_pollers(self) -> int:
         return max(1, math.ceil(self.concurrency / self.batch_size))
+
+    @property
+    def min_pollers(self) -> int:
+        return min(MIN_POLLERS, self.max_pollers)
+
+    @property
+    def pollers(self) -> int:
+        """Pollers receiving now."""
+        return self._polling
+
+    def _start_poller(self) -> None:
+        self._polling += 1
+        metrics.POLLERS.set(self._polling)
+        task = asyncio.create_task(self._poll_forever())
+        self._pollers.add(task)
+        task.add_done_callback(self._pollers.discard)
+
+    def _leave_poller(self) -> None:
+        self._polling -= 1
+        metrics.POLLERS.set(self._polling)
 
     def stop(self) -> None:
         """Stop receiving; in-flight messages finish (see `run`'s grace)."""
@@ -124,7 +153,8 @@ class Consumer:
 
     async def run(self, *, shutdown_grace: float) -> None:
         heartbeat = asyncio.create_task(self._extend_visibility_forever())
-        pollers = [asyncio.create_task(self._poll_forever(i)) for i in range(self.pollers)]
+        for _ in range(self.min_pollers):
+            self._start_poller()
         reconciler = asyncio.create_task(self._reconcile_dead_letters_forever())
         depths = asyncio.create_task(self._observe_queue_depths_forever())
         await self._stopping.wait()
@@ -132,7 +162,10 @@ class Consumer:
         depths.cancel()
         await asyncio.gather(reconciler, depths, return_exceptions=True)
         log.info("stopping: %s messages in flight", len(self._in_flight))
-        _, pending = await asyncio.wait(pollers, timeout=shutdown_grace)
+        # No poller starts once stopping is set: these are all there will be (maybe none left).
+        pending: set[asyncio.Task[None]] = set()
+        if self._pollers:
+            _, pending = await asyncio.wait(set(self._pollers), timeout=shutdown_grace)
         for task in pending:
             task.cancel()
         await asyncio.gather(*pending, return_exceptions=True)
@@ -141,7 +174,13 @@ class Consumer:
         await asyncio.gather(heartbeat, return_exceptions=True)
         log.info("stopped: %s processed, %s left for retry", self.processed, self.retried)
 
-    async def _poll_forever(self, poller: int) -> None:
+    async def _poll_forever(self) -> None:
+        try:
+            await self._poll_while_needed()
+        finally:
+            self._leave_poller()
+
+    async def _poll_while_needed(self) -> None:
         while not self._stopping.is_set():
             receive = asyncio.create_task(
                 self.hot.receive_message(
@@ -172,8 +211,13 @@ class Consumer:
             metrics.LAST_POLL.set_to_current_time()
             messages = response.get("Messages", [])
             metrics.RECEIVE_BATCH_SIZE.observe(len(messages))
+            full = len(messages) >= self.batch_size
+            if full and self._polling < self.max_pollers and not self._stopping.is_set():
+                self._start_poller()  # more are waiting: receive them while this batch runs
             if messages:
                 await self._handle_batch(messages)
+            if not full and self._polling > self.min_pollers:
+                return  # nearly drained: the others' batches fill up without this one
             if 0 < len(messages) < self.batch_size and self.receive_linger:
                 # The queue is nearly drained: the other pollers keep long-polling for what
                 # comes next, while this one lets a fuller batch gather for its next receive.

@@ -73,6 +73,9 @@ MESSAGES_DEAD_LETTERED = prometheus_client.Counter(
     "messages_dead_lettered_total", "Unparseable messages moved to the DLQ at once"
 )
 IN_FLIGHT = prometheus_client.Gauge("messages_in_flight", "Messages being processed now")
+POLLERS = prometheus_client.Gauge(
+    "processor_pollers", "Receive loops running now (more while receives come back full)"
+)
 LAST_POLL = prometheus_client.Gauge(
     "processor_last_poll_timestamp_seconds", "When a receive loop last completed a poll"
 )

@@ -19,8 +19,9 @@ class ProcessorSettings(common_settings.AwsSettings, common_settings.ReleaseSett
     returning a `payments.PaymentGateway`), or `simulator` for local runs, which charges
     nothing. Unset: the processor refuses to start rather than guess."""
 
-    concurrency: int = pydantic.Field(default=40, ge=1, le=1000)
-    """Messages processed at once by this process (in receive batches of `batch_size`)."""
+    concurrency: int = pydantic.Field(default=80, ge=1, le=1000)
+    """The most messages processed at once by this process: its pollers, each with a receive
+    batch of `batch_size`, grow towards it while receives come back full."""
 
     batch_size: int = pydantic.Field(default=10, ge=1, le=10)
     """Messages per ReceiveMessage call (SQS allows at most 10)."""

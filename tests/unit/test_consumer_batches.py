@@ -11,6 +11,10 @@ from typing import Any
 from order_common import contract
 from order_processor import consumer, workflow
 
+IDLE_POLL = 0.05
+"""How long a receive from the drained queue waits before it answers empty (a long poll's
+WaitTimeSeconds, shortened)."""
+
 
 class TrickleQueue:
     """Messages arrive one every `interval` seconds; a receive waits for the first, then takes
@@ -28,7 +32,8 @@ class TrickleQueue:
     async def receive_message(self, **params: Any) -> dict[str, Any]:
         while self._arrived() <= self.taken:
             if self.taken >= self.count:
-                await asyncio.sleep(3600)  # drained: an idle long poll
+                await asyncio.sleep(IDLE_POLL)  # drained: a long poll that ends empty
+                return {}
             await asyncio.sleep(self.interval / 10)
         batch = range(self.taken, min(self._arrived(), self.taken + params["MaxNumberOfMessages"]))
         self.taken += len(batch)
@@ -62,16 +67,20 @@ class QuickWorkflow:
         return [workflow.Disposition.ACK] * len(deliveries)
 
 
-async def _batches(linger: float) -> list[int]:
-    queue = TrickleQueue(count=60, interval=0.004)
-    worker = consumer.Consumer(
+def _consumer(queue: TrickleQueue, *, concurrency: int, linger: float) -> consumer.Consumer:
+    return consumer.Consumer(
         client=queue,  # type: ignore[arg-type]
         hot=queue,  # type: ignore[arg-type]
         queue=consumer.QueueInfo("q", None, max_receive_count=5, visibility_timeout=30),
         order_workflow=QuickWorkflow(),  # type: ignore[arg-type]
-        concurrency=20,  # two pollers
+        concurrency=concurrency,
         receive_linger=linger,
     )
+
+
+async def _batches(linger: float) -> list[int]:
+    queue = TrickleQueue(count=60, interval=0.004)
+    worker = _consumer(queue, concurrency=20, linger=linger)  # two pollers
     running = asyncio.create_task(worker.run(shutdown_grace=1))
     while worker.processed < queue.count:  # noqa: ASYNC110 - the consumer has no event for it
         await asyncio.sleep(0.01)
@@ -86,3 +95,34 @@ async def test_a_trickle_is_received_in_fuller_batches_when_pollers_linger() -> 
     # Without the pause the two pollers take messages nearly one by one; with it, several
     # arrive while a poller waits, and its next receive takes them together.
     assert len(lingering) <= len(eager) / 2, (eager, lingering)
+
+
+async def _pollers_over_time(queue: TrickleQueue, *, concurrency: int) -> list[int]:
+    """How many pollers ran, sampled every few milliseconds until every message was processed
+    and for a moment after."""
+    worker = _consumer(queue, concurrency=concurrency, linger=0.02)
+    running = asyncio.create_task(worker.run(shutdown_grace=1))
+    seen = []
+    while worker.processed < queue.count:
+        seen.append(worker.pollers)
+        await asyncio.sleep(0.002)
+    await asyncio.sleep(3 * IDLE_POLL)  # the last receives come back empty
+    seen.append(worker.pollers)
+    worker.stop()
+    await running
+    assert worker.pollers == 0
+    return seen
+
+
+async def test_a_backlog_adds_pollers_up_to_the_concurrency_and_they_stop_once_it_is_gone() -> None:
+    backlog = TrickleQueue(count=400, interval=1e-6)  # all waiting at once
+    seen = await _pollers_over_time(backlog, concurrency=80)
+    assert max(seen) == 8, seen  # 80 in flight in batches of 10
+    assert seen[-1] == consumer.MIN_POLLERS, seen
+    assert set(backlog.batches) == {10}, backlog.batches
+
+
+async def test_a_trickle_keeps_the_fewest_pollers() -> None:
+    trickle = TrickleQueue(count=30, interval=0.01)  # a receive takes a few at most
+    seen = await _pollers_over_time(trickle, concurrency=80)
+    assert max(seen) == consumer.MIN_POLLERS, seen
