@@ -3,7 +3,7 @@
 Pollers long-poll at once; each processes its batch concurrently and deletes the successes in
 one DeleteMessageBatch. Their number follows the backlog: a full receive means more messages
 are waiting, so its poller starts another (up to concurrency / batch size of them); a partial
-one means the queue is nearly drained, so its poller stops (down to `MIN_POLLERS`). Batches
+one means the queue is nearly drained, so its poller stops (down to half of them). Batches
 thus stay full under load without thinning out below it, where every extra receive costs the
 queue and the processor CPU per order. A poller whose batch was partial pauses briefly before
 its next receive, so that batches fill up. Failures
@@ -36,8 +36,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 DEAD_LETTER_RETRY_SECONDS = 30
-MIN_POLLERS = 2
-"""Pollers kept however quiet the queue: one long-polls while another works on its batch."""
 
 _DEPTH_ATTRIBUTES: dict[QueueAttributeNameType, str] = {
     "ApproximateNumberOfMessages": "visible",
@@ -129,7 +127,9 @@ class Consumer:
 
     @property
     def min_pollers(self) -> int:
-        return min(MIN_POLLERS, self.max_pollers)
+        """Half the most, kept however quiet the queue: processors beside each other (a canary
+        and its stable side) then share the messages by their concurrency at rest too."""
+        return math.ceil(self.max_pollers / 2)
 
     @property
     def pollers(self) -> int:

@@ -118,11 +118,11 @@ async def test_a_backlog_adds_pollers_up_to_the_concurrency_and_they_stop_once_i
     backlog = TrickleQueue(count=400, interval=1e-6)  # all waiting at once
     seen = await _pollers_over_time(backlog, concurrency=80)
     assert max(seen) == 8, seen  # 80 in flight in batches of 10
-    assert seen[-1] == consumer.MIN_POLLERS, seen
+    assert seen[-1] == 4, seen  # half of them wait for what comes next
     assert set(backlog.batches) == {10}, backlog.batches
 
 
 async def test_a_trickle_keeps_the_fewest_pollers() -> None:
     trickle = TrickleQueue(count=30, interval=0.01)  # a receive takes a few at most
     seen = await _pollers_over_time(trickle, concurrency=80)
-    assert max(seen) == consumer.MIN_POLLERS, seen
+    assert max(seen) == 4, seen

@@ -223,7 +223,8 @@ class ProcessorSpec(resource_model.SpecModel):
     """Extra environment (plain values) for the containers; PAYMENT_GATEWAY among them."""
     secret_ref: SecretReference | None = None
     """Secret whose keys become environment variables."""
-    concurrency: int = pydantic.Field(default=40, ge=1, le=1000)
+    concurrency: int = pydantic.Field(default=80, ge=1, le=1000)
+    """The most messages each pod processes at once (its `CONCURRENCY`)."""
     batch_size: int = pydantic.Field(default=10, ge=1, le=10)
     scaling: ProcessorScaling = ProcessorScaling()
     disruption_budget: DisruptionBudget = DisruptionBudget()
