@@ -218,7 +218,7 @@ class Consumer:
                 await self._handle_batch(messages)
             if not full and self._polling > self.min_pollers:
                 return  # nearly drained: the others' batches fill up without this one
-            if 0 < len(messages) < self.batch_size and self.receive_linger:
+            if messages and not full and self.receive_linger:
                 # The queue is nearly drained: the other pollers keep long-polling for what
                 # comes next, while this one lets a fuller batch gather for its next receive.
                 with contextlib.suppress(TimeoutError):

@@ -80,7 +80,7 @@ def _consumer(queue: TrickleQueue, *, concurrency: int, linger: float) -> consum
 
 async def _batches(linger: float) -> list[int]:
     queue = TrickleQueue(count=60, interval=0.004)
-    worker = _consumer(queue, concurrency=20, linger=linger)  # two pollers
+    worker = _consumer(queue, concurrency=20, linger=linger)  # one poller, two at most
     running = asyncio.create_task(worker.run(shutdown_grace=1))
     while worker.processed < queue.count:  # noqa: ASYNC110 - the consumer has no event for it
         await asyncio.sleep(0.01)
@@ -92,7 +92,7 @@ async def _batches(linger: float) -> list[int]:
 async def test_a_trickle_is_received_in_fuller_batches_when_pollers_linger() -> None:
     eager, lingering = await _batches(0.0), await _batches(0.03)
     assert sum(eager) == sum(lingering) == 60
-    # Without the pause the two pollers take messages nearly one by one; with it, several
+    # Without the pause the pollers take messages nearly one by one; with it, several
     # arrive while a poller waits, and its next receive takes them together.
     assert len(lingering) <= len(eager) / 2, (eager, lingering)
 
